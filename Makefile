@@ -1,0 +1,39 @@
+# Cormorant: set-up, demo and tests. Every target creates .venv first if it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-quick lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel these machines carry (a bare `torch` pulls CUDA).
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[lucene,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m cormorant.demo --out reports
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest tests -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_encode.py --out benchmarks/results/encode.json
+	$(BIN)/python benchmarks/bench_search.py --out benchmarks/results/search.json
+	$(BIN)/python benchmarks/bench_bm25.py --out benchmarks/results/bm25.json
+
+clean:
+	rm -rf $(VENV) reports indexes .pytest_cache

@@ -1,0 +1,37 @@
+"""Dataset loaders: BEIR, BRIGHT, MS MARCO tsv, TREC qrels and runs.
+
+Example:
+    >>> from cormorant.data import load_dataset
+    >>> ds = load_dataset("../shared/data/scifact")  # doctest: +SKIP
+    >>> split = ds.split("test")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cormorant import registry
+from cormorant.errors import DataError
+from cormorant.types import Dataset
+
+GROUP = "cormorant.datasets"
+
+
+def load_dataset(path: str | Path, format: str | None = None, **options: Any) -> Dataset:
+    """Open the dataset at ``path``; its format is detected unless ``format`` names one.
+
+    Raises:
+        DataError: the path does not exist or matches no registered format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"dataset not found: {path}")
+    if format is not None:
+        return registry.get(GROUP, format).load(path, **options)
+    for name in registry.names(GROUP):
+        loader = registry.get(GROUP, name)
+        if loader.matches(path):
+            return loader.load(path, **options)
+    raise DataError(f"{path} matches no dataset format ({', '.join(registry.names(GROUP))}): "
+                    "expected corpus.jsonl, collection.tsv or examples.jsonl")

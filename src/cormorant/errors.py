@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+Every mistake a user can make (a missing file, an unknown pipeline name, an index built with
+another encoder) raises :class:`CormorantError` with a one-line message. The CLI prints that
+message and exits non-zero; the service turns it into a 4xx. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class CormorantError(Exception):
+    """An error caused by the caller's input, with a message meant for a person."""
+
+
+class DataError(CormorantError):
+    """A dataset, qrels, run or query file is missing or malformed."""
+
+
+class PipelineError(CormorantError):
+    """A pipeline string or stage got input it cannot use."""
+
+
+class IndexFormatError(CormorantError):
+    """An index directory is missing, truncated, foreign, or of another version."""
+
+
+class MissingExtraError(CormorantError):
+    """A feature needs an optional dependency that is not installed."""
+
+    def __init__(self, feature: str, extra: str, cause: BaseException | None = None) -> None:
+        detail = f" ({cause})" if cause else ""
+        super().__init__(
+            f"{feature} needs the [{extra}] extra: pip install 'cormorant[{extra}]'{detail}"
+        )

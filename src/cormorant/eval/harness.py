@@ -1,0 +1,70 @@
+"""Run a pipeline over a dataset split and measure it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cormorant.eval.measures import DEFAULT_MEASURES, evaluate
+from cormorant.pipeline import Stage
+from cormorant.types import Dataset, Run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """What ``cormorant eval --json`` writes."""
+
+    dataset: str
+    split: str
+    pipeline: str
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    timing: dict[str, float]
+    run: Run = field(repr=False, default_factory=Run)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "split": self.split, "pipeline": self.pipeline,
+                "metrics": self.metrics, "per_query": self.per_query, "timing": self.timing}
+
+
+def run_split(stage: Stage, dataset: Dataset, split: str, depth: int = 1000,
+              measures: Sequence[str] = DEFAULT_MEASURES,
+              build_seconds: float = 0.0) -> EvalResult:
+    """Search every query of ``split`` with ``stage`` and evaluate the top ``depth``.
+
+    BRIGHT-style ``excluded`` documents are removed from each ranking before it is cut to
+    ``depth``, so they neither score nor push judged documents out.
+    """
+    data = dataset.split(split)
+    start = time.perf_counter()
+    run = stage.transform(data.queries, None)
+    search_seconds = time.perf_counter() - start
+    if data.excluded:
+        run = run.without(data.excluded)
+    run = run.topk(depth)
+    evaluation = evaluate(run, data.qrels, measures)
+    n = max(len(data.queries), 1)
+    timing = {"build_s": round(build_seconds, 3), "search_s": round(search_seconds, 3),
+              "queries": len(data.queries), "ms_per_query": round(1000 * search_seconds / n, 3)}
+    return EvalResult(dataset.name, split, str(stage), evaluation.aggregate,
+                      evaluation.per_query, timing, run)
+
+
+def markdown_table(results: Sequence[EvalResult]) -> str:
+    """One row per result, one column per measure."""
+    if not results:
+        return ""
+    names = list(results[0].metrics)
+    lines = ["| dataset | split | pipeline | " + " | ".join(names) + " | ms/query |",
+             "|---|---|---|" + "---:|" * (len(names) + 1)]
+    for r in results:
+        values = " | ".join(f"{r.metrics[n]:.4f}" for n in names)
+        pipe = r.pipeline.replace("|", "\\|")
+        lines.append(f"| {r.dataset} | {r.split} | `{pipe}` | {values} |"
+                     f" {r.timing['ms_per_query']:.1f} |")
+    return "\n".join(lines) + "\n"

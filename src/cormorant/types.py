@@ -1,0 +1,213 @@
+"""Core types: corpora, queries, relevance judgments and runs.
+
+Field names follow ir_measures (``query_id``, ``doc_id``, ``relevance``, ``score``), and a
+:class:`Run` is a ``dict[query_id, dict[doc_id, score]]``, so runs and qrels go straight into
+``ir_measures.calc_aggregate`` with no conversion.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cormorant.errors import DataError
+
+Queries = dict[str, str]
+"""Query id -> query text."""
+
+Qrels = dict[str, dict[str, int]]
+"""Query id -> doc id -> graded relevance."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: its id, title, text and any extra fields of the source."""
+
+    doc_id: str
+    text: str
+    title: str = ""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def contents(self) -> str:
+        """Title and text joined, the way BEIR baselines index a document."""
+        return f"{self.title} {self.text}".strip() if self.title else self.text
+
+
+class Corpus:
+    """A re-iterable stream of documents that need not fit in memory.
+
+    A corpus is built from a function that opens a fresh iterator, so every pass re-reads the
+    source (a file, a database) instead of holding all documents at once.
+
+    Example:
+        >>> corpus = Corpus.from_documents([Document("d1", "hello world", title="Greeting")])
+        >>> [d.contents for d in corpus]
+        ['Greeting hello world']
+        >>> len(corpus)
+        1
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[], Iterator[Document]],
+        name: str = "corpus",
+        fingerprint: str | None = None,
+        size: int | None = None,
+    ) -> None:
+        self._open_stream = open_stream
+        self.name = name
+        self._fingerprint = fingerprint
+        self._size = size
+
+    @classmethod
+    def from_documents(cls, documents: Iterable[Document], name: str = "corpus") -> Corpus:
+        """A corpus held in memory, for tests and small collections."""
+        docs = list(documents)
+        return cls(lambda: iter(docs), name=name, size=len(docs))
+
+    def __iter__(self) -> Iterator[Document]:
+        return self._open_stream()
+
+    def __len__(self) -> int:
+        if self._size is None:
+            self._size = sum(1 for _ in self)
+        return self._size
+
+    def batches(self, size: int) -> Iterator[list[Document]]:
+        """Documents in lists of at most ``size``, in corpus order."""
+        batch: list[Document] = []
+        for doc in self:
+            batch.append(doc)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable content hash, used to key caches of embeddings built from this corpus."""
+        if self._fingerprint is None:
+            import hashlib
+
+            digest = hashlib.sha256()
+            for doc in self:
+                digest.update(doc.doc_id.encode())
+                digest.update(b"\0")
+                digest.update(doc.contents.encode())
+                digest.update(b"\1")
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+
+class Run(dict[str, dict[str, float]]):
+    """A ranking: query id -> doc id -> score (higher is better).
+
+    Example:
+        >>> run = Run({"q1": {"d1": 0.2, "d2": 0.9, "d3": 0.5}})
+        >>> run.topk(2)["q1"]
+        {'d2': 0.9, 'd3': 0.5}
+        >>> run.ranked("q1")
+        [('d2', 0.9), ('d3', 0.5), ('d1', 0.2)]
+    """
+
+    def ranked(self, query_id: str) -> list[tuple[str, float]]:
+        """The query's documents by decreasing score; ties by doc id, as trec_eval breaks them."""
+        return sorted(self.get(query_id, {}).items(), key=lambda item: (-item[1], item[0]))
+
+    def topk(self, k: int) -> Run:
+        """A new run holding each query's ``k`` best documents."""
+        if k < 1:
+            raise DataError(f"k must be at least 1, got {k}")
+        out = Run()
+        for qid, docs in self.items():
+            if len(docs) <= k:
+                out[qid] = dict(docs)
+                continue
+            best = heapq.nsmallest(k, docs.items(), key=lambda item: (-item[1], item[0]))
+            out[qid] = dict(best)
+        return out
+
+    def without(self, excluded: Mapping[str, Iterable[str]]) -> Run:
+        """A new run with each query's ``excluded`` doc ids removed (BRIGHT's excluded_ids)."""
+        out = Run()
+        for qid, docs in self.items():
+            drop = set(excluded.get(qid, ()))
+            out[qid] = {d: s for d, s in docs.items() if d not in drop}
+        return out
+
+    @classmethod
+    def from_arrays(
+        cls,
+        query_ids: list[str],
+        scores: np.ndarray,
+        indices: np.ndarray,
+        doc_ids: list[str] | np.ndarray,
+    ) -> Run:
+        """Build a run from a search result: row i of ``scores``/``indices`` is query i.
+
+        Negative indices (FAISS's "no result" marker) are skipped.
+        """
+        if scores.shape != indices.shape or scores.shape[0] != len(query_ids):
+            raise ValueError(
+                f"scores {scores.shape}, indices {indices.shape} and {len(query_ids)} query ids"
+                " do not line up"
+            )
+        run = cls()
+        for qid, row_scores, row_idx in zip(query_ids, scores, indices, strict=True):
+            keep = row_idx >= 0
+            run[qid] = {
+                doc_ids[i]: float(s)
+                for i, s in zip(row_idx[keep].tolist(), row_scores[keep].tolist(), strict=True)
+            }
+        return run
+
+    def to_trec(self, path: str | Path, tag: str = "cormorant") -> None:
+        """Write the run as a TREC run file (atomically)."""
+        from cormorant.data.trec import write_trec_run
+
+        write_trec_run(self, path, tag=tag)
+
+    @classmethod
+    def from_trec(cls, path: str | Path) -> Run:
+        """Read a TREC run file (``qid Q0 docid rank score tag``)."""
+        from cormorant.data.trec import read_trec_run
+
+        return read_trec_run(path)
+
+
+@dataclass
+class Split:
+    """The queries of one split with their judgments (and BRIGHT-style exclusions)."""
+
+    queries: Queries
+    qrels: Qrels
+    excluded: dict[str, set[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Dataset:
+    """A test collection: a corpus plus named splits of queries and judgments.
+
+    Splits load lazily through ``load_split`` so that opening a dataset to look at its corpus
+    reads no judgments.
+    """
+
+    name: str
+    corpus: Corpus
+    split_names: list[str]
+    load_split: Callable[[str], Split]
+    path: Path | None = None
+
+    def split(self, name: str) -> Split:
+        """The named split; a clear error lists the splits that exist."""
+        if name not in self.split_names:
+            have = ", ".join(self.split_names) or "none"
+            raise DataError(f"dataset {self.name!r} has no split {name!r} (it has: {have})")
+        return self.load_split(name)
