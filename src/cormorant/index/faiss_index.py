@@ -54,11 +54,12 @@ class FaissIndex:
     """
 
     def __init__(self, dim: int, kind: str = "flat", metric: str = "ip",
-                 nprobe: int = 32, ef_search: int = 128, use_gpu: bool | None = None) -> None:
+                 nprobe: int = 32, ef_search: int = 128, ef_construction: int = 200,
+                 use_gpu: bool | None = None) -> None:
         if metric not in METRICS:
             raise CormorantError(f"unknown metric {metric!r}; use one of {sorted(METRICS)}")
         self.dim, self.kind, self.metric = dim, kind, metric
-        self.nprobe, self.ef_search = nprobe, ef_search
+        self.nprobe, self.ef_search, self.ef_construction = nprobe, ef_search, ef_construction
         self.use_gpu = use_gpu
         self.ids: list[str] = []
         self._index: Any = None
@@ -80,6 +81,11 @@ class FaissIndex:
                 self._index = faiss.index_factory(self.dim, factory, getattr(faiss, METRICS[self.metric]))
             except RuntimeError as exc:
                 raise CormorantError(f"FAISS cannot build index {factory!r}: {exc}") from None
+            hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
+            if hnsw is not None:
+                # FAISS's default of 40 builds graphs that miss ~10% of the true top-10 on
+                # clustered embeddings; 200 costs build time once and recovers it.
+                hnsw.efConstruction = self.ef_construction
             if not self._index.is_trained:
                 log.info("training %s on %d vectors", factory, vectors.shape[0])
                 self._index.train(vectors)

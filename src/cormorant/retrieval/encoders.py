@@ -92,7 +92,9 @@ class SentenceTransformerEncoder:
             self._model.max_seq_length = max_length
         similarity = getattr(self._model, "similarity_fn_name", None) or "cosine"
         self.normalize = (similarity == "cosine") if normalize is None else normalize
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        dimension = getattr(self._model, "get_embedding_dimension", None) \
+            or self._model.get_sentence_embedding_dimension  # before sentence-transformers 6
+        self.dim = int(dimension())
         self.fingerprint = model_fingerprint(self.path)
 
     @property

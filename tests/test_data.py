@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from cormorant.data import load_dataset
+from cormorant.errors import DataError
+from cormorant.eval.harness import run_split
+from cormorant.pipeline import StaticStage
+from cormorant.types import Run
+from tests.conftest import QRELS, write_beir
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_beir_folder_plain_or_gzipped(tmp_path, gz):
+    ds = load_dataset(write_beir(tmp_path / "c", gz=gz))
+    assert ds.split_names == ["test"]
+    assert len(ds.corpus) == 6
+    doc = next(iter(ds.corpus))
+    assert (doc.doc_id, doc.title) == ("d1", "Vitamin D")
+    split = ds.split("test")
+    assert split.qrels == QRELS
+    assert split.queries["q2"] == "birds that fish"
+
+
+def test_missing_split_lists_the_ones_that_exist(beir_dir):
+    with pytest.raises(DataError, match=r"no split 'dev' \(it has: test\)"):
+        load_dataset(beir_dir).split("dev")
+
+
+def test_malformed_corpus_line_is_named(beir_dir):
+    with open(beir_dir / "corpus.jsonl", "a") as handle:
+        handle.write("{not json\n")
+    with pytest.raises(DataError, match=r"corpus.jsonl:7: not valid JSON"):
+        list(load_dataset(beir_dir).corpus)
+
+
+def test_unknown_folder_and_missing_path(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_dataset(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="matches no dataset format"):
+        load_dataset(tmp_path / "empty")
+
+
+def test_msmarco_tsv(tmp_path):
+    (tmp_path / "collection.tsv").write_text("0\tfirst passage\n1\tsecond passage\n")
+    (tmp_path / "queries.dev.tsv").write_text("100\twhich passage\n101\tunjudged\n")
+    (tmp_path / "qrels.dev.tsv").write_text("100 0 1 1\n")
+    ds = load_dataset(tmp_path)
+    assert [d.text for d in ds.corpus] == ["first passage", "second passage"]
+    split = ds.split("dev")
+    assert split.queries == {"100": "which passage"}
+    assert split.qrels == {"100": {"1": 1}}
+
+
+def _bright_fixture(folder):
+    folder.mkdir()
+    examples = [
+        {"id": "0", "query": "why do insects fly to light", "reasoning": "GOLD NOTES",
+         "gold_ids": ["a_0", "a_1"], "gold_ids_long": ["a"], "excluded_ids": ["x_0"],
+         "gold_answer": "..."},
+        {"id": "1", "query": "smell primaries", "reasoning": "", "gold_ids": ["b_0"],
+         "gold_ids_long": ["b"], "excluded_ids": ["N/A"], "gold_answer": "..."},
+    ]
+    (folder / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    docs = [{"id": i, "content": f"text of {i}"} for i in ("a_0", "a_1", "b_0", "x_0")]
+    (folder / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    long_docs = [{"id": i, "content": f"long text of {i}"} for i in ("a", "b", "x")]
+    (folder / "long_documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in long_docs))
+    return folder
+
+
+def test_bright_queries_qrels_and_exclusions(tmp_path):
+    ds = load_dataset(_bright_fixture(tmp_path / "biology"))
+    split = ds.split("test")
+    assert split.queries["0"] == "why do insects fly to light"  # never the reasoning field
+    assert split.qrels == {"0": {"a_0": 1, "a_1": 1}, "1": {"b_0": 1}}
+    assert split.excluded == {"0": {"x_0"}}  # "N/A" means none
+    assert len(ds.corpus) == 4
+
+
+def test_bright_long_documents_use_gold_ids_long(tmp_path):
+    ds = load_dataset(_bright_fixture(tmp_path / "biology"), long_documents=True)
+    assert ds.split("test").qrels == {"0": {"a": 1}, "1": {"b": 1}}
+    assert {d.doc_id for d in ds.corpus} == {"a", "b", "x"}
+
+
+def test_bright_excluded_documents_are_dropped_before_cutting(tmp_path):
+    ds = load_dataset(_bright_fixture(tmp_path / "biology"))
+    # The excluded doc ranks first; with depth 2 it would push a_1 out if it were cut first.
+    run = Run({"0": {"x_0": 9.0, "a_0": 5.0, "a_1": 4.0}, "1": {"b_0": 1.0}})
+    result = run_split(StaticStage(run), ds, "test", depth=2, measures=["R@2"])
+    assert "x_0" not in result.run["0"]
+    assert result.metrics["R@2"] == 1.0
+
+
+def test_bright_rejects_excluded_gold(tmp_path):
+    folder = _bright_fixture(tmp_path / "bad")
+    record = {"id": "9", "query": "q", "gold_ids": ["a_0"], "gold_ids_long": [],
+              "excluded_ids": ["a_0"]}
+    with open(folder / "examples.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    with pytest.raises(DataError, match="excludes its own gold"):
+        load_dataset(folder).split("test")
