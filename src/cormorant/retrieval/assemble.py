@@ -67,8 +67,9 @@ def save_index(text: str, corpus: Corpus, out: str | Path, overwrite: bool = Fal
             sub = tmp / f"{position}-{leaf.name}"
             sub.mkdir()
             leaf_meta = leaf.save(sub)
-            write_meta(sub, {"kind": leaf.name, "params": leaf.params, **leaf_meta})
-            records.append({"name": leaf.name, "params": leaf.params, "dir": sub.name})
+            write_meta(sub, {"kind": leaf.reads(), "params": leaf.params, **leaf_meta})
+            records.append({"name": leaf.name, "kind": leaf.reads(), "params": leaf.params,
+                            "dir": sub.name})
         write_meta(tmp, {"kind": "pipeline", "pipeline": str(pipeline), "count": count,
                          "corpus": corpus.name, "leaves": records})
     return out
@@ -101,19 +102,18 @@ def open_index(path: str | Path, pipeline: str | None = None, verify: bool = Tru
     used: set[int] = set()
 
     def load(leaf: Leaf, position: int) -> Stage:
-        choices = [i for i, rec in enumerate(stored) if rec["name"] == leaf.name and i not in used]
-        if not choices:
-            # Allow re-using one stored stage twice (e.g. bm25 >> bm25(depth=10)) if one exists.
-            choices = [i for i, rec in enumerate(stored) if rec["name"] == leaf.name]
+        cls = retriever_class(leaf.name)
+        fits = [i for i, rec in enumerate(stored) if rec["kind"] == cls.reads()]
+        # Prefer a stored stage not used yet; one may serve twice (bm25 >> bm25(depth=10)).
+        choices = [i for i in fits if i not in used] or fits
         if not choices:
             have = ", ".join(rec["name"] for rec in stored)
-            raise PipelineError(f"index {path} holds {have}; it has no {leaf.name} stage"
+            raise PipelineError(f"index {path} holds {have}; it has no {cls.reads()} stage"
                                 f" (build one with: cormorant index build --pipeline ...)")
         index = choices[0]
         used.add(index)
-        cls = retriever_class(leaf.name)
         sub = path / stored[index]["dir"]
-        params = {**stored[index]["params"], **leaf.params} if pipeline is None else leaf.params
+        params = leaf.params if pipeline else stored[index]["params"]
         check_params(cls, "load", params)
         return cls.load(sub, read_meta(sub, verify=verify), **params)
 

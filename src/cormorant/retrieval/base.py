@@ -21,6 +21,12 @@ class Retriever(Stage):
     """
 
     name: ClassVar[str] = "retriever"
+    index_kind: ClassVar[str | None] = None
+    """The on-disk index this stage reads, when it shares another stage's (rm3 reads Lucene's)."""
+
+    @classmethod
+    def reads(cls) -> str:
+        return cls.index_kind or cls.name
 
     def __init__(self, params: dict[str, Any] | None = None, depth: int = DEFAULT_DEPTH) -> None:
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:

@@ -150,6 +150,7 @@ class LuceneRM3Retriever(LuceneBM25Retriever):
     """Lucene BM25 with RM3 pseudo-relevance feedback (``rm3``): ``bm25.lucene(rm3=true)``."""
 
     name: ClassVar[str] = "rm3"
+    index_kind: ClassVar[str | None] = "bm25.lucene"
 
     @classmethod
     def build(cls, corpus: Corpus, **options: Any) -> LuceneBM25Retriever:  # type: ignore[override]
