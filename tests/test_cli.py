@@ -120,3 +120,17 @@ def test_help_explains_commands():
     for command in ("data", "index", "search", "eval"):
         assert command in result.stdout
     assert "rrf(bm25, dense)" in cormorant("eval", "--help").stdout
+
+
+def test_bright_domain_with_documents_file(tmp_path):
+    from tests.test_data import _bright_fixture
+
+    domain = _bright_fixture(tmp_path / "biology")
+    docs = domain / "documents.jsonl"
+    result = cormorant("eval", "-d", domain, "--documents", docs, "-p", "bm25",
+                       "--json", tmp_path / "out.json", "--run-file", tmp_path / "run.trec")
+    assert result.returncode == 0, result.stderr
+    run = read_trec_run(tmp_path / "run.trec")
+    assert set(run["0"]) == {"a_0", "a_1", "b_0"}  # x_0 matches but is excluded
+    long = cormorant("data", "info", domain, "--long-documents")
+    assert long.returncode == 0 and "3 documents" in long.stdout

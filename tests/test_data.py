@@ -63,7 +63,7 @@ def _bright_fixture(folder):
          "gold_ids_long": ["b"], "excluded_ids": ["N/A"], "gold_answer": "..."},
     ]
     (folder / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    docs = [{"id": i, "content": f"text of {i}"} for i in ("a_0", "a_1", "b_0", "x_0")]
+    docs = [{"id": i, "content": f"insects fly to light {i}"} for i in ("a_0", "a_1", "b_0", "x_0")]
     (folder / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     long_docs = [{"id": i, "content": f"long text of {i}"} for i in ("a", "b", "x")]
     (folder / "long_documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in long_docs))
@@ -102,3 +102,8 @@ def test_bright_rejects_excluded_gold(tmp_path):
         handle.write(json.dumps(record) + "\n")
     with pytest.raises(DataError, match="excludes its own gold"):
         load_dataset(folder).split("test")
+
+
+def test_options_for_another_format_are_refused(beir_dir, tmp_path):
+    with pytest.raises(DataError, match="BEIR datasets take no documents option"):
+        load_dataset(beir_dir, documents=tmp_path / "docs.jsonl")

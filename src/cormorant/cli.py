@@ -29,6 +29,8 @@ DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folde
                                           " (corpus.jsonl[.gz]), MS MARCO tsv or BRIGHT domain.")]
 DocumentsOpt = Annotated[Path | None, typer.Option(
     help="BRIGHT only: the documents file (jsonl or parquet with id, content).")]
+LongOpt = Annotated[bool, typer.Option(
+    "--long-documents", help="BRIGHT only: judge against gold_ids_long (long-document variant).")]
 PipelineHelp = ("Pipeline, e.g. 'bm25', 'dense(model=PATH)', 'rrf(bm25, dense) % 100',"
                 " 'bm25 % 100 >> dense'. Stages: bm25, bm25.lucene, rm3, dense; rrf, combsum.")
 
@@ -41,18 +43,20 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
                         datefmt="%H:%M:%S")
 
 
-def _load(dataset: Path, documents: Path | None = None):  # noqa: ANN202
+def _load(dataset: Path, documents: Path | None = None, long_documents: bool = False):  # noqa: ANN202
     from cormorant.data import load_dataset
 
-    options = {"documents": documents} if documents else {}
+    options: dict[str, object] = {"documents": documents} if documents else {}
+    if long_documents:
+        options["long_documents"] = True
     return load_dataset(dataset, **options)
 
 
 @data_app.command("info")
 def data_info(dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
-              documents: DocumentsOpt = None) -> None:
+              documents: DocumentsOpt = None, long_documents: LongOpt = False) -> None:
     """Validate a dataset and print its corpus size and per-split counts."""
-    ds = _load(dataset, documents)
+    ds = _load(dataset, documents, long_documents)
     typer.echo(f"{ds.name}: {len(ds.corpus):,} documents")
     for name in ds.split_names:
         split = ds.split(name)
@@ -66,13 +70,13 @@ def data_info(dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
 def index_build(dataset: DatasetOpt,
                 out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write.")],
                 pipeline: Annotated[str, typer.Option("--pipeline", "-p", help=PipelineHelp)] = "bm25",
-                documents: DocumentsOpt = None,
+                documents: DocumentsOpt = None, long_documents: LongOpt = False,
                 overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
                 ) -> None:
     """Index a dataset's corpus for every stage of a pipeline (written atomically)."""
     from cormorant.retrieval.assemble import save_index
 
-    corpus = _load(dataset, documents).corpus
+    corpus = _load(dataset, documents, long_documents).corpus
     start = time.perf_counter()
     save_index(pipeline, corpus, out, overwrite=overwrite)
     typer.echo(f"indexed {len(corpus):,} documents for {pipeline} in"
@@ -125,7 +129,7 @@ def eval_(dataset: DatasetOpt,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON.")] = None,
           markdown: Annotated[Path | None, typer.Option(help="Write a Markdown table.")] = None,
           run_file: Annotated[Path | None, typer.Option(help="Write the TREC run.")] = None,
-          documents: DocumentsOpt = None) -> None:
+          documents: DocumentsOpt = None, long_documents: LongOpt = False) -> None:
     """Evaluate a pipeline on a dataset split with ir-measures (nDCG@10, RR@10, R@100)."""
     from cormorant.data.files import atomic_write
     from cormorant.eval.harness import markdown_table, run_split
@@ -136,7 +140,7 @@ def eval_(dataset: DatasetOpt,
         raise CormorantError(f"--depth must be at least 1, got {depth}")
     measures = measure or list(DEFAULT_MEASURES)
     parse_measures(measures)  # fail on a typo before any slow work
-    ds = _load(dataset, documents)
+    ds = _load(dataset, documents, long_documents)
     ds.split(split)  # fail on a missing split before building anything
     start = time.perf_counter()
     stage = open_index(index, pipeline).pipeline if index else build_pipeline(pipeline, ds.corpus)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from cormorant.data.files import find_file, iter_jsonl
+from cormorant.data.files import find_file, iter_jsonl, reject_options
 from cormorant.data.trec import read_qrels
 from cormorant.errors import DataError
 from cormorant.types import Corpus, Dataset, Document, Queries, Split
@@ -48,8 +48,9 @@ class BeirFormat:
         return path.is_dir() and find_file(path, "corpus.jsonl") is not None
 
     @staticmethod
-    def load(path: Path) -> Dataset:
+    def load(path: Path, **options: object) -> Dataset:
         path = Path(path)
+        reject_options("BEIR", options)
         corpus_file = find_file(path, "corpus.jsonl")
         if corpus_file is None:
             raise DataError(f"{path} is not a BEIR folder: no corpus.jsonl(.gz)")

@@ -23,6 +23,13 @@ def find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def reject_options(format_name: str, options: dict[str, object]) -> None:
+    """Loaders of formats without options fail clearly on one meant for another format."""
+    if options:
+        raise DataError(f"{format_name} datasets take no {', '.join(sorted(options))} option"
+                        " (--documents is for BRIGHT domains)")
+
+
 def open_text(path: str | Path) -> IO[str]:
     """Open a text file for reading, transparently un-gzipping ``.gz`` files."""
     path = Path(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from cormorant.data.files import find_file, open_text
+from cormorant.data.files import find_file, open_text, reject_options
 from cormorant.data.trec import read_qrels
 from cormorant.errors import DataError
 from cormorant.types import Corpus, Dataset, Document, Queries, Split
@@ -52,8 +52,9 @@ class MsMarcoFormat:
         return path.is_dir() and find_file(path, "collection.tsv") is not None
 
     @staticmethod
-    def load(path: Path) -> Dataset:
+    def load(path: Path, **options: object) -> Dataset:
         path = Path(path)
+        reject_options("MS MARCO", options)
         collection = find_file(path, "collection.tsv")
         if collection is None:
             raise DataError(f"{path} is not an MS MARCO folder: no collection.tsv(.gz)")

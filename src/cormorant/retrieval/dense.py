@@ -13,7 +13,11 @@ from cormorant.index.cache import corpus_embeddings
 from cormorant.index.faiss_index import FaissIndex
 from cormorant.pipeline import DEFAULT_DEPTH
 from cormorant.retrieval.base import Retriever
-from cormorant.retrieval.encoders import SentenceTransformerEncoder, model_fingerprint, resolve_model
+from cormorant.retrieval.encoders import (
+    SentenceTransformerEncoder,
+    model_fingerprint,
+    resolve_model,
+)
 from cormorant.types import Corpus, Queries, Run
 
 log = logging.getLogger(__name__)
