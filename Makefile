@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-quick lint bench clean
+.PHONY: install demo test test-quick lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m cormorant.demo --out reports
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest tests -q
+
+# The HTML report test renders pages in Debian's headless Chromium; install it when we can
+# (root on Debian), else that one test is skipped and says why.
+chromium:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null \
+		&& apt-get install -y -q chromium >/dev/null)) || echo "chromium not installed: HTML test will skip"; }
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest tests -q -m "not slow"

@@ -13,6 +13,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _test_cache() -> None:
+    """Runs and other cached results go to a fresh directory per test session, so no test
+    reads a result an older version of the code wrote; corpus embeddings (keyed by model and
+    corpus content) are shared with the user's cache, so real corpora are encoded once."""
+    import tempfile
+
+    user = Path(os.environ.get("CORMORANT_CACHE") or Path.home() / ".cache" / "cormorant")
+    (user / "embeddings").mkdir(parents=True, exist_ok=True)
+    session = Path(tempfile.mkdtemp(prefix="cormorant-test-cache-"))
+    (session / "embeddings").symlink_to(user / "embeddings")
+    os.environ["CORMORANT_CACHE"] = str(session)
+
+
+_test_cache()
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

@@ -56,7 +56,7 @@ def test_trec_run_round_trip(tmp_path):
     run = Run({"q1": {"d1": 2.5, "d2": 1.25}, "q2": {"d3": -1.0}})
     write_trec_run(run, tmp_path / "run.trec", tag="test")
     lines = (tmp_path / "run.trec").read_text().splitlines()
-    assert lines[0] == "q1 Q0 d1 1 2.500000 test"
+    assert lines[0] == "q1 Q0 d1 1 2.5 test"
     assert read_trec_run(tmp_path / "run.trec") == run
 
 

@@ -118,44 +118,100 @@ def search(query: Annotated[list[str], typer.Argument(help="One or more query te
 
 
 @app.command("eval")
-def eval_(dataset: DatasetOpt,
-          pipeline: Annotated[str, typer.Option("--pipeline", "-p", help=PipelineHelp)] = "bm25",
+def eval_(dataset: Annotated[list[Path] | None, typer.Option(
+              "--dataset", "-d", help="Dataset folder; repeat for several.")] = None,
+          pipeline: Annotated[list[str] | None, typer.Option(
+              "--pipeline", "-p", help=PipelineHelp + " Repeat for several.")] = None,
           split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+          experiment: Annotated[Path | None, typer.Option(
+              help="YAML/JSON experiment file (datasets, pipelines, baseline, ...).")] = None,
+          baseline: Annotated[str | None, typer.Option(
+              help="Pipeline the others are tested against (paired t-test and randomisation"
+                   " test, Holm-corrected).")] = None,
+          report: Annotated[Path | None, typer.Option(
+              help="Write a report: .md (figures beside it) or self-contained .html.")] = None,
           index: Annotated[Path | None, typer.Option(
-              help="Use this index instead of building the pipeline over the corpus.")] = None,
+              help="Use this index instead of building the pipeline (one dataset).")] = None,
           measure: Annotated[list[str] | None, typer.Option(
               "--measure", "-m", help="ir-measures name; repeat for several.")] = None,
           depth: Annotated[int, typer.Option(help="Results per query that are scored.")] = 1000,
+          interp_extrap: Annotated[bool, typer.Option(
+              "--interp-extrap", help="Also score interpolation vs extrapolation queries.")] = False,
+          train_split: Annotated[str, typer.Option(help="Training split for --interp-extrap.")] = "train",
+          buckets: Annotated[int, typer.Option(help="Query clusters for --interp-extrap.")] = 5,
+          seed: Annotated[int, typer.Option(help="Seed of the --interp-extrap clustering.")] = 0,
+          split_out: Annotated[Path | None, typer.Option(
+              help="Write each dataset's interpolation/extrapolation folds here for reuse.")] = None,
           json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON.")] = None,
           markdown: Annotated[Path | None, typer.Option(help="Write a Markdown table.")] = None,
-          run_file: Annotated[Path | None, typer.Option(help="Write the TREC run.")] = None,
+          run_file: Annotated[Path | None, typer.Option(
+              help="Write the TREC run (one dataset and pipeline).")] = None,
+          runs_dir: Annotated[Path | None, typer.Option(help="Write every TREC run here.")] = None,
+          cache: Annotated[bool, typer.Option(help="Reuse cached runs.")] = True,
           documents: DocumentsOpt = None, long_documents: LongOpt = False) -> None:
-    """Evaluate a pipeline on a dataset split with ir-measures (nDCG@10, RR@10, R@100)."""
-    from cormorant.data.files import atomic_write
-    from cormorant.eval.harness import markdown_table, run_split
-    from cormorant.eval.measures import DEFAULT_MEASURES, parse_measures
-    from cormorant.retrieval.assemble import build_pipeline, open_index
+    """Evaluate pipelines on datasets with ir-measures (nDCG@10, RR@10, R@100 by default).
 
-    if depth < 1:
-        raise CormorantError(f"--depth must be at least 1, got {depth}")
-    measures = measure or list(DEFAULT_MEASURES)
-    parse_measures(measures)  # fail on a typo before any slow work
-    ds = _load(dataset, documents, long_documents)
-    ds.split(split)  # fail on a missing split before building anything
-    start = time.perf_counter()
-    stage = open_index(index, pipeline).pipeline if index else build_pipeline(pipeline, ds.corpus)
-    result = run_split(stage, ds, split, depth=depth, measures=measures,
-                       build_seconds=time.perf_counter() - start)
-    table = markdown_table([result])
+    With one dataset and one pipeline, --json writes {dataset, split, pipeline, metrics,
+    per_query, timing}; with several it writes {results: [...], significance: [...],
+    interp_extrap: {...}}.
+    """
+    from cormorant.data.files import atomic_write
+    from cormorant.eval.experiment import DatasetSpec, Experiment, InterpExtrapConfig, run_experiment
+    from cormorant.eval.harness import markdown_table
+
+    if experiment is not None:
+        exp = Experiment.from_file(experiment)
+    else:
+        if not dataset:
+            raise CormorantError("give --dataset (repeatable) or --experiment FILE")
+        exp = Experiment(
+            datasets=[DatasetSpec(d, documents, long_documents) for d in dataset],
+            pipelines=pipeline or ["bm25"], split=split, baseline=baseline,
+            measures=measure or Experiment.__dataclass_fields__["measures"].default_factory(),
+            depth=depth, runs_dir=runs_dir, use_cache=cache,
+            interp_extrap=InterpExtrapConfig(train_split, buckets, seed, out=split_out)
+            if interp_extrap else None)
+    exp.validate()
+    if index is not None:
+        results = [_eval_index(exp, index, pipeline[0] if pipeline else None)]
+        payload = results[0].to_json()
+    else:
+        outcome = run_experiment(exp)
+        results = outcome.results
+        single = len(results) == 1 and not outcome.regimes
+        payload = results[0].to_json() if single else outcome.to_json()
+        if report:
+            from cormorant.eval.report import write_report
+
+            write_report(outcome, report)
+    table = markdown_table(results)
     typer.echo(table, nl=False)
     if json_out:
         with atomic_write(json_out) as handle:
-            json.dump(result.to_json(), handle, indent=2)
+            json.dump(payload, handle, indent=2)
     if markdown:
         with atomic_write(markdown) as handle:
             handle.write(table)
     if run_file:
-        result.run.to_trec(run_file)
+        if len(results) != 1:
+            raise CormorantError("--run-file takes one dataset and one pipeline; use --runs-dir")
+        results[0].run.to_trec(run_file)
+
+
+def _eval_index(exp, index: Path, pipeline: str | None):  # noqa: ANN001, ANN202
+    """Evaluate an index directory (built earlier) on the experiment's one dataset; ``pipeline``
+    re-composes its stages (default: as built)."""
+    from cormorant.eval.harness import run_split
+    from cormorant.retrieval.assemble import open_index
+
+    if len(exp.datasets) != 1 or len(exp.pipelines) > 1:
+        raise CormorantError("--index evaluates one dataset with one pipeline")
+    ds = exp.datasets[0].load()
+    ds.split(exp.split)
+    start = time.perf_counter()
+    stage = open_index(index, pipeline).pipeline
+    return run_split(stage, ds, exp.split, depth=exp.depth, measures=exp.measures,
+                     build_seconds=time.perf_counter() - start)
 
 
 def main() -> None:

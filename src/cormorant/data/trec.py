@@ -73,4 +73,4 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "cormorant") -> None:
     with atomic_write(path) as out:
         for qid in sorted(run):
             for rank, (docid, score) in enumerate(run.ranked(qid), start=1):
-                out.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+                out.write(f"{qid} Q0 {docid} {rank} {score:.9g} {tag}\n")  # float32-exact

@@ -10,7 +10,7 @@ from typing import Any
 
 from cormorant.eval.measures import DEFAULT_MEASURES, evaluate
 from cormorant.pipeline import Stage
-from cormorant.types import Dataset, Run
+from cormorant.types import Dataset, Run, Split
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,21 @@ def run_split(stage: Stage, dataset: Dataset, split: str, depth: int = 1000,
     start = time.perf_counter()
     run = stage.transform(data.queries, None)
     search_seconds = time.perf_counter() - start
-    if data.excluded:
-        run = run.without(data.excluded)
-    run = run.topk(depth)
-    evaluation = evaluate(run, data.qrels, measures)
     n = max(len(data.queries), 1)
     timing = {"build_s": round(build_seconds, 3), "search_s": round(search_seconds, 3),
               "queries": len(data.queries), "ms_per_query": round(1000 * search_seconds / n, 3)}
-    return EvalResult(dataset.name, split, str(stage), evaluation.aggregate,
+    return score_run(run, dataset.name, split, data, str(stage), timing, depth, measures)
+
+
+def score_run(run: Run, dataset: str, split_name: str, split: Split, pipeline: str,
+              timing: dict[str, float], depth: int = 1000,
+              measures: Sequence[str] = DEFAULT_MEASURES) -> EvalResult:
+    """Drop excluded documents, cut to ``depth`` and evaluate an existing run."""
+    if split.excluded:
+        run = run.without(split.excluded)
+    run = run.topk(depth)
+    evaluation = evaluate(run, split.qrels, measures)
+    return EvalResult(dataset, split_name, pipeline, evaluation.aggregate,
                       evaluation.per_query, timing, run)
 
 

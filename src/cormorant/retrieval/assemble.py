@@ -40,17 +40,37 @@ def retriever_class(name: str) -> type[Retriever]:
     return registry.get(GROUP, name)
 
 
-def build_pipeline(text: str, corpus: Corpus) -> Stage:
-    """Parse ``text`` and build every leaf over ``corpus``."""
+def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = None) -> Stage:
+    """Parse ``text`` and build every leaf over ``corpus``.
+
+    ``built`` memoises leaves by their string form, so evaluating ``dense`` and
+    ``rrf(bm25, dense)`` over one corpus builds ``dense`` once.
+    """
     spec = parse(text)
-    for leaf in leaves(spec):  # validate all names and parameters before any slow build
-        check_params(retriever_class(leaf.name), "build", leaf.params)
+    validate(text)
+    memo = {} if built is None else built
 
     def make(leaf: Leaf, position: int) -> Stage:
-        log.info("building %s over %s", leaf, corpus.name)
-        return retriever_class(leaf.name).build(corpus, **leaf.params)
+        key = str(leaf)
+        if key not in memo:
+            log.info("building %s over %s", leaf, corpus.name)
+            memo[key] = retriever_class(leaf.name).build(corpus, **leaf.params)
+        return memo[key]
 
     return materialize(spec, make)
+
+
+def validate(text: str) -> None:
+    """Check a pipeline's syntax, stage names and parameters without building anything."""
+    for leaf in leaves(parse(text)):
+        check_params(retriever_class(leaf.name), "build", leaf.params)
+
+
+def identity(text: str) -> list[dict[str, Any]]:
+    """What determines each leaf's results (for cache keys): its name, parameters, and e.g. the
+    fingerprint of the model a dense stage uses."""
+    return [{"name": leaf.name, **retriever_class(leaf.name).identity(leaf.params)}
+            for leaf in leaves(parse(text))]
 
 
 def save_index(text: str, corpus: Corpus, out: str | Path, overwrite: bool = False) -> Path:

@@ -48,6 +48,14 @@ class Retriever(Stage):
         """Write the index files into ``directory``; return what ``meta.json`` should record."""
         raise NotImplementedError
 
+    @classmethod
+    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """What, beyond the pipeline string, decides this stage's results: cache keys use it.
+
+        A stage whose ``model=PATH`` can change on disk adds the model's fingerprint.
+        """
+        return dict(params)
+
     def retrieve(self, queries: Queries, k: int) -> Run:
         """The top ``k`` documents of the collection per query."""
         raise NotImplementedError

@@ -50,6 +50,10 @@ class DenseRetriever(Retriever):
                   if v not in (None, "flat")}
         return cls(encoder, faiss_index, params, depth)
 
+    @classmethod
+    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, "fingerprint": model_fingerprint(resolve_model(params.get("model")))}
+
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         vectors = self.encoder.encode_queries([queries[q] for q in qids])

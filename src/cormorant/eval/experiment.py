@@ -1,0 +1,264 @@
+"""Experiments: many pipelines over many datasets, with significance and regime splits.
+
+An experiment is written on the command line (repeated ``--dataset`` and ``--pipeline``) or as
+a YAML/JSON file::
+
+    datasets:
+      - ../shared/data/scifact
+      - {path: ../shared/data/bright-queries/biology, documents: biology-docs.jsonl}
+    pipelines: [bm25, dense, "rrf(bm25, dense)"]
+    baseline: bm25
+    split: test
+    measures: [nDCG@10, RR@10, R@100]
+    interp_extrap: {train: train, buckets: 5, seed: 0}
+
+Leaves shared by several pipelines are built once per dataset, and every run is cached on disk
+(:mod:`cormorant.eval.runs`), so re-running a report costs only the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cormorant.errors import CormorantError
+from cormorant.eval.harness import EvalResult, score_run
+from cormorant.eval.measures import DEFAULT_MEASURES, parse_measures
+from cormorant.eval.runs import RunCache, run_key
+from cormorant.eval.significance import Comparison, compare, correct
+from cormorant.pipeline import Stage
+from cormorant.types import Dataset
+
+log = logging.getLogger(__name__)
+
+CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+@dataclass
+class DatasetSpec:
+    """Where a dataset lives, with the options its format takes."""
+
+    path: Path
+    documents: Path | None = None
+    long_documents: bool = False
+
+    def load(self) -> Dataset:
+        from cormorant.data import load_dataset
+
+        options: dict[str, Any] = {}
+        if self.documents:
+            options["documents"] = self.documents
+        if self.long_documents:
+            options["long_documents"] = True
+        return load_dataset(self.path, **options)
+
+
+@dataclass
+class InterpExtrapConfig:
+    """Settings of the interpolation/extrapolation resampling (see :mod:`.splits`)."""
+
+    train: str = "train"
+    buckets: int = 5
+    seed: int = 0
+    model: str | None = None
+    out: Path | None = None  # where to write each dataset's folds for reuse
+
+
+@dataclass
+class Experiment:
+    datasets: list[DatasetSpec]
+    pipelines: list[str]
+    split: str = "test"
+    baseline: str | None = None
+    measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
+    depth: int = 1000
+    correction: str = "holm"
+    permutations: int = 10_000
+    interp_extrap: InterpExtrapConfig | None = None
+    runs_dir: Path | None = None
+    use_cache: bool = True
+
+    def validate(self) -> None:
+        """Fail on every mistake that can be found before slow work starts."""
+        from cormorant.retrieval.assemble import validate
+
+        if not self.datasets or not self.pipelines:
+            raise CormorantError("an experiment needs at least one dataset and one pipeline")
+        if self.depth < 1:
+            raise CormorantError(f"depth must be at least 1, got {self.depth}")
+        parse_measures(self.measures)
+        for pipeline in self.pipelines:
+            validate(pipeline)
+        if self.baseline is not None and self.baseline not in self.pipelines:
+            raise CormorantError(f"baseline {self.baseline!r} is not one of the pipelines"
+                                 f" ({', '.join(self.pipelines)})")
+
+    @classmethod
+    def from_file(cls, path: Path, **overrides: Any) -> Experiment:
+        """Read an experiment from YAML or JSON; relative paths are relative to the file."""
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise CormorantError(f"experiment file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise CormorantError(f"{path} is not valid YAML/JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise CormorantError(f"{path} must hold a mapping (datasets, pipelines, ...)")
+        base = Path(path).parent
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise CormorantError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        datasets = [_dataset_spec(item, base) for item in raw.pop("datasets", [])]
+        interp = raw.pop("interp_extrap", None)
+        if interp is not None:
+            interp = InterpExtrapConfig(**{**interp, "out": _path(interp.get("out"), base)})
+        if "runs_dir" in raw:
+            raw["runs_dir"] = _path(raw["runs_dir"], base)
+        try:
+            return cls(datasets=datasets, interp_extrap=interp, **{**raw, **overrides})
+        except TypeError as exc:
+            raise CormorantError(f"{path}: {exc}") from None
+
+
+def _path(value: Any, base: Path) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def _dataset_spec(item: Any, base: Path) -> DatasetSpec:
+    if isinstance(item, str):
+        return DatasetSpec(_path(item, base))  # type: ignore[arg-type]
+    if isinstance(item, dict) and "path" in item:
+        return DatasetSpec(_path(item["path"], base), _path(item.get("documents"), base),  # type: ignore[arg-type]
+                           bool(item.get("long_documents", False)))
+    raise CormorantError(f"a dataset entry must be a path or {{path: ...}}, got {item!r}")
+
+
+@dataclass
+class ExperimentResult:
+    experiment: Experiment
+    results: list[EvalResult]
+    curves: dict[tuple[str, str], dict[int, float]]
+    comparisons: list[Comparison]
+    regimes: dict[str, dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        exp = self.experiment
+        return {
+            "split": exp.split, "baseline": exp.baseline, "measures": exp.measures,
+            "correction": exp.correction,
+            "results": [r.to_json() | {"recall_curve": self.curves[(r.dataset, r.pipeline)]}
+                        for r in self.results],
+            "significance": [c.to_json() for c in self.comparisons],
+            "interp_extrap": self.regimes,
+        }
+
+
+def run_experiment(exp: Experiment) -> ExperimentResult:
+    """Evaluate every (dataset, pipeline) pair, then compare and resample."""
+    exp.validate()
+    cache = RunCache()
+    results, curves, regimes = [], {}, {}
+    curve_ks = [k for k in CURVE_KS if k <= exp.depth]
+    for spec in exp.datasets:
+        dataset = spec.load()
+        split = dataset.split(exp.split)
+        built: dict[str, Stage] = {}
+        for pipeline in exp.pipelines:
+            result = _evaluate_pair(exp, dataset, split, pipeline, built, cache)
+            curve = score_run(result.run, dataset.name, exp.split, split, pipeline, {},
+                              exp.depth, [f"R@{k}" for k in curve_ks]).metrics
+            curves[(dataset.name, pipeline)] = {k: curve[f"R@{k}"] for k in curve_ks}
+            results.append(result)
+            if exp.runs_dir:
+                result.run.to_trec(exp.runs_dir / f"{dataset.name}.{_slug(pipeline)}.trec",
+                                   tag=_slug(pipeline)[:40] or "run")
+        if exp.interp_extrap:
+            regimes[dataset.name] = _regimes(exp, dataset, [r for r in results
+                                                            if r.dataset == dataset.name])
+    comparisons = _compare(exp, results)
+    return ExperimentResult(exp, results, curves, comparisons, regimes)
+
+
+def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
+                   built: dict[str, Stage], cache: RunCache) -> EvalResult:
+    from cormorant.retrieval.assemble import build_pipeline, identity
+
+    key = run_key(dataset, exp.split, split, identity(pipeline), exp.depth)
+    cached = cache.get(key) if exp.use_cache else None
+    if cached is not None:
+        log.info("%s on %s: run from cache", pipeline, dataset.name)
+        run, timing = cached
+        return score_run(run, dataset.name, exp.split, split, pipeline, timing, exp.depth,
+                         exp.measures)
+    start = time.perf_counter()
+    stage = build_pipeline(pipeline, dataset.corpus, built)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    run = stage.transform(split.queries, None)
+    search_s = time.perf_counter() - start
+    n = max(len(split.queries), 1)
+    timing = {"build_s": round(build_s, 3), "search_s": round(search_s, 3),
+              "queries": len(split.queries), "ms_per_query": round(1000 * search_s / n, 3)}
+    cache.put(key, run, timing)  # whole run: exclusions must be dropped before any cut
+    return score_run(run, dataset.name, exp.split, split, pipeline, timing, exp.depth,
+                     exp.measures)
+
+
+def _compare(exp: Experiment, results: list[EvalResult]) -> list[Comparison]:
+    if exp.baseline is None:
+        return []
+    comparisons = []
+    for base in (r for r in results if r.pipeline == exp.baseline):
+        for other in (r for r in results if r.dataset == base.dataset and r is not base):
+            for measure in base.metrics:
+                a = {q: v[measure] for q, v in other.per_query.items()}
+                b = {q: v[measure] for q, v in base.per_query.items()}
+                comparisons.append(compare(base.dataset, measure, other.pipeline, exp.baseline,
+                                           a, b, permutations=exp.permutations))
+    return correct(comparisons, exp.correction)
+
+
+def _regimes(exp: Experiment, dataset: Dataset, results: list[EvalResult]) -> dict[str, Any]:
+    from cormorant.eval.splits import make_split, regime_scores, write_split
+    from cormorant.retrieval.encoders import SentenceTransformerEncoder
+
+    config = exp.interp_extrap
+    assert config is not None
+    encoder = SentenceTransformerEncoder(config.model, show_progress=False)
+    split = make_split(dataset, encoder, config.train, exp.split, config.buckets, config.seed)
+    if config.out is not None:
+        write_split(split, dataset, dataset.split(config.train).qrels,
+                    dataset.split(exp.split).qrels, config.out / dataset.name)
+    systems = {r.pipeline: {m: regime_scores(split, r.per_query, m) for m in r.metrics}
+               for r in results}
+    return {"folds": len(split.folds), "buckets": split.buckets, "seed": split.seed,
+            "encoder": split.encoder, "systems": systems,
+            "nearest_train_similarity": {
+                "interpolation": _mean(f.nearest_train_similarity["interpolation"]
+                                       for f in split.folds),
+                "extrapolation": _mean(f.nearest_train_similarity["extrapolation"]
+                                       for f in split.folds)},
+            "test_queries_per_fold": [len(f.extrapolation) for f in split.folds]}
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in text).strip("_")
+
+
+def result_json(result: ExperimentResult) -> str:
+    return json.dumps(result.to_json(), indent=2)
