@@ -130,3 +130,12 @@ def test_cli_multi_eval_with_report(tmp_path, isolated_cache):
     assert [r["pipeline"] for r in payload["results"]] == ["bm25", "bm25(k1=2.0)"]
     assert {c["measure"] for c in payload["significance"]} == {"nDCG@10", "RR@10", "R@100"}
     assert (tmp_path / "r.md").is_file()
+
+
+def test_pipelines_over_the_same_stages_get_their_own_runs(tmp_path, isolated_cache):
+    dataset = write_beir(tmp_path / "tiny")
+    exp = Experiment([DatasetSpec(dataset)], ["rrf(bm25, bm25(k1=2.0))",
+                                              "bm25 % 1 >> bm25(k1=2.0)"])
+    fused, chained = run_experiment(exp).results
+    assert all(len(docs) <= 1 for docs in chained.run.values())
+    assert any(len(docs) > 1 for docs in fused.run.values())

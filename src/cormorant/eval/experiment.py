@@ -191,9 +191,11 @@ def run_experiment(exp: Experiment) -> ExperimentResult:
 
 def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
                    built: dict[str, Stage], cache: RunCache) -> EvalResult:
+    from cormorant.pipeline_syntax import parse
     from cormorant.retrieval.assemble import build_pipeline, identity
 
-    key = run_key(dataset, exp.split, split, identity(pipeline), exp.depth)
+    key = run_key(dataset, exp.split, split, {"pipeline": str(parse(pipeline)),
+                                              "stages": identity(pipeline)}, exp.depth)
     cached = cache.get(key) if exp.use_cache else None
     if cached is not None:
         log.info("%s on %s: run from cache", pipeline, dataset.name)

@@ -25,8 +25,9 @@ def run_key(dataset: Dataset, split_name: str, split: Split, pipeline_identity: 
     from cormorant import __version__
 
     # The version is part of the key: a new release may rank differently for the same input.
-    payload = {"version": __version__, "corpus": dataset.corpus.fingerprint, "split": split_name, "queries": queries,
-               "excluded": excluded, "pipeline": pipeline_identity, "depth": depth}
+    payload = {"version": __version__, "corpus": dataset.corpus.fingerprint,
+               "split": split_name, "queries": queries, "excluded": excluded,
+               "pipeline": pipeline_identity, "depth": depth}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cormorant.data.files import publishable_mode
 from cormorant.types import Corpus
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def _encode_all(encoder: Any, corpus: Corpus, out_path: Path | None) -> np.ndarr
         if tmp is not None:
             out.flush()
             del out
+            os.chmod(tmp, publishable_mode())
             os.replace(tmp, out_path)
             return np.load(out_path, mmap_mode="r")
         return out

@@ -89,6 +89,9 @@ def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Pa
     try:
         yield tmp
         _fsync_tree(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it private; an index is shared data
         if target.exists():
             # Move the old index aside first: rename cannot replace a non-empty directory.
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
