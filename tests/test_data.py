@@ -107,3 +107,56 @@ def test_bright_rejects_excluded_gold(tmp_path):
 def test_options_for_another_format_are_refused(beir_dir, tmp_path):
     with pytest.raises(DataError, match="BEIR datasets take no documents option"):
         load_dataset(beir_dir, documents=tmp_path / "docs.jsonl")
+
+
+def test_graded_trec_qrels_drive_ndcg(tmp_path):
+    """TREC DL-style graded judgments (0-3) in an MS MARCO folder: nDCG uses the grades."""
+    import math
+
+    from cormorant.eval.measures import evaluate
+
+    (tmp_path / "collection.tsv").write_text("a\tx\nb\ty\nc\tz\n")
+    (tmp_path / "queries.dl.tsv").write_text("1\tquery\n")
+    (tmp_path / "qrels.dl.tsv").write_text("1 0 a 3\n1 0 b 1\n1 0 c 0\n")
+    split = load_dataset(tmp_path).split("dl")
+    run = Run({"1": {"b": 3.0, "a": 2.0, "c": 1.0}})
+    gain = lambda rel, rank: (2 ** rel - 1) / math.log2(rank + 1)  # noqa: E731
+    # ir-measures' nDCG uses linear gains (trec_eval's): rel / log2(rank + 1).
+    linear = (1 / 1 + 3 / math.log2(3)) / (3 / 1 + 1 / math.log2(3))
+    got = evaluate(run, split.qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+    assert got == pytest.approx(linear, abs=1e-6)
+    assert got != pytest.approx((gain(1, 1) + gain(3, 2)) / (gain(3, 1) + gain(1, 2)), abs=1e-3)
+
+
+def test_ir_datasets_with_local_files(tmp_path):
+    ir_datasets = pytest.importorskip("ir_datasets")
+    from ir_datasets.datasets.base import Dataset as IrdsDataset
+    from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
+    from ir_datasets.util import LocalDownload
+
+    (tmp_path / "docs.tsv").write_text("d1\tcormorants dive for fish\nd2\tstatins and cholesterol\n")
+    (tmp_path / "queries.tsv").write_text("q1\tdiving birds\n")
+    (tmp_path / "qrels").write_text("q1 0 d1 1\n")
+    name = f"cormorant-test/{tmp_path.name}/test"
+    ir_datasets.registry.register(name, IrdsDataset(
+        TsvDocs(LocalDownload(tmp_path / "docs.tsv")),
+        TsvQueries(LocalDownload(tmp_path / "queries.tsv")),
+        TrecQrels(LocalDownload(tmp_path / "qrels"), {0: "no", 1: "yes"})))
+    ds = load_dataset(f"irds:{name}")
+    assert ds.split_names == ["test"]
+    assert [d.doc_id for d in ds.corpus] == ["d1", "d2"]
+    assert ds.split("test").qrels == {"q1": {"d1": 1}}
+    assert ds.split("test").queries == {"q1": "diving birds"}
+    with pytest.raises(DataError, match="knows no dataset"):
+        load_dataset("irds:no/such/dataset")
+
+
+def test_validation_finds_ids_that_do_not_line_up(beir_dir):
+    from cormorant.data.validate import validate_dataset
+
+    assert validate_dataset(load_dataset(beir_dir)).problems == []
+    with open(beir_dir / "qrels" / "test.tsv", "a") as handle:
+        handle.write("q1\tghost\t1\n")
+    report = validate_dataset(load_dataset(beir_dir))
+    assert report.problems == ["test: 1 judged documents are not in the corpus, e.g. 'ghost'"]
+    assert report.splits["test"]["judgments"] == 6

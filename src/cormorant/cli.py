@@ -53,17 +53,40 @@ def _load(dataset: Path, documents: Path | None = None, long_documents: bool = F
 
 
 @data_app.command("info")
-def data_info(dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
+def data_info(dataset: Annotated[Path, typer.Argument(help="Dataset folder or irds:<id>.")],
               documents: DocumentsOpt = None, long_documents: LongOpt = False) -> None:
-    """Validate a dataset and print its corpus size and per-split counts."""
-    ds = _load(dataset, documents, long_documents)
-    typer.echo(f"{ds.name}: {len(ds.corpus):,} documents")
-    for name in ds.split_names:
-        split = ds.split(name)
-        judgments = sum(len(v) for v in split.qrels.values())
-        typer.echo(f"  {name}: {len(split.queries):,} queries, {judgments:,} judgments"
-                   + (f", {sum(map(len, split.excluded.values())):,} exclusions"
-                      if split.excluded else ""))
+    """Validate a dataset and print its corpus size and per-split counts.
+
+    Exits with status 1 if a check fails: judged documents missing from the corpus, duplicate
+    document ids, or judged queries without text.
+    """
+    from cormorant.data.validate import validate_dataset
+
+    report = validate_dataset(_load(dataset, documents, long_documents))
+    typer.echo(report.summary())
+    for problem in report.problems:
+        typer.echo(f"  problem: {problem}", err=True)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@data_app.command("list")
+def data_list(roots: Annotated[list[Path] | None, typer.Argument(
+                  help="Folders to search for datasets (default: data and ../shared/data).")] = None
+              ) -> None:
+    """List the datasets under some folders, with their format and counts."""
+    from cormorant.data.validate import find_datasets, validate_dataset
+
+    roots = roots or [p for p in (Path("data"), Path("../shared/data")) if p.is_dir()]
+    found = 0
+    for path in find_datasets(roots):
+        found += 1
+        try:
+            typer.echo(f"{path}: " + validate_dataset(_load(path)).summary(one_line=True))
+        except CormorantError as exc:
+            typer.echo(f"{path}: unreadable ({exc})")
+    if not found:
+        raise CormorantError(f"no datasets under {', '.join(map(str, roots)) or 'the defaults'}")
 
 
 @index_app.command("build")
@@ -217,7 +240,9 @@ def _eval_index(exp, index: Path, pipeline: str | None):  # noqa: ANN001, ANN202
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except CormorantError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -19,19 +19,19 @@ GROUP = "cormorant.datasets"
 
 
 def load_dataset(path: str | Path, format: str | None = None, **options: Any) -> Dataset:
-    """Open the dataset at ``path``; its format is detected unless ``format`` names one.
+    """Open the dataset at ``path`` (or ``irds:<id>``); the format is detected unless named.
 
     Raises:
         DataError: the path does not exist or matches no registered format.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"dataset not found: {path}")
     if format is not None:
         return registry.get(GROUP, format).load(path, **options)
     for name in registry.names(GROUP):
         loader = registry.get(GROUP, name)
         if loader.matches(path):
             return loader.load(path, **options)
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"dataset not found: {path}")
     raise DataError(f"{path} matches no dataset format ({', '.join(registry.names(GROUP))}): "
-                    "expected corpus.jsonl, collection.tsv or examples.jsonl")
+                    "expected corpus.jsonl, collection.tsv, examples.jsonl or irds:<id>")

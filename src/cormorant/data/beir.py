@@ -44,7 +44,8 @@ class BeirFormat:
     name = "beir"
 
     @staticmethod
-    def matches(path: Path) -> bool:
+    def matches(path: str | Path) -> bool:
+        path = Path(path)
         return path.is_dir() and find_file(path, "corpus.jsonl") is not None
 
     @staticmethod

@@ -80,7 +80,8 @@ class BrightFormat:
     name = "bright"
 
     @staticmethod
-    def matches(path: Path) -> bool:
+    def matches(path: str | Path) -> bool:
+        path = Path(path)
         return path.is_dir() and find_file(path, "examples.jsonl") is not None
 
     @staticmethod
@@ -89,8 +90,10 @@ class BrightFormat:
         examples = find_file(path, "examples.jsonl")
         if examples is None:
             raise DataError(f"{path} is not a BRIGHT domain folder: no examples.jsonl")
-        docs_path = Path(documents) if documents else _default_documents(path, long_documents)
-        corpus = read_bright_documents(docs_path)
+        if documents:
+            corpus = read_bright_documents(Path(documents))
+        else:
+            corpus = _default_documents(path, long_documents)
 
         def load_split(name: str) -> Split:
             return read_bright_examples(examples, long_documents)
@@ -98,10 +101,16 @@ class BrightFormat:
         return Dataset(path.name, corpus, ["test"], load_split, path)
 
 
-def _default_documents(path: Path, long_documents: bool) -> Path:
+def _default_documents(path: Path, long_documents: bool) -> Corpus:
+    """The domain's own documents file, or a corpus that explains it is missing when read
+    (so queries and judgments can still be listed and checked without it)."""
     stem = "long_documents" if long_documents else "documents"
     for suffix in (".jsonl", ".jsonl.gz", ".parquet"):
         if (path / f"{stem}{suffix}").is_file():
-            return path / f"{stem}{suffix}"
-    raise DataError(f"BRIGHT domain {path} has no {stem}.jsonl or {stem}.parquet; "
-                    "pass the documents file the authors publish (documents=PATH)")
+            return read_bright_documents(path / f"{stem}{suffix}")
+
+    def missing() -> Iterator[Document]:
+        raise DataError(f"BRIGHT domain {path} has no {stem}.jsonl or {stem}.parquet; pass the"
+                        " documents file the authors publish (--documents PATH)")
+
+    return Corpus(missing, name=path.name)

@@ -48,7 +48,8 @@ class MsMarcoFormat:
     name = "msmarco"
 
     @staticmethod
-    def matches(path: Path) -> bool:
+    def matches(path: str | Path) -> bool:
+        path = Path(path)
         return path.is_dir() and find_file(path, "collection.tsv") is not None
 
     @staticmethod
