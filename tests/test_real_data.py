@@ -104,3 +104,23 @@ def test_demo_on_the_bundled_collection(tmp_path):
     report = (tmp_path / "demo.md").read_text()
     assert "| scifact | test | `rrf(bm25, dense)` |" in report
     assert len(json.loads((tmp_path / "demo.json").read_text())) == 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_interpolation_extrapolation_split_on_real_queries(name, tmp_path):
+    from cormorant.eval.splits import make_split, write_split
+    from cormorant.retrieval.encoders import SentenceTransformerEncoder
+
+    ds = load_dataset(shared_dataset(name))
+    split = make_split(ds, SentenceTransformerEncoder(show_progress=False), buckets=5, seed=0)
+    test_ids = set(ds.split("test").queries)
+    # Every test query extrapolates in exactly one fold (as in the released ReSTTest splits).
+    extrap = [q for fold in split.folds for q in fold.extrapolation]
+    assert len(split.folds) == 5 and sorted(extrap) == sorted(test_ids)
+    for fold in split.folds:
+        assert all(split.bucket_of[q] != fold.bucket for q in fold.train)
+        sims = fold.nearest_train_similarity
+        assert sims["extrapolation"] < sims["interpolation"]
+    out = write_split(split, ds, ds.split("train").qrels, ds.split("test").qrels, tmp_path / name)
+    again = load_dataset(out)
+    assert set(again.split("extrap-fold0").queries) == set(split.folds[0].extrapolation)
