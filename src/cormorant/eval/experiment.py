@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cormorant.errors import CormorantError
-from cormorant.eval.harness import EvalResult, score_run
+from cormorant.eval.harness import EvalResult, score_run, timed_search
 from cormorant.eval.measures import DEFAULT_MEASURES, parse_measures
 from cormorant.eval.runs import RunCache, run_key
 from cormorant.eval.significance import Comparison, compare, correct
@@ -204,13 +204,7 @@ def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
                          exp.measures)
     start = time.perf_counter()
     stage = build_pipeline(pipeline, dataset.corpus, built)
-    build_s = time.perf_counter() - start
-    start = time.perf_counter()
-    run = stage.transform(split.queries, None)
-    search_s = time.perf_counter() - start
-    n = max(len(split.queries), 1)
-    timing = {"build_s": round(build_s, 3), "search_s": round(search_s, 3),
-              "queries": len(split.queries), "ms_per_query": round(1000 * search_s / n, 3)}
+    run, timing = timed_search(stage, split.queries, time.perf_counter() - start)
     cache.put(key, run, timing)  # whole run: exclusions must be dropped before any cut
     return score_run(run, dataset.name, exp.split, split, pipeline, timing, exp.depth,
                      exp.measures)

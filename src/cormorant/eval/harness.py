@@ -41,13 +41,19 @@ def run_split(stage: Stage, dataset: Dataset, split: str, depth: int = 1000,
     ``depth``, so they neither score nor push judged documents out.
     """
     data = dataset.split(split)
-    start = time.perf_counter()
-    run = stage.transform(data.queries, None)
-    search_seconds = time.perf_counter() - start
-    n = max(len(data.queries), 1)
-    timing = {"build_s": round(build_seconds, 3), "search_s": round(search_seconds, 3),
-              "queries": len(data.queries), "ms_per_query": round(1000 * search_seconds / n, 3)}
+    run, timing = timed_search(stage, data.queries, build_seconds)
     return score_run(run, dataset.name, split, data, str(stage), timing, depth, measures)
+
+
+def timed_search(stage: Stage, queries: dict[str, str],
+                 build_seconds: float = 0.0) -> tuple[Run, dict[str, float]]:
+    """Search all ``queries`` in one batch; the run and its timing record."""
+    start = time.perf_counter()
+    run = stage.transform(queries, None)
+    search_seconds = time.perf_counter() - start
+    n = max(len(queries), 1)
+    return run, {"build_s": round(build_seconds, 3), "search_s": round(search_seconds, 3),
+                 "queries": len(queries), "ms_per_query": round(1000 * search_seconds / n, 3)}
 
 
 def score_run(run: Run, dataset: str, split_name: str, split: Split, pipeline: str,

@@ -51,22 +51,15 @@ def prepare_java() -> None:
     jnius_config.add_options = add_options
 
 
-def _pyserini_search() -> Any:
+def _pyserini(module: str, name: str) -> Any:
+    """``name`` from ``pyserini.<module>``, with Java prepared first."""
+    import importlib
+
     prepare_java()
     try:
-        from pyserini.search.lucene import LuceneSearcher
+        return getattr(importlib.import_module(f"pyserini.{module}"), name)
     except ModuleNotFoundError as exc:
         raise MissingExtraError("bm25.lucene", "lucene", exc) from exc
-    return LuceneSearcher
-
-
-def _pyserini_indexer() -> Any:
-    prepare_java()
-    try:
-        from pyserini.index.lucene import LuceneIndexer
-    except ModuleNotFoundError as exc:
-        raise MissingExtraError("bm25.lucene", "lucene", exc) from exc
-    return LuceneIndexer
 
 
 class LuceneBM25Retriever(Retriever):
@@ -87,7 +80,7 @@ class LuceneBM25Retriever(Retriever):
         self.index_dir = index_dir
         self.threads = threads
         self._owns_dir = owns_dir
-        searcher_cls = _pyserini_search()
+        searcher_cls = _pyserini("search.lucene", "LuceneSearcher")
         self._searcher = searcher_cls(str(index_dir))
         self._searcher.set_bm25(float(k1), float(b))
         if rm3:
@@ -100,7 +93,7 @@ class LuceneBM25Retriever(Retriever):
               threads: int = 2, depth: int = DEFAULT_DEPTH) -> LuceneBM25Retriever:
         import tempfile
 
-        indexer_cls = _pyserini_indexer()
+        indexer_cls = _pyserini("index.lucene", "LuceneIndexer")
         index_dir = Path(tempfile.mkdtemp(prefix="cormorant-lucene-"))
         indexer = indexer_cls(args=["-index", str(index_dir), "-storePositions",
                                     "-storeDocvectors", "-storeRaw"], threads=threads)
