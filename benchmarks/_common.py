@@ -70,6 +70,15 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
     return samples
 
 
+def keeping(outputs: dict[str, Any], name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+    """``fn`` as a timed step that keeps its latest result in ``outputs[name]`` for checks after."""
+
+    def call() -> None:
+        outputs[name] = fn()
+
+    return call
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     """``fn()``'s result and the wall seconds it took (one run, no warm-up: for builds)."""
     start = time.perf_counter()
@@ -85,9 +94,10 @@ def summary(samples: list[float], items: int) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on, and how busy it was (load above 0 means other work)."""
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "processor": platform.processor() or None}
+            "platform": platform.platform(), "processor": platform.processor() or None,
+            "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()]}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

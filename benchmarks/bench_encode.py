@@ -10,17 +10,18 @@ bare, ... so machine drift hits both alike; docs/s is taken from the median roun
 outputs are compared too, so a faster-but-different encoding would show. Goal: cormorant/bare
 ratio >= 0.95.
 
-Sizes: 64 documents with ``--quick`` (a 2-core CPU encodes ~12 SciFact abstracts a second, so
-more would not finish in a minute), 1000 otherwise (~90 s a run on such a CPU; seconds on a GPU).
+Sizes: 64 documents with ``--quick`` (a 2-core CPU encodes 12-25 SciFact abstracts a second, so
+more would not finish in a minute), 1000 otherwise (45-90 s a run on such a CPU, ~10 minutes in
+all; seconds on a GPU).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from _common import dataset_path, interleaved, parser, repeats, summary, write_json
+from _common import dataset_path, interleaved, keeping, parser, repeats, summary, write_json
 
 SIZES = {"quick": 64, "full": 1000}
 BATCH = 64
@@ -46,20 +47,12 @@ def run(quick: bool, rounds: int) -> dict[str, Any]:
     ours = SentenceTransformerEncoder(batch_size=BATCH, show_progress=False)
     bare = SentenceTransformer(ours.path, device=ours.device, local_files_only=True)
     outputs: dict[str, Any] = {}
-    encoders = {
-        "cormorant": lambda batch: ours.encode_documents(batch),
-        "bare": lambda batch: bare.encode(batch, batch_size=BATCH, normalize_embeddings=True),
-    }
+    encoders = {"cormorant": ours.encode_documents,
+                "bare": partial(bare.encode, batch_size=BATCH, normalize_embeddings=True)}
     for encode in encoders.values():
         encode(texts[:WARMUP_DOCS])
-
-    def keeping(name: str) -> Callable[[], None]:
-        def call() -> None:
-            outputs[name] = encoders[name](texts)  # kept to compare the two encodings after
-
-        return call
-
-    samples = interleaved({name: keeping(name) for name in encoders}, rounds, warmup=False)
+    samples = interleaved({name: keeping(outputs, name, partial(encode, texts))
+                           for name, encode in encoders.items()}, rounds, warmup=False)
     timing = {name: summary(s, len(texts)) for name, s in samples.items()}
     difference = np.abs(outputs["cormorant"] - outputs["bare"])
     return {

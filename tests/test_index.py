@@ -51,7 +51,7 @@ def test_approximate_indexes_recall_against_exact(kind, floor):
 
 def test_factory_shortcuts_and_raw_strings():
     assert factory_string("ivf", 10_000, 384) == "IVF400,Flat"
-    assert factory_string("ivfpq", 10_000, 384) == "IVF400,PQ48x8"
+    assert factory_string("ivfpq", 10_000, 384) == "IVF400,PQ48x8np"
     assert factory_string("IVF16,PQ8", 10, 64) == "IVF16,PQ8"
     with pytest.raises(CormorantError, match="cannot build"):
         FaissIndex(8, "NotAnIndex").add(["a"], np.ones((1, 8), dtype="float32"))

@@ -37,7 +37,7 @@ def factory_string(kind: str, count: int, dim: int) -> str:
     # usual speed/recall balance.
     pq_m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)
     shortcuts = {"flat": "Flat", "hnsw": "HNSW32", "ivf": f"IVF{nlist},Flat",
-                 "ivfpq": f"IVF{nlist},PQ{pq_m}x8"}
+                 "ivfpq": f"IVF{nlist},PQ{pq_m}x8np"}  # np: skip polysemous training, unused here
     return shortcuts.get(kind.lower(), kind)
 
 
