@@ -19,8 +19,14 @@ from cormorant.retrieval.base import Retriever
 from cormorant.types import Corpus, Queries, Run
 
 log = logging.getLogger(__name__)
-# bm25s logs every index build at DEBUG through its own handler; keep user logs readable.
-logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+def _import_bm25s() -> Any:
+    import bm25s
+
+    # bm25s sets its logger to DEBUG on import and logs every index build; keep logs readable.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 IDS_FILE = "doc_ids.json"
 
 
@@ -35,6 +41,7 @@ def _stemmer(language: str) -> Any:
 
 
 def _tokenizer(stemmer: str | None, stopwords: str | None) -> Any:
+    _import_bm25s()
     import bm25s.tokenization
 
     stem = _stemmer(stemmer) if stemmer else None
@@ -65,8 +72,7 @@ class BM25Retriever(Retriever):
     def build(cls, corpus: Corpus, *, k1: float = 0.9, b: float = 0.4, method: str = "lucene",
               stemmer: str | None = "english", stopwords: str | None = "en",
               depth: int = DEFAULT_DEPTH) -> BM25Retriever:
-        import bm25s
-
+        bm25s = _import_bm25s()
         settings = {"k1": k1, "b": b, "method": method, "stemmer": stemmer,
                     "stopwords": stopwords}
         tokenizer = _tokenizer(stemmer, stopwords)
@@ -85,7 +91,7 @@ class BM25Retriever(Retriever):
 
     def _query_tokens(self, texts: list[str]) -> list[list[str]]:
         """Each query's terms that occur in the corpus, analysed the way documents were."""
-        import bm25s
+        bm25s = _import_bm25s()
 
         tokens = bm25s.tokenize(texts, stopwords=self.settings["stopwords"] or [],
                                 stemmer=self._stemmer, return_ids=False, show_progress=False)
@@ -125,7 +131,7 @@ class BM25Retriever(Retriever):
     def load(cls, directory: Path, meta: dict[str, Any], *, k1: float | None = None,
              b: float | None = None, method: str | None = None, stemmer: str | None = None,
              stopwords: str | None = None, depth: int = DEFAULT_DEPTH) -> BM25Retriever:
-        import bm25s
+        bm25s = _import_bm25s()
 
         settings = meta["settings"]
         asked = {"k1": k1, "b": b, "method": method, "stemmer": stemmer, "stopwords": stopwords}
