@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+from cormorant.data import DatasetSpec
 from cormorant.errors import CormorantError
-from cormorant.eval.experiment import DatasetSpec, Experiment, run_experiment
+from cormorant.eval.experiment import Experiment, run_experiment
 from cormorant.eval.report import write_report
 from tests.conftest import write_beir
 

@@ -44,12 +44,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
 
 
 def _load(dataset: Path, documents: Path | None = None, long_documents: bool = False):  # noqa: ANN202
-    from cormorant.data import load_dataset
+    from cormorant.data import DatasetSpec
 
-    options: dict[str, object] = {"documents": documents} if documents else {}
-    if long_documents:
-        options["long_documents"] = True
-    return load_dataset(dataset, **options)
+    return DatasetSpec(dataset, documents, long_documents).load()
 
 
 @data_app.command("info")

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,24 @@ def load_dataset(path: str | Path, format: str | None = None, **options: Any) ->
         raise DataError(f"dataset not found: {path}")
     raise DataError(f"{path} matches no dataset format ({', '.join(registry.names(GROUP))}): "
                     "expected corpus.jsonl, collection.tsv, examples.jsonl or irds:<id>")
+
+
+@dataclass
+class DatasetSpec:
+    """Where a dataset lives, with the options its format takes (BRIGHT's documents file).
+
+    Example:
+        >>> DatasetSpec(Path("bright/biology"), documents=Path("docs.jsonl")).load()  # doctest: +SKIP
+    """
+
+    path: Path
+    documents: Path | None = None
+    long_documents: bool = False
+
+    def load(self) -> Dataset:
+        options: dict[str, Any] = {}
+        if self.documents:
+            options["documents"] = self.documents
+        if self.long_documents:
+            options["long_documents"] = True
+        return load_dataset(self.path, **options)

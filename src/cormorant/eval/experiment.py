@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cormorant.data import DatasetSpec
 from cormorant.errors import CormorantError
 from cormorant.eval.harness import EvalResult, score_run, timed_search
 from cormorant.eval.measures import DEFAULT_MEASURES, parse_measures
@@ -36,25 +37,6 @@ from cormorant.types import Dataset
 log = logging.getLogger(__name__)
 
 CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-
-
-@dataclass
-class DatasetSpec:
-    """Where a dataset lives, with the options its format takes."""
-
-    path: Path
-    documents: Path | None = None
-    long_documents: bool = False
-
-    def load(self) -> Dataset:
-        from cormorant.data import load_dataset
-
-        options: dict[str, Any] = {}
-        if self.documents:
-            options["documents"] = self.documents
-        if self.long_documents:
-            options["long_documents"] = True
-        return load_dataset(self.path, **options)
 
 
 @dataclass
