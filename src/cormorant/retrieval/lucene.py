@@ -49,6 +49,9 @@ def prepare_java() -> None:
 
     add_options._cormorant = True  # type: ignore[attr-defined]
     jnius_config.add_options = add_options
+    if not jnius_config.vm_running:
+        # Anserini logs every index and search step at INFO; users read our logs, not those.
+        original("-Dlog4j2.level=WARN")
 
 
 def _pyserini(module: str, name: str) -> Any:
