@@ -55,6 +55,8 @@ def test_bad_experiments_fail_before_any_work(tmp_path):
         Experiment(spec, ["bm25"], baseline="dense").validate()
     with pytest.raises(CormorantError, match="unknown stage"):
         Experiment(spec, ["bm25", "colbert"]).validate()
+    with pytest.raises(CormorantError, match="list of pipeline strings"):
+        Experiment(spec, "bm25").validate()
     (tmp_path / "exp.yaml").write_text("datasets: [x]\npipelines: [bm25]\ncolour: red\n")
     with pytest.raises(CormorantError, match="unknown keys"):
         Experiment.from_file(tmp_path / "exp.yaml")

@@ -70,6 +70,10 @@ class Experiment:
 
         if not self.datasets or not self.pipelines:
             raise CormorantError("an experiment needs at least one dataset and one pipeline")
+        if not isinstance(self.pipelines, list) or not all(isinstance(p, str) for p in self.pipelines):
+            raise CormorantError(f"pipelines must be a list of pipeline strings, got {self.pipelines!r}")
+        if not isinstance(self.measures, list):
+            raise CormorantError(f"measures must be a list of names, got {self.measures!r}")
         if self.depth < 1:
             raise CormorantError(f"depth must be at least 1, got {self.depth}")
         parse_measures(self.measures)
