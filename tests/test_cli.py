@@ -134,3 +134,27 @@ def test_bright_domain_with_documents_file(tmp_path):
     assert set(run["0"]) == {"a_0", "a_1", "b_0"}  # x_0 matches but is excluded
     long = cormorant("data", "info", domain, "--long-documents")
     assert long.returncode == 0 and "3 documents" in long.stdout
+
+
+def test_killed_build_leaves_no_index_and_a_rebuild_works(tmp_path):
+    """SIGKILL in the middle of `index build`: the index path never holds a partial index."""
+    import signal
+    import time
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "idx"
+    args = [sys.executable, "-m", "cormorant.cli", "index", "build", "-d",
+            REPO / "data" / "scifact", "-p", "bm25", "-o", out]
+    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".idx.*.tmp")) and time.time() < deadline:
+        time.sleep(0.02)  # wait until the build has started writing
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    rebuilt = cormorant(*args[3:])
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    found = cormorant("search", "--index", out, "--json", "vitamin d and depression", "-k", "3")
+    assert len(json.loads(found.stdout)[0]["hits"]) == 3
