@@ -35,3 +35,12 @@ def test_rm3_expands_on_the_same_index(lucene_index):
     assert run != plain  # feedback terms change scores
     rm3 = open_index(lucene_index, pipeline="rm3(fb_docs=2)").pipeline.search(QUERIES, k=6)
     assert_same_run(rm3, run)
+
+
+def test_query_time_options_keep_the_built_settings(tmp_path):
+    from tests.conftest import write_beir
+
+    ds = load_dataset(write_beir(tmp_path / "tiny"))
+    out = save_index("bm25.lucene(k1=1.5, b=0.9)", ds.corpus, tmp_path / "idx")
+    assert str(open_index(out, pipeline="bm25.lucene(rm3=true)").pipeline) == \
+        "bm25.lucene(k1=1.5, b=0.9, rm3=true)"

@@ -133,7 +133,8 @@ def open_index(path: str | Path, pipeline: str | None = None, verify: bool = Tru
         index = choices[0]
         used.add(index)
         sub = path / stored[index]["dir"]
-        params = leaf.params if pipeline else stored[index]["params"]
+        # Settings the stage was built with hold unless the caller's pipeline overrides them.
+        params = {**stored[index]["params"], **leaf.params}
         check_params(cls, "load", params)
         return cls.load(sub, read_meta(sub, verify=verify), **params)
 
