@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -77,16 +78,20 @@ class BM25Retriever(Retriever):
                     "stopwords": stopwords}
         tokenizer = _tokenizer(stemmer, stopwords)
         doc_ids: list[str] = []
-        texts: list[str] = []
-        for doc in corpus:
-            doc_ids.append(doc.doc_id)
-            texts.append(doc.contents)
-        tokens = tokenizer.tokenize(texts, return_as="tuple", show_progress=False)
+
+        def contents() -> Iterator[str]:
+            for doc in corpus:
+                doc_ids.append(doc.doc_id)
+                yield doc.contents
+
+        # Token ids, not texts, are held in memory: the corpus itself streams.
+        ids = list(tokenizer.streaming_tokenize(contents()))
+        tokens = tokenizer.to_tokenized_tuple(ids)
         try:
             model = bm25s.BM25(k1=k1, b=b, method=method)
         except (ValueError, TypeError) as exc:
             raise PipelineError(f"bm25: {exc}") from None
-        model.index(tokens, show_progress=len(texts) > 50_000)
+        model.index(tokens, show_progress=len(doc_ids) > 50_000)
         return cls(model, doc_ids, settings, depth)
 
     def _query_tokens(self, texts: list[str]) -> list[list[str]]:
