@@ -1,0 +1,72 @@
+"""Token vectors of a corpus on disk: float16, memory-mapped, one contiguous block per document.
+
+``tokens.f16.npy`` holds every document's token rows back to back and ``offsets.npy`` where
+each document starts, so document i is ``tokens[offsets[i]:offsets[i + 1]]`` and a run of
+documents is one contiguous slice, which is what batched exact scoring reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from cormorant.errors import IndexFormatError
+
+TOKENS = "tokens.f16.npy"
+OFFSETS = "offsets.npy"
+
+
+def write_token_store(directory: Path, matrices: Iterable[np.ndarray], dim: int) -> int:
+    """Stream per-document token matrices into ``directory``; returns the document count."""
+    directory.mkdir(parents=True, exist_ok=True)
+    raw = directory / "tokens.raw"
+    offsets = [0]
+    with open(raw, "wb") as handle:
+        for matrix in matrices:
+            if matrix.ndim != 2 or matrix.shape[1] != dim:
+                raise ValueError(f"token matrix of shape {matrix.shape}, expected (n, {dim})")
+            handle.write(np.ascontiguousarray(matrix, dtype=np.float16).tobytes())
+            offsets.append(offsets[-1] + matrix.shape[0])
+    # Re-wrap the raw bytes as an .npy file without loading them: header, then the data.
+    count = offsets[-1]
+    tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=np.float16,
+                                       shape=(count, dim))
+    if count:
+        tokens[:] = np.memmap(raw, dtype=np.float16, mode="r", shape=(count, dim))
+    tokens.flush()
+    del tokens
+    raw.unlink()
+    np.save(directory / OFFSETS, np.asarray(offsets, dtype=np.int64))
+    return len(offsets) - 1
+
+
+class TokenStore:
+    """Read access to a token store (memory-mapped: corpora larger than memory work)."""
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            self.tokens = np.load(directory / TOKENS, mmap_mode="r")
+            self.offsets = np.load(directory / OFFSETS)
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"{directory}: cannot read the token store ({exc})") from None
+        if self.offsets[-1] != self.tokens.shape[0]:
+            raise IndexFormatError(f"{directory}: token store offsets and rows disagree")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def dim(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def document(self, index: int) -> np.ndarray:
+        """Document ``index``'s token rows as float32."""
+        return np.asarray(self.tokens[self.offsets[index]:self.offsets[index + 1]], np.float32)
+
+    def block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Documents ``start..stop-1`` as one float32 matrix, and each one's first row in it."""
+        first, last = self.offsets[start], self.offsets[stop]
+        return (np.asarray(self.tokens[first:last], np.float32),
+                self.offsets[start:stop] - first)

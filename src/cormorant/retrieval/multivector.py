@@ -1,0 +1,81 @@
+"""Token-level (multi-vector, ColBERT-style) encoders.
+
+A ``MultiVectorEncoder`` returns one matrix per text: a row per token, L2-normalised, with
+padding and the tokenizer's special tokens ([CLS], [SEP], ...) removed. Any Hugging Face
+encoder saved as a sentence-transformers folder works (all-MiniLM-L6-v2's token embeddings by
+default); ColBERT checkpoints with their own projection layer are not read yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from cormorant.retrieval.encoders import DEFAULT_MODEL, model_fingerprint, resolve_model
+
+
+@runtime_checkable
+class MultiVectorEncoder(Protocol):
+    """Embeds each text as a (tokens x dim) float32 matrix."""
+
+    dim: int
+
+    def encode_queries(self, texts: list[str]) -> list[np.ndarray]: ...
+
+    def encode_documents(self, texts: list[str]) -> list[np.ndarray]: ...
+
+
+class TokenEncoder:
+    """Token vectors of a transformer encoder, batched, on CUDA when torch has it.
+
+    Example:
+        >>> encoder = TokenEncoder()  # all-MiniLM-L6-v2 token embeddings  # doctest: +SKIP
+        >>> [m.shape for m in encoder.encode_queries(["vitamin d"])]  # doctest: +SKIP
+        [(3, 384)]
+    """
+
+    def __init__(self, model: str | None = None, batch_size: int = 32,
+                 max_length: int | None = None, device: str | None = None) -> None:
+        from cormorant.retrieval.encoders import _load_sentence_transformer
+
+        self.name = model or DEFAULT_MODEL
+        self.path = resolve_model(model)
+        self.batch_size = batch_size
+        self._model = _load_sentence_transformer(self.path, device)
+        if max_length is not None:
+            self._model.max_seq_length = max_length
+        dimension = getattr(self._model, "get_embedding_dimension", None) \
+            or self._model.get_sentence_embedding_dimension
+        self.dim = int(dimension())
+        self.fingerprint = model_fingerprint(self.path)
+        self._special = sorted(set(self._model.tokenizer.all_special_ids))
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What determines the vectors: recorded in index metadata and cache keys."""
+        return {"model": self.name, "fingerprint": self.fingerprint, "dim": self.dim,
+                "max_length": self._model.max_seq_length, "kind": "tokens"}
+
+    def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
+        return self._encode(texts)
+
+    def encode_documents(self, texts: list[str]) -> list[np.ndarray]:
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        import torch
+
+        out: list[np.ndarray] = []
+        special = torch.tensor(self._special, device=self._model.device)
+        for start in range(0, len(texts), self.batch_size):
+            features = self._model.preprocess(texts[start:start + self.batch_size])
+            features = {k: v.to(self._model.device) if hasattr(v, "to") else v
+                        for k, v in features.items()}
+            with torch.inference_mode():
+                tokens = self._model.forward(features)["token_embeddings"]
+            keep = features["attention_mask"].bool() & ~torch.isin(features["input_ids"], special)
+            tokens = torch.nn.functional.normalize(tokens.float(), dim=-1)
+            for row, mask in zip(tokens, keep, strict=True):
+                out.append(row[mask].cpu().numpy().astype(np.float32))
+        return out
