@@ -82,3 +82,29 @@ def test_rerank_bm25_candidates_with_chamfer(tiny_encoder, beir_dir, isolated_ca
     bm25 = build_pipeline("bm25 % 2", ds.corpus).search(QUERIES, k=5)
     run = pipe.search(QUERIES, k=5)
     assert all(set(run[q]) == set(bm25[q]) for q in QUERIES)
+
+
+def test_muvera_equals_the_exact_oracle_when_candidates_cover_the_corpus(
+        tiny_encoder, beir_dir, tmp_path, isolated_cache):
+    from cormorant.index.format import read_meta
+    from cormorant.retrieval.muvera import MuveraRetriever
+
+    ds = load_dataset(beir_dir)
+    exact = ChamferRetriever.build(ds.corpus, model=str(tiny_encoder)).search(QUERIES, k=6)
+    muvera = MuveraRetriever.build(ds.corpus, model=str(tiny_encoder), candidates=6,
+                                   repetitions=4, k_sim=2, d_proj=8)
+    assert muvera.fde.dim == 4 * 4 * 8
+    assert_same_run(muvera.search(QUERIES, k=6), exact, tol=1e-4)
+    few = MuveraRetriever.build(ds.corpus, model=str(tiny_encoder), candidates=2,
+                                repetitions=4, k_sim=2, d_proj=8)
+    assert all(len(docs) == 2 for docs in few.search(QUERIES, k=6).values())
+
+    spec = f"muvera(model={tiny_encoder}, candidates=6, repetitions=4, k_sim=2, d_proj=8)"
+    out = save_index(spec, ds.corpus, tmp_path / "idx")
+    meta = read_meta(out / "0-muvera")
+    assert meta["fde"]["repetitions"] == 4 and meta["fde"]["k_sim"] == 2
+    assert_same_run(open_index(out).pipeline.search(QUERIES, k=6), exact, tol=1e-4)
+    from cormorant.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="would need a rebuild"):
+        open_index(out, pipeline="muvera(k_sim=4)")
