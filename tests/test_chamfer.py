@@ -108,3 +108,18 @@ def test_muvera_equals_the_exact_oracle_when_candidates_cover_the_corpus(
 
     with pytest.raises(PipelineError, match="would need a rebuild"):
         open_index(out, pipeline="muvera(k_sim=4)")
+
+
+def test_batched_scores_equal_one_query_at_a_time():
+    from cormorant.retrieval.chamfer import batch_chamfer_scores
+
+    rng = np.random.default_rng(5)
+    docs = [rng.normal(size=(n, 6)).astype("float32") for n in (2, 0, 4, 1)]
+    tokens = np.concatenate([d for d in docs if len(d)])
+    starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
+    queries = [rng.normal(size=(n, 6)).astype("float32") for n in (3, 0, 1)]
+    batched = batch_chamfer_scores(queries, tokens, starts)
+    for row, query in enumerate(queries):
+        if len(query):
+            assert np.allclose(batched[row], chamfer_scores(query, tokens, starts), atol=1e-4)
+    assert (batched[1][[0, 2, 3]] == 0).all() and np.isinf(batched[:, 1]).all()

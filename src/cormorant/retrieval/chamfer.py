@@ -29,7 +29,8 @@ from cormorant.types import Corpus, Queries, Run
 
 log = logging.getLogger(__name__)
 IDS = "doc_ids.json"
-BLOCK_TOKENS = 1 << 18  # rows per matrix product: ~100 MB of float32 at 384 dims
+BLOCK_TOKENS = 1 << 16  # document token rows per matrix product
+QUERY_CHUNK = 64  # queries per matrix product: with BLOCK_TOKENS, ~0.4 GB of similarities
 
 
 def chamfer_scores(query: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -47,6 +48,40 @@ def chamfer_scores(query: np.ndarray, tokens: np.ndarray, starts: np.ndarray) ->
     maxima = np.maximum.reduceat(sims, starts[present], axis=1)
     scores[present] = maxima.sum(axis=0)
     return scores
+
+
+def batch_chamfer_scores(queries: list[np.ndarray], tokens: np.ndarray,
+                         starts: np.ndarray) -> np.ndarray:
+    """Chamfer scores of several queries against one block: one matrix product for all.
+
+    Returns (queries x documents); a query with no tokens scores 0, a document with none -inf.
+    """
+    scores = np.full((len(queries), len(starts)), -np.inf, dtype=np.float32)
+    lengths = np.diff(np.append(starts, tokens.shape[0]))
+    present = lengths > 0
+    sizes = np.array([len(q) for q in queries])
+    if not present.any():
+        return scores
+    if not sizes.any():
+        scores[:, present] = 0.0
+        return scores
+    stacked = np.concatenate([q for q in queries if len(q)])
+    maxima = np.maximum.reduceat(stacked @ tokens.T, starts[present], axis=1)  # rows: q tokens
+    offsets = np.concatenate([[0], np.cumsum(sizes[sizes > 0])[:-1]])
+    scores[np.ix_(sizes > 0, present)] = np.add.reduceat(maxima, offsets, axis=0)
+    scores[np.ix_(sizes == 0, present)] = 0.0
+    return scores
+
+
+def _top_k(scores: np.ndarray, qids: list[str], doc_ids: list[str], k: int) -> Run:
+    """Each row's ``k`` best finite scores as a run."""
+    k = min(k, len(doc_ids))
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    run = Run()
+    for row, qid in enumerate(qids):
+        best = top[row][np.argsort(-scores[row, top[row]], kind="stable")]
+        run[qid] = {doc_ids[i]: float(scores[row, i]) for i in best if np.isfinite(scores[row, i])}
+    return run
 
 
 class ChamferRetriever(Retriever):
@@ -81,20 +116,15 @@ class ChamferRetriever(Retriever):
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         matrices = self.encoder.encode_queries([queries[q] for q in qids])
-        k = min(k, len(self.doc_ids))
         all_scores = np.full((len(qids), len(self.doc_ids)), -np.inf, dtype=np.float32)
-        for start, stop in self._blocks():
-            tokens, starts = self.store.block(start, stop)
-            for row, query in enumerate(matrices):
-                if len(query):
-                    all_scores[row, start:stop] = chamfer_scores(query, tokens, starts)
-        top = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
-        run = Run()
-        for row, qid in enumerate(qids):
-            best = top[row][np.argsort(-all_scores[row, top[row]], kind="stable")]
-            run[qid] = {self.doc_ids[i]: float(all_scores[row, i]) for i in best
-                        if np.isfinite(all_scores[row, i])}
-        return run
+        blocks = self._blocks()
+        for first in range(0, len(qids), QUERY_CHUNK):
+            chunk = matrices[first:first + QUERY_CHUNK]
+            for start, stop in blocks:
+                tokens, starts = self.store.block(start, stop)
+                all_scores[first:first + len(chunk), start:stop] = \
+                    batch_chamfer_scores(chunk, tokens, starts)
+        return _top_k(all_scores, qids, self.doc_ids, k)
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
         position = {d: i for i, d in enumerate(self.doc_ids)}
