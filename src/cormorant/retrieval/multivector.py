@@ -3,7 +3,9 @@
 A ``MultiVectorEncoder`` returns one matrix per text: a row per token, L2-normalised, with
 padding and the tokenizer's special tokens ([CLS], [SEP], ...) removed. Any Hugging Face
 encoder saved as a sentence-transformers folder works (all-MiniLM-L6-v2's token embeddings by
-default); ColBERT checkpoints with their own projection layer are not read yet.
+default); ColBERT checkpoints, with their linear projection and their query/document
+conventions, through :class:`~cormorant.retrieval.colbert.ColBERTEncoder`.
+:func:`load_token_encoder` picks the right one for a path.
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ from cormorant.retrieval.encoders import DEFAULT_MODEL, model_fingerprint, resol
 
 @runtime_checkable
 class MultiVectorEncoder(Protocol):
-    """Embeds each text as a (tokens x dim) float32 matrix."""
+    """Embeds each text as a (tokens x dim) float32 matrix.
+
+    ``settings`` (JSON-able) and ``fingerprint`` say what determines the vectors: indexes and
+    token caches record them.
+    """
 
     dim: int
+    fingerprint: str
+
+    @property
+    def settings(self) -> dict[str, Any]: ...
 
     def encode_queries(self, texts: list[str]) -> list[np.ndarray]: ...
 
@@ -79,3 +89,20 @@ class TokenEncoder:
             for row, mask in zip(tokens, keep, strict=True):
                 out.append(row[mask].cpu().numpy().astype(np.float32))
         return out
+
+
+def load_token_encoder(model: str | None = None, batch_size: int = 32,
+                       max_length: int | None = None, device: str | None = None) -> Any:
+    """The token encoder for ``model``: a ColBERT checkpoint's own, else :class:`TokenEncoder`.
+
+    Example:
+        >>> load_token_encoder().settings["kind"]  # doctest: +SKIP
+        'tokens'
+    """
+    from cormorant.retrieval.colbert import ColBERTEncoder, is_colbert_checkpoint
+
+    path = resolve_model(model)
+    if is_colbert_checkpoint(path):
+        return ColBERTEncoder(path, batch_size=batch_size, device=device, doc_maxlen=max_length)
+    return TokenEncoder(model, batch_size=batch_size, max_length=max_length, device=device)
+
