@@ -17,14 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _test_cache() -> None:
     """Runs and other cached results go to a fresh directory per test session, so no test
-    reads a result an older version of the code wrote; corpus embeddings (keyed by model and
-    corpus content) are shared with the user's cache, so real corpora are encoded once."""
+    reads a result an older version of the code wrote; corpus embeddings and token vectors (keyed by
+    model and corpus content) are shared with the user's cache, so real corpora are encoded once."""
     import tempfile
 
     user = Path(os.environ.get("CORMORANT_CACHE") or Path.home() / ".cache" / "cormorant")
-    (user / "embeddings").mkdir(parents=True, exist_ok=True)
     session = Path(tempfile.mkdtemp(prefix="cormorant-test-cache-"))
-    (session / "embeddings").symlink_to(user / "embeddings")
+    for shared in ("embeddings", "tokens"):  # content-keyed: safe to share
+        (user / shared).mkdir(parents=True, exist_ok=True)
+        (session / shared).symlink_to(user / shared)
     os.environ["CORMORANT_CACHE"] = str(session)
 
 

@@ -24,7 +24,7 @@ from cormorant.index.token_store import TokenStore, write_token_store
 from cormorant.pipeline import DEFAULT_DEPTH
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import model_fingerprint, resolve_model
-from cormorant.retrieval.multivector import TokenEncoder
+from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
 from cormorant.types import Corpus, Queries, Run
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,59 @@ def batch_chamfer_scores(queries: list[np.ndarray], tokens: np.ndarray,
     return scores
 
 
-def _top_k(scores: np.ndarray, qids: list[str], doc_ids: list[str], k: int) -> Run:
-    """Each row's ``k`` best finite scores as a run."""
-    k = min(k, len(doc_ids))
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    run = Run()
-    for row, qid in enumerate(qids):
-        best = top[row][np.argsort(-scores[row, top[row]], kind="stable")]
-        run[qid] = {doc_ids[i]: float(scores[row, i]) for i in best if np.isfinite(scores[row, i])}
-    return run
+def rerank_rows(query: np.ndarray, store: TokenStore, rows: np.ndarray) -> np.ndarray:
+    """Exact Chamfer scores of ``query`` against the stored documents ``rows``.
+
+    The candidates' tokens are read in one gather and scored in one matrix product.
+    """
+    if not len(rows):
+        return np.zeros(0, dtype=np.float32)
+    tokens, starts = store.gather(rows)
+    return chamfer_scores(query, tokens, starts)
+
+
+def exact_search(store: TokenStore, queries: list[np.ndarray],
+                 k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Brute-force Chamfer search: per query, (rows, scores) of its ``k`` best documents.
+
+    Queries go in chunks of QUERY_CHUNK, each scored against every block of about
+    BLOCK_TOKENS document rows in one float32 matrix product; only a chunk's scores are held.
+    Documents with no tokens never appear.
+
+    Example:
+        >>> exact_search(store, encoder.encode_queries(["vitamin d"]), 10)  # doctest: +SKIP
+    """
+    k = min(k, len(store))
+    blocks = token_blocks(store.offsets)
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    for first in range(0, len(queries), QUERY_CHUNK):
+        chunk = queries[first:first + QUERY_CHUNK]
+        scores = np.full((len(chunk), len(store)), -np.inf, dtype=np.float32)
+        for start, stop in blocks:
+            tokens, starts = store.block(start, stop)
+            scores[:, start:stop] = batch_chamfer_scores(chunk, tokens, starts)
+        for row in scores:
+            results.append(_best(row, k))
+    return results
+
+
+def _best(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best finite entries of ``scores``: (positions, scores), best first."""
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    top = top[np.isfinite(scores[top])]
+    return top, scores[top]
+
+
+def token_blocks(offsets: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous document ranges of about BLOCK_TOKENS token rows each."""
+    bounds, start, count = [], 0, len(offsets) - 1
+    while start < count:
+        stop = int(np.searchsorted(offsets, offsets[start] + BLOCK_TOKENS, side="right")) - 1
+        stop = min(max(stop, start + 1), count)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 class ChamferRetriever(Retriever):
@@ -94,7 +138,7 @@ class ChamferRetriever(Retriever):
 
     name: ClassVar[str] = "chamfer"
 
-    def __init__(self, encoder: TokenEncoder, store_dir: Path, doc_ids: list[str],
+    def __init__(self, encoder: MultiVectorEncoder, store_dir: Path, doc_ids: list[str],
                  params: dict[str, Any], depth: int = DEFAULT_DEPTH) -> None:
         super().__init__(params, depth)
         self.encoder, self.store_dir, self.doc_ids = encoder, store_dir, doc_ids
@@ -103,7 +147,7 @@ class ChamferRetriever(Retriever):
     @classmethod
     def build(cls, corpus: Corpus, *, model: str | None = None, batch_size: int = 32,
               max_length: int | None = None, depth: int = DEFAULT_DEPTH) -> ChamferRetriever:
-        encoder = TokenEncoder(model, batch_size=batch_size, max_length=max_length)
+        encoder = load_token_encoder(model, batch_size=batch_size, max_length=max_length)
         store = cached_token_store(encoder, corpus)
         doc_ids = json.loads((store / IDS).read_text())
         params = {k: v for k, v in {"model": model, "max_length": max_length}.items() if v}
@@ -116,15 +160,10 @@ class ChamferRetriever(Retriever):
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         matrices = self.encoder.encode_queries([queries[q] for q in qids])
-        all_scores = np.full((len(qids), len(self.doc_ids)), -np.inf, dtype=np.float32)
-        blocks = self._blocks()
-        for first in range(0, len(qids), QUERY_CHUNK):
-            chunk = matrices[first:first + QUERY_CHUNK]
-            for start, stop in blocks:
-                tokens, starts = self.store.block(start, stop)
-                all_scores[first:first + len(chunk), start:stop] = \
-                    batch_chamfer_scores(chunk, tokens, starts)
-        return _top_k(all_scores, qids, self.doc_ids, k)
+        run = Run()
+        for qid, (rows, scores) in zip(qids, exact_search(self.store, matrices, k), strict=True):
+            run[qid] = {self.doc_ids[r]: float(s) for r, s in zip(rows, scores, strict=True)}
+        return run
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
         position = {d: i for i, d in enumerate(self.doc_ids)}
@@ -133,20 +172,9 @@ class ChamferRetriever(Retriever):
         run = Run()
         for qid, query in zip(qids, matrices, strict=True):
             docs = [d for d in candidates.get(qid, {}) if d in position]
-            run[qid] = {d: float((query @ self.store.document(position[d]).T).max(axis=1).sum())
-                        if len(query) else 0.0 for d in docs}
+            scores = rerank_rows(query, self.store, np.array([position[d] for d in docs]))
+            run[qid] = dict(zip(docs, scores.tolist(), strict=True))
         return run
-
-    def _blocks(self) -> list[tuple[int, int]]:
-        """Contiguous document ranges of about BLOCK_TOKENS rows each."""
-        bounds, start = [], 0
-        offsets = self.store.offsets
-        while start < len(self.doc_ids):
-            stop = int(np.searchsorted(offsets, offsets[start] + BLOCK_TOKENS, side="right")) - 1
-            stop = min(max(stop, start + 1), len(self.doc_ids))
-            bounds.append((start, stop))
-            start = stop
-        return bounds
 
     def save(self, directory: Path) -> dict[str, Any]:
         for name in (IDS, "tokens.f16.npy", "offsets.npy"):
@@ -159,8 +187,8 @@ class ChamferRetriever(Retriever):
              batch_size: int = 32, max_length: int | None = None,
              depth: int = DEFAULT_DEPTH) -> ChamferRetriever:
         built = meta["encoder"]
-        encoder = TokenEncoder(model or built["model"], batch_size=batch_size,
-                               max_length=built.get("max_length"))
+        encoder = load_token_encoder(model or built["model"], batch_size=batch_size,
+                                     max_length=built.get("max_length", built.get("doc_maxlen")))
         if encoder.fingerprint != built["fingerprint"]:
             raise PipelineError(f"index {directory.parent} was built with encoder"
                                 f" {built['model']!r}; queries encoded with"
@@ -173,7 +201,7 @@ class ChamferRetriever(Retriever):
         return cls(encoder, directory, doc_ids, kept, depth)
 
 
-def cached_token_store(encoder: TokenEncoder, corpus: Corpus) -> Path:
+def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus) -> Path:
     """The corpus's token store, encoded once per (encoder, corpus) and cached on disk."""
     key = hashlib.sha256(json.dumps({"encoder": encoder.settings, "corpus": corpus.fingerprint},
                                     sort_keys=True).encode()).hexdigest()[:24]
@@ -197,4 +225,5 @@ def cached_token_store(encoder: TokenEncoder, corpus: Corpus) -> Path:
     return path
 
 
-__all__ = ["ChamferRetriever", "cached_token_store", "chamfer_scores"]
+__all__ = ["ChamferRetriever", "cached_token_store", "chamfer_scores", "exact_search",
+           "rerank_rows"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,14 +18,19 @@ import numpy as np
 
 from cormorant.errors import PipelineError
 from cormorant.index.faiss_index import FaissIndex
-from cormorant.index.muvera import FDEConfig, document_fde, query_fde
+from cormorant.index.muvera import FDEConfig, encode_sets
 from cormorant.index.token_store import OFFSETS, TOKENS, TokenStore
 from cormorant.pipeline import DEFAULT_DEPTH
-from cormorant.retrieval.chamfer import IDS, ChamferRetriever, cached_token_store
-from cormorant.retrieval.multivector import TokenEncoder
+from cormorant.retrieval.chamfer import IDS, ChamferRetriever, cached_token_store, rerank_rows
+from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
 from cormorant.types import Corpus, Queries, Run
 
 log = logging.getLogger(__name__)
+AUTO_FLAT_BELOW = 2000
+DEFAULT_CANDIDATES = 100
+TRAIN_BLOCK = 10_000  # documents whose FDEs train a PQ/IVF index kind
+_DEFAULTS = {"candidates": DEFAULT_CANDIDATES, "index": "auto", "repetitions": 20, "k_sim": 5,
+             "d_proj": 16, "seed": 1}
 
 
 class MuveraEncoder:
@@ -32,7 +38,7 @@ class MuveraEncoder:
     (different) FDEs.
 
     Example:
-        >>> encoder = MuveraEncoder(TokenEncoder(), FDEConfig(dimension=384))  # doctest: +SKIP
+        >>> encoder = MuveraEncoder(load_token_encoder(), FDEConfig(dimension=384))  # doctest: +SKIP
         >>> encoder.encode_queries(["vitamin d"]).shape  # doctest: +SKIP
         (1, 10240)
     """
@@ -49,12 +55,57 @@ class MuveraEncoder:
         return self.documents_from_tokens(self.inner.encode_documents(texts))
 
     def queries_from_tokens(self, matrices: list[np.ndarray]) -> np.ndarray:
-        return np.stack([query_fde(m, self.config) for m in matrices]) if matrices \
-            else np.zeros((0, self.dim), np.float32)
+        return self._from_tokens(matrices, document=False)
 
     def documents_from_tokens(self, matrices: list[np.ndarray]) -> np.ndarray:
-        return np.stack([document_fde(m, self.config) for m in matrices]) if matrices \
-            else np.zeros((0, self.dim), np.float32)
+        return self._from_tokens(matrices, document=True)
+
+    def documents_from_store(self, store: TokenStore, batch: int = 1024,
+                             progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+        """Every stored document's FDE, a block of ``batch`` documents at a time, with the
+        block's first row: a corpus's FDEs never need to be in memory all at once."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(store), desc="FDEs", unit="doc", disable=not progress) as bar:
+            for start in range(0, len(store), batch):
+                stop = min(start + batch, len(store))
+                tokens, starts = store.block(start, stop)
+                yield start, encode_sets(tokens, np.append(starts, len(tokens)), self.config,
+                                         document=True)
+                bar.update(stop - start)
+
+    def _from_tokens(self, matrices: list[np.ndarray], document: bool) -> np.ndarray:
+        if not matrices:
+            return np.zeros((0, self.dim), np.float32)
+        offsets = np.concatenate([[0], np.cumsum([len(m) for m in matrices])])
+        tokens = np.concatenate([np.asarray(m, np.float32).reshape(-1, self.config.dimension)
+                                 for m in matrices])
+        return encode_sets(tokens, offsets, self.config, document=document)
+
+
+def muvera_search(queries: list[np.ndarray], fde: MuveraEncoder, index: FaissIndex,
+                  store: TokenStore, candidates: int,
+                  k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, (rows, exact Chamfer scores) of the ``k`` best of its FDE top ``candidates``.
+
+    The FDE search is one batched FAISS call; each query's candidates are then read from the
+    token store in one gather and scored in one matrix product.
+
+    Example:
+        >>> muvera_search(tokens, fde, index, store, candidates=100, k=10)  # doctest: +SKIP
+    """
+    if not queries:
+        return []
+    # Only the FDE top `candidates` are re-ranked: that count bounds the results too.
+    _, rows = index.search(fde.queries_from_tokens(queries), candidates)
+    out = []
+    for query, row in zip(queries, rows, strict=True):
+        found = row[row >= 0]
+        scores = rerank_rows(query, store, found)
+        order = np.argsort(-scores, kind="stable")[:k]
+        order = order[np.isfinite(scores[order])]
+        out.append((found[order], scores[order]))
+    return out
 
 
 class MuveraRetriever(ChamferRetriever):
@@ -66,19 +117,20 @@ class MuveraRetriever(ChamferRetriever):
 
     name: ClassVar[str] = "muvera"
 
-    def __init__(self, encoder: TokenEncoder, store_dir: Path, doc_ids: list[str],
+    def __init__(self, encoder: MultiVectorEncoder, store_dir: Path, doc_ids: list[str],
                  params: dict[str, Any], fde: MuveraEncoder, index: FaissIndex,
                  candidates: int, depth: int = DEFAULT_DEPTH) -> None:
         super().__init__(encoder, store_dir, doc_ids, params, depth)
         self.fde, self.index, self.candidates = fde, index, candidates
 
     @classmethod
-    def build(cls, corpus: Corpus, *, model: str | None = None, candidates: int = 100,
+    def build(cls, corpus: Corpus, *, model: str | None = None,
+              candidates: int = DEFAULT_CANDIDATES,
               repetitions: int = 20, k_sim: int = 5, d_proj: int | None = 16,
-              final_dim: int | None = None, seed: int = 1, index: str = "flat",
+              final_dim: int | None = None, seed: int = 1, index: str = "auto",
               batch_size: int = 32, max_length: int | None = None,
               depth: int = DEFAULT_DEPTH) -> MuveraRetriever:
-        encoder = TokenEncoder(model, batch_size=batch_size, max_length=max_length)
+        encoder = load_token_encoder(model, batch_size=batch_size, max_length=max_length)
         try:
             config = FDEConfig(encoder.dim, repetitions, k_sim, d_proj, True, final_dim, seed)
         except ValueError as exc:
@@ -87,9 +139,18 @@ class MuveraRetriever(ChamferRetriever):
         doc_ids = json.loads((store_dir / IDS).read_text())
         fde = MuveraEncoder(encoder, config)
         store = TokenStore(store_dir)
-        vectors = fde.documents_from_tokens([store.document(i) for i in range(len(store))])
-        faiss_index = FaissIndex(config.output_dim, kind=index, metric="ip")
-        faiss_index.add(doc_ids, vectors)
+        faiss_index = FaissIndex(config.output_dim, kind=fde_index_kind(index, len(doc_ids)),
+                                 metric="ip")
+        # A trained index kind learns from its first add: hold back the first TRAIN_BLOCK
+        # documents' FDEs for it, then add block by block.
+        pending: list[np.ndarray] = []
+        for start, vectors in fde.documents_from_store(store):
+            pending.append(vectors)
+            if faiss_index.ids or start + len(vectors) >= min(TRAIN_BLOCK, len(doc_ids)):
+                first = len(faiss_index.ids)
+                block = np.vstack(pending)
+                faiss_index.add(doc_ids[first:first + len(block)], block)
+                pending = []
         params = {k: v for k, v in {"model": model, "candidates": candidates, "index": index,
                                     "repetitions": repetitions, "k_sim": k_sim, "d_proj": d_proj,
                                     "final_dim": final_dim, "seed": seed}.items()
@@ -99,20 +160,14 @@ class MuveraRetriever(ChamferRetriever):
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         tokens = self.encoder.encode_queries([queries[q] for q in qids])
-        # Only the FDE top `candidates` are re-ranked: that count bounds the results too.
-        _, rows = self.index.search(self.fde.queries_from_tokens(tokens), self.candidates)
+        found = muvera_search(tokens, self.fde, self.index, self.store, self.candidates, k)
         run = Run()
-        for qid, query, row in zip(qids, tokens, rows, strict=True):
-            scored = {self.doc_ids[i]: self._chamfer(query, i) for i in row if i >= 0}
-            best = sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:k]
+        for qid, (rows, scores) in zip(qids, found, strict=True):
+            # Ties broken by document id, so runs do not depend on the index's row order.
+            best = sorted(zip((self.doc_ids[r] for r in rows), scores.tolist(), strict=True),
+                          key=lambda item: (-item[1], item[0]))
             run[qid] = dict(best)
         return run
-
-    def _chamfer(self, query: np.ndarray, row: int) -> float:
-        if not len(query):
-            return 0.0
-        doc = self.store.document(row)
-        return float((query @ doc.T).max(axis=1).sum()) if len(doc) else float("-inf")
 
     def save(self, directory: Path) -> dict[str, Any]:
         for name in (IDS, TOKENS, OFFSETS):
@@ -132,6 +187,8 @@ class MuveraRetriever(ChamferRetriever):
                   "d_proj": config.d_proj, "final_dim": config.final_dim, "seed": config.seed,
                   "index": meta["index"]["kind"]}
         conflicts = {k: v for k, v in fixed.items() if k not in stored or stored[k] != v}
+        if conflicts.get("index") == "auto":  # auto picked the stored kind when it was built
+            del conflicts["index"]
         if conflicts:
             raise PipelineError(f"index {directory.parent} holds a muvera index built with"
                                 f" {stored}; {conflicts} would need a rebuild")
@@ -143,5 +200,10 @@ class MuveraRetriever(ChamferRetriever):
                    MuveraEncoder(base.encoder, config), index, chosen, depth)
 
 
-_DEFAULTS = {"candidates": 100, "index": "flat", "repetitions": 20, "k_sim": 5, "d_proj": 16,
-             "seed": 1}
+def fde_index_kind(index: str, count: int) -> str:
+    """``auto``: exact (flat) search below AUTO_FLAT_BELOW documents, where its 40 KB per
+    document is cheap, else fast-scan PQ (1,280 bytes per document at 10,240 dims), whose
+    candidates matched the flat index's recall on SciFact and NFCorpus (docs/benchmarks.md)."""
+    if index != "auto":
+        return index
+    return "flat" if count < AUTO_FLAT_BELOW else "pqfs"
