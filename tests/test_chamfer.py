@@ -108,6 +108,26 @@ def test_muvera_equals_the_exact_oracle_when_candidates_cover_the_corpus(
 
     with pytest.raises(PipelineError, match="would need a rebuild"):
         open_index(out, pipeline="muvera(k_sim=4)")
+    # Ball carving is a query-time option: no rebuild, recorded in the stage's parameters.
+    carved = open_index(out, pipeline="muvera(carve=0.5)").pipeline
+    assert str(carved).endswith("candidates=6, carve=0.5)") and carved.carve == 0.5
+    assert set(carved.search(QUERIES, k=6)) == set(QUERIES)
+    for bad, message in (("candidates=0", "positive integer"), ("carve=2", r"\[-1, 1\]")):
+        with pytest.raises(PipelineError, match=message):
+            MuveraRetriever.build(ds.corpus, model=str(tiny_encoder), **eval(f"dict({bad})"))
+
+
+def test_ball_carving_groups_similar_tokens_into_their_sum():
+    from cormorant.retrieval.muvera import ball_carve
+
+    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    near_a = np.array([0.9, np.sqrt(1 - 0.81), 0.0])
+    query = np.stack([a, b, near_a, b]).astype(np.float32)
+    carved = ball_carve(query, threshold=0.7)
+    # first free token, then every free token at similarity >= 0.7 to it: {a, near_a}, {b, b}
+    assert np.allclose(carved, [a + near_a, 2 * b])
+    assert np.allclose(ball_carve(query, threshold=1.01), query)  # nothing close enough
+    assert len(ball_carve(query, threshold=-1.0)) == 1  # one ball holds everything
 
 
 def test_batched_scores_equal_one_query_at_a_time():

@@ -69,7 +69,7 @@ def test_cli_builds_and_searches_a_muvera_index(tmp_path, muvera):
     stage = json.loads((out / "0-muvera" / "meta.json").read_text())
     assert stage["kind"] == "muvera"  # the FDE parameters are recorded with the stage
     assert {k: stage["fde"][k] for k in ("repetitions", "k_sim", "d_proj", "seed")} == \
-        {"repetitions": 20, "k_sim": 5, "d_proj": 16, "seed": 1}
+        {"repetitions": 20, "k_sim": 4, "d_proj": 32, "seed": 1}
     found = subprocess.run([*cli, "search", "--index", out, "--json", "-k", "5",
                             "vitamin D deficiency and depression"],
                            capture_output=True, text=True)

@@ -27,10 +27,14 @@ from cormorant.types import Corpus, Queries, Run
 
 log = logging.getLogger(__name__)
 AUTO_FLAT_BELOW = 2000
-DEFAULT_CANDIDATES = 100
+# The stage's defaults, chosen on SciFact and NFCorpus (benchmarks/bench_muvera_quality.py,
+# docs/benchmarks.md): at the paper's 10,240 dimensions, k_sim=4 with d_proj=32 found more of
+# the exact top-10 than the paper's k_sim=5, d_proj=16 (0.954 vs 0.943 at 200 candidates on
+# SciFact, 0.869 vs 0.832 on NFCorpus) at the same index size; 300 candidates reach 0.95.
+DEFAULT_CANDIDATES = 300
+DEFAULT_FDE = {"repetitions": 20, "k_sim": 4, "d_proj": 32}
 TRAIN_BLOCK = 10_000  # documents whose FDEs train a PQ/IVF index kind
-_DEFAULTS = {"candidates": DEFAULT_CANDIDATES, "index": "auto", "repetitions": 20, "k_sim": 5,
-             "d_proj": 16, "seed": 1}
+_DEFAULTS = {"candidates": DEFAULT_CANDIDATES, "index": "auto", **DEFAULT_FDE, "seed": 1}
 
 
 class MuveraEncoder:
@@ -84,12 +88,14 @@ class MuveraEncoder:
 
 
 def muvera_search(queries: list[np.ndarray], fde: MuveraEncoder, index: FaissIndex,
-                  store: TokenStore, candidates: int,
-                  k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per query, (rows, exact Chamfer scores) of the ``k`` best of its FDE top ``candidates``.
+                  store: TokenStore, candidates: int, k: int,
+                  carve: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, (rows, Chamfer scores) of the ``k`` best of its FDE top ``candidates``.
 
     The FDE search is one batched FAISS call; each query's candidates are then read from the
-    token store in one gather and scored in one matrix product.
+    token store in one gather and scored in one matrix product. With ``carve`` (a similarity
+    threshold) the re-rank scores the query's carved balls instead of its tokens
+    (:func:`ball_carve`): fewer rows, a cheaper product, an approximate score.
 
     Example:
         >>> muvera_search(tokens, fde, index, store, candidates=100, k=10)  # doctest: +SKIP
@@ -101,11 +107,35 @@ def muvera_search(queries: list[np.ndarray], fde: MuveraEncoder, index: FaissInd
     out = []
     for query, row in zip(queries, rows, strict=True):
         found = row[row >= 0]
-        scores = rerank_rows(query, store, found)
+        scorer = query if carve is None else ball_carve(query, carve)
+        scores = rerank_rows(scorer, store, found)
         order = np.argsort(-scores, kind="stable")[:k]
         order = order[np.isfinite(scores[order])]
         out.append((found[order], scores[order]))
     return out
+
+
+def ball_carve(query: np.ndarray, threshold: float) -> np.ndarray:
+    """The paper's ball carving: the first token not yet taken and every untaken token whose
+    similarity to it is at least ``threshold`` become one row, their sum; repeat.
+
+    Chamfer against the carved rows approximates Chamfer against the tokens (a sum of a group
+    scores at most the group's summed maxima) with fewer rows to multiply.
+
+    Example:
+        >>> ball_carve(np.eye(3, dtype=np.float32), 0.5).shape
+        (3, 3)
+    """
+    sims = query @ query.T
+    free = np.ones(len(query), dtype=bool)
+    balls = []
+    for i in range(len(query)):
+        if free[i]:
+            ball = free & (sims[i] >= threshold)
+            ball[i] = True
+            balls.append(query[ball].sum(axis=0))
+            free &= ~ball
+    return np.stack(balls) if balls else query
 
 
 class MuveraRetriever(ChamferRetriever):
@@ -119,17 +149,20 @@ class MuveraRetriever(ChamferRetriever):
 
     def __init__(self, encoder: MultiVectorEncoder, store_dir: Path, doc_ids: list[str],
                  params: dict[str, Any], fde: MuveraEncoder, index: FaissIndex,
-                 candidates: int, depth: int = DEFAULT_DEPTH) -> None:
+                 candidates: int, depth: int = DEFAULT_DEPTH, carve: float | None = None) -> None:
         super().__init__(encoder, store_dir, doc_ids, params, depth)
-        self.fde, self.index, self.candidates = fde, index, candidates
+        check_query_options(candidates, carve)
+        self.fde, self.index, self.candidates, self.carve = fde, index, candidates, carve
 
     @classmethod
     def build(cls, corpus: Corpus, *, model: str | None = None,
               candidates: int = DEFAULT_CANDIDATES,
-              repetitions: int = 20, k_sim: int = 5, d_proj: int | None = 16,
+              repetitions: int = DEFAULT_FDE["repetitions"], k_sim: int = DEFAULT_FDE["k_sim"],
+              d_proj: int | None = DEFAULT_FDE["d_proj"],
               final_dim: int | None = None, seed: int = 1, index: str = "auto",
-              batch_size: int = 32, max_length: int | None = None,
+              carve: float | None = None, batch_size: int = 32, max_length: int | None = None,
               depth: int = DEFAULT_DEPTH) -> MuveraRetriever:
+        check_query_options(candidates, carve)  # before the costly encoding, not after
         encoder = load_token_encoder(model, batch_size=batch_size, max_length=max_length)
         try:
             config = FDEConfig(encoder.dim, repetitions, k_sim, d_proj, True, final_dim, seed)
@@ -153,14 +186,15 @@ class MuveraRetriever(ChamferRetriever):
                 pending = []
         params = {k: v for k, v in {"model": model, "candidates": candidates, "index": index,
                                     "repetitions": repetitions, "k_sim": k_sim, "d_proj": d_proj,
-                                    "final_dim": final_dim, "seed": seed}.items()
+                                    "final_dim": final_dim, "seed": seed, "carve": carve}.items()
                   if v is not None and v != _DEFAULTS.get(k)}
-        return cls(encoder, store_dir, doc_ids, params, fde, faiss_index, candidates, depth)
+        return cls(encoder, store_dir, doc_ids, params, fde, faiss_index, candidates, depth, carve)
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         tokens = self.encoder.encode_queries([queries[q] for q in qids])
-        found = muvera_search(tokens, self.fde, self.index, self.store, self.candidates, k)
+        found = muvera_search(tokens, self.fde, self.index, self.store, self.candidates, k,
+                             self.carve)
         run = Run()
         for qid, (rows, scores) in zip(qids, found, strict=True):
             # Ties broken by document id, so runs do not depend on the index's row order.
@@ -174,11 +208,12 @@ class MuveraRetriever(ChamferRetriever):
             shutil.copy(self.store_dir / name, directory / name)
         return {"encoder": self.encoder.settings, "fde": self.fde.config.to_json(),
                 "index": self.index.save(directory), "candidates": self.candidates,
-                "count": len(self.doc_ids)}
+                "carve": self.carve, "count": len(self.doc_ids)}
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,  # type: ignore[override]
-             candidates: int | None = None, batch_size: int = 32, depth: int = DEFAULT_DEPTH,
+             candidates: int | None = None, carve: float | None = None, batch_size: int = 32,
+             depth: int = DEFAULT_DEPTH,
              nprobe: int = 32, ef_search: int = 128, **fixed: Any) -> MuveraRetriever:
         base = ChamferRetriever.load(directory, meta, model=model, batch_size=batch_size,
                                      depth=depth)
@@ -194,10 +229,20 @@ class MuveraRetriever(ChamferRetriever):
                                 f" {stored}; {conflicts} would need a rebuild")
         index = FaissIndex.load(directory, meta["index"], nprobe=nprobe, ef_search=ef_search)
         chosen = candidates or meta["candidates"]
-        params = {k: v for k, v in {**base.params, "candidates": chosen}.items()
-                  if v != _DEFAULTS.get(k)}
+        carve = carve if carve is not None else meta.get("carve")
+        params = {k: v for k, v in {**base.params, "candidates": chosen, "carve": carve}.items()
+                  if v is not None and v != _DEFAULTS.get(k)}
         return cls(base.encoder, directory, base.doc_ids, params,
-                   MuveraEncoder(base.encoder, config), index, chosen, depth)
+                   MuveraEncoder(base.encoder, config), index, chosen, depth, carve)
+
+
+def check_query_options(candidates: Any, carve: Any) -> None:
+    """Fail with a clear message on a candidate count or carving threshold that cannot work."""
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise PipelineError(f"muvera: candidates must be a positive integer, got {candidates!r}")
+    if carve is not None and (isinstance(carve, bool) or not isinstance(carve, int | float)
+                              or not -1 <= carve <= 1):
+        raise PipelineError(f"muvera: carve is a similarity threshold in [-1, 1], got {carve!r}")
 
 
 def fde_index_kind(index: str, count: int) -> str:
