@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_encode.py --out benchmarks/results/encode.json
 	$(BIN)/python benchmarks/bench_search.py --out benchmarks/results/search.json
 	$(BIN)/python benchmarks/bench_bm25.py --out benchmarks/results/bm25.json
+	$(BIN)/python benchmarks/bench_muvera_quality.py --out benchmarks/results/muvera-quality.json
+	$(BIN)/python benchmarks/bench_muvera_speed.py --out benchmarks/results/muvera-speed.json
 
 clean:
 	rm -rf $(VENV) reports indexes .pytest_cache
