@@ -33,7 +33,7 @@ from typing import Any
 import _common
 import numpy as np
 
-from cormorant.index.faiss_index import INDEX_FILE, FaissIndex, factory_string
+from cormorant.index.faiss_index import INDEX_FILE, FaissIndex
 from cormorant.index.muvera import FDEConfig, encode_sets
 from cormorant.index.token_store import TokenStore, write_token_store
 from cormorant.retrieval.chamfer import exact_search
@@ -89,12 +89,12 @@ def build_indexes(store: TokenStore, config: FDEConfig, kinds: list[str],
                   chunk: int = 10_000) -> tuple[dict[str, FaissIndex], dict[str, float], float]:
     """Encode the store's FDEs a chunk at a time into every index of ``kinds``.
 
-    Trained kinds learn from the first chunk (a 10k-document sample), so no more than one
-    chunk of FDEs is ever held outside the indexes. Returns the indexes, each one's build
-    seconds (training and adding) and the total FDE encoding seconds.
+    Trained kinds learn from the first chunk (a 10k-document sample), as the ``muvera`` stage
+    does, so no more than one chunk of FDEs is ever held outside the indexes. Returns the
+    indexes, each one's build seconds (training and adding) and the total FDE encoding seconds.
     """
-    faiss = __import__("faiss")
-    indexes = {kind: FaissIndex(config.output_dim, kind=kind, metric="ip") for kind in kinds}
+    indexes = {kind: FaissIndex(config.output_dim, kind=kind, metric="ip",
+                                expected_count=len(store)) for kind in kinds}
     build = dict.fromkeys(kinds, 0.0)
     encode = 0.0
     for start in range(0, len(store), chunk):
@@ -105,11 +105,6 @@ def build_indexes(store: TokenStore, config: FDEConfig, kinds: list[str],
         encode += time.perf_counter() - began
         for kind, index in indexes.items():
             began = time.perf_counter()
-            if start == 0 and kind != "flat":
-                factory = factory_string(kind, len(store), config.output_dim)
-                raw = faiss.index_factory(config.output_dim, factory, faiss.METRIC_INNER_PRODUCT)
-                raw.train(fdes)
-                index._index = raw  # trained on the first chunk; add() then only adds
             index.add([str(i) for i in range(start, stop)], fdes)
             build[kind] += time.perf_counter() - began
     return indexes, build, encode

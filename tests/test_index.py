@@ -57,6 +57,22 @@ def test_factory_shortcuts_and_raw_strings():
         FaissIndex(8, "NotAnIndex").add(["a"], np.ones((1, 8), dtype="float32"))
 
 
+def test_blockwise_build_is_sized_for_the_whole_collection(tmp_path):
+    vectors = clustered(2500, 8)
+    index = FaissIndex(8, "ivf", expected_count=2500)
+    for start in range(0, 2500, 1000):  # trains on the first block, sized for all 2500
+        index.add([str(i) for i in range(start, start + len(vectors[start:start + 1000]))],
+                  vectors[start:start + 1000])
+    assert index.factory == factory_string("ivf", 2500, 8) == "IVF200,Flat"
+    unsized = FaissIndex(8, "ivf")
+    unsized.add([str(i) for i in range(1000)], vectors[:1000])
+    unsized.add([str(i) for i in range(1000, 2500)], vectors[1000:])
+    assert unsized.factory == "IVF126,Flat"  # what was built, not what 2500 ids would suggest
+    with atomic_directory(tmp_path / "idx") as tmp:
+        meta = unsized.save(tmp)
+    assert FaissIndex.load(tmp_path / "idx", meta).factory == "IVF126,Flat"
+
+
 def test_wrong_dimension_is_an_error():
     index = FaissIndex(4)
     with pytest.raises(CormorantError, match="dimension 4"):

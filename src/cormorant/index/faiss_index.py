@@ -60,19 +60,24 @@ class FaissIndex:
 
     def __init__(self, dim: int, kind: str = "flat", metric: str = "ip",
                  nprobe: int = 32, ef_search: int = 128, ef_construction: int = 200,
-                 use_gpu: bool | None = None) -> None:
+                 use_gpu: bool | None = None, expected_count: int | None = None) -> None:
         if metric not in METRICS:
             raise CormorantError(f"unknown metric {metric!r}; use one of {sorted(METRICS)}")
         self.dim, self.kind, self.metric = dim, kind, metric
         self.nprobe, self.ef_search, self.ef_construction = nprobe, ef_search, ef_construction
         self.use_gpu = use_gpu
+        # Vectors added in blocks: shortcuts are sized for the whole collection, not the first
+        # block (which a trained kind learns from).
+        self.expected_count = expected_count
         self.ids: list[str] = []
+        self._built_factory: str | None = None
         self._index: Any = None
         self._search_index: Any = None
 
     @property
     def factory(self) -> str:
-        return factory_string(self.kind, len(self.ids), self.dim)
+        """The factory string the index was built from (or would be, sized for its ids)."""
+        return self._built_factory or factory_string(self.kind, len(self.ids), self.dim)
 
     def add(self, ids: list[str], vectors: np.ndarray) -> None:
         """Add vectors (rows) under ``ids``. The first call of a trained kind trains on them."""
@@ -81,11 +86,12 @@ class FaissIndex:
             raise CormorantError(f"{len(ids)} ids for {vectors.shape[0]} vectors")
         faiss = _faiss()
         if self._index is None:
-            factory = factory_string(self.kind, vectors.shape[0], self.dim)
+            factory = factory_string(self.kind, self.expected_count or vectors.shape[0], self.dim)
             try:
                 self._index = faiss.index_factory(self.dim, factory, getattr(faiss, METRICS[self.metric]))
             except RuntimeError as exc:
                 raise CormorantError(f"FAISS cannot build index {factory!r}: {exc}") from None
+            self._built_factory = factory
             hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
             if hnsw is not None:
                 # FAISS's default of 40 builds graphs that miss ~10% of the true top-10 on
@@ -162,6 +168,7 @@ class FaissIndex:
         try:
             index._index = _faiss().read_index(str(directory / INDEX_FILE))
             index.ids = json.loads((directory / IDS_FILE).read_text())
+            index._built_factory = meta.get("factory")
         except (RuntimeError, json.JSONDecodeError) as exc:
             raise IndexFormatError(f"{directory}: cannot read the vector index ({exc})") from None
         if index._index.ntotal != len(index.ids) or index._index.d != index.dim:

@@ -173,7 +173,7 @@ class MuveraRetriever(ChamferRetriever):
         fde = MuveraEncoder(encoder, config)
         store = TokenStore(store_dir)
         faiss_index = FaissIndex(config.output_dim, kind=fde_index_kind(index, len(doc_ids)),
-                                 metric="ip")
+                                 metric="ip", expected_count=len(doc_ids))
         # A trained index kind learns from its first add: hold back the first TRAIN_BLOCK
         # documents' FDEs for it, then add block by block.
         pending: list[np.ndarray] = []
