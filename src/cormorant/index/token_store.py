@@ -85,7 +85,6 @@ class TokenStore:
         return to_float32(self.tokens[index]), starts
 
 
-
 def to_float32(half: np.ndarray) -> np.ndarray:
     """``half`` (float16) as float32, through torch's vectorised conversion.
 

@@ -20,7 +20,7 @@ import numpy as np
 from cormorant.errors import IndexFormatError, PipelineError
 from cormorant.index.cache import cache_dir
 from cormorant.index.format import atomic_directory
-from cormorant.index.token_store import TokenStore, write_token_store
+from cormorant.index.token_store import OFFSETS, TOKENS, TokenStore, write_token_store
 from cormorant.pipeline import DEFAULT_DEPTH
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import model_fingerprint, resolve_model
@@ -160,9 +160,16 @@ class ChamferRetriever(Retriever):
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         matrices = self.encoder.encode_queries([queries[q] for q in qids])
+        return self._run(qids, exact_search(self.store, matrices, k))
+
+    def _run(self, qids: list[str], found: list[tuple[np.ndarray, np.ndarray]]) -> Run:
+        """Per query (rows, scores) as a run; ties broken by document id, so a run does not
+        depend on the store's (or an index's) row order."""
         run = Run()
-        for qid, (rows, scores) in zip(qids, exact_search(self.store, matrices, k), strict=True):
-            run[qid] = {self.doc_ids[r]: float(s) for r, s in zip(rows, scores, strict=True)}
+        for qid, (rows, scores) in zip(qids, found, strict=True):
+            best = sorted(zip((self.doc_ids[r] for r in rows), scores.tolist(), strict=True),
+                          key=lambda item: (-item[1], item[0]))
+            run[qid] = dict(best)
         return run
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
@@ -177,7 +184,7 @@ class ChamferRetriever(Retriever):
         return run
 
     def save(self, directory: Path) -> dict[str, Any]:
-        for name in (IDS, "tokens.f16.npy", "offsets.npy"):
+        for name in (IDS, TOKENS, OFFSETS):
             shutil.copy(self.store_dir / name, directory / name)
         return {"encoder": self.encoder.settings, "count": len(self.doc_ids),
                 "tokens": int(self.store.tokens.shape[0])}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +18,7 @@ import numpy as np
 from cormorant.errors import PipelineError
 from cormorant.index.faiss_index import FaissIndex
 from cormorant.index.muvera import FDEConfig, encode_sets
-from cormorant.index.token_store import OFFSETS, TOKENS, TokenStore
+from cormorant.index.token_store import TokenStore
 from cormorant.pipeline import DEFAULT_DEPTH
 from cormorant.retrieval.chamfer import IDS, ChamferRetriever, cached_token_store, rerank_rows
 from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
@@ -195,20 +194,12 @@ class MuveraRetriever(ChamferRetriever):
         tokens = self.encoder.encode_queries([queries[q] for q in qids])
         found = muvera_search(tokens, self.fde, self.index, self.store, self.candidates, k,
                              self.carve)
-        run = Run()
-        for qid, (rows, scores) in zip(qids, found, strict=True):
-            # Ties broken by document id, so runs do not depend on the index's row order.
-            best = sorted(zip((self.doc_ids[r] for r in rows), scores.tolist(), strict=True),
-                          key=lambda item: (-item[1], item[0]))
-            run[qid] = dict(best)
-        return run
+        return self._run(qids, found)
 
     def save(self, directory: Path) -> dict[str, Any]:
-        for name in (IDS, TOKENS, OFFSETS):
-            shutil.copy(self.store_dir / name, directory / name)
-        return {"encoder": self.encoder.settings, "fde": self.fde.config.to_json(),
+        return {**super().save(directory), "fde": self.fde.config.to_json(),
                 "index": self.index.save(directory), "candidates": self.candidates,
-                "carve": self.carve, "count": len(self.doc_ids)}
+                "carve": self.carve}
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,  # type: ignore[override]
