@@ -83,25 +83,16 @@ def _repetition(config: FDEConfig, r: int) -> tuple[np.ndarray, np.ndarray | Non
     return planes, sketch
 
 
-def sign_bits(points: np.ndarray, planes: np.ndarray) -> np.ndarray:
-    """1 where a point lies strictly on the positive side of a hyperplane (exact 0 -> 0)."""
-    return (points @ planes > 0).astype(np.int64)
-
-
 def partition_ids(bits: np.ndarray) -> np.ndarray:
-    """Gray-decode sign bits (first bit most significant): (0,1,0) -> 3, (1,0,0) -> 7."""
+    """Gray-decode rows of sign bits (first bit most significant): (0,1,0) -> 3, (1,0,0) -> 7."""
     k = bits.shape[1]
-    if k == 0:
-        return np.zeros(bits.shape[0], dtype=np.int64)
-    decoded = np.bitwise_xor.accumulate(bits, axis=1)
-    return decoded @ (1 << np.arange(k - 1, -1, -1, dtype=np.int64))
+    return gray_decode(bits @ (1 << np.arange(k - 1, -1, -1, dtype=np.int64)))
 
 
 def partition_bits(k_sim: int) -> np.ndarray:
     """The sign-bit pattern (Gray code) of every partition id: row i = bits of id i."""
-    ids = np.arange(1 << k_sim, dtype=np.int64)
-    gray = ids ^ (ids >> 1)
-    return (gray[:, None] >> np.arange(k_sim - 1, -1, -1)) & 1
+    codes = gray_code(np.arange(1 << k_sim, dtype=np.int64))
+    return (codes[:, None] >> np.arange(k_sim - 1, -1, -1)) & 1
 
 
 @dataclass(frozen=True)
@@ -157,8 +148,7 @@ def encode_sets(tokens: np.ndarray, offsets: np.ndarray, config: FDEConfig,
     # Sign bits of every repetition packed as integers, first hyperplane most significant.
     weights = (1 << np.arange(k - 1, -1, -1, dtype=np.int64))
     bits = (tokens @ drawn.planes > 0).reshape(n_points, config.repetitions, k)
-    packed = (bits * weights).sum(axis=2) if k else np.zeros((n_points, config.repetitions),
-                                                             np.int64)
+    packed = (bits * weights).sum(axis=2)  # k_sim = 0: all zeros, one partition
     projected_all = tokens if drawn.sketches is None else tokens @ drawn.sketches
     for r in range(config.repetitions):
         cells = owner * B + gray_decode(packed[:, r])
@@ -178,6 +168,11 @@ def encode_sets(tokens: np.ndarray, offsets: np.ndarray, config: FDEConfig,
     if drawn.final is not None:
         flat = np.asarray((sparse.csr_matrix(flat) @ drawn.final).todense(), dtype=np.float32)
     return np.ascontiguousarray(flat)
+
+
+def gray_code(ids: np.ndarray) -> np.ndarray:
+    """The packed sign bits (Gray code) of partition ids: 3 -> 0b010."""
+    return ids ^ (ids >> 1)
 
 
 def gray_decode(codes: np.ndarray) -> np.ndarray:
@@ -200,7 +195,7 @@ def _fill_empty(block: np.ndarray, counts: np.ndarray, packed: np.ndarray,
     n_points = packed.shape[0]
     ids = np.arange(1 << k_sim, dtype=np.int64)
     # Hamming distance of every point's bits to every partition's code (its Gray code).
-    distance = np.bitwise_count(packed[:, None] ^ (ids ^ (ids >> 1))[None, :])
+    distance = np.bitwise_count(packed[:, None] ^ gray_code(ids)[None, :])
     # Min over each set of (distance, point index), packed in one integer so one reduceat does it.
     key = distance.astype(np.int64) * n_points + np.arange(n_points)[:, None]
     nearest = np.minimum.reduceat(key, offsets[present], axis=0) % n_points  # sets x partitions
