@@ -31,11 +31,11 @@ import numpy as np
 from cormorant.data import load_dataset
 from cormorant.eval.measures import evaluate
 from cormorant.index.faiss_index import FaissIndex
-from cormorant.index.muvera import FDEConfig, encode_sets
+from cormorant.index.muvera import FDEConfig
 from cormorant.index.token_store import TokenStore
 from cormorant.retrieval.chamfer import ChamferRetriever, rerank_rows
 from cormorant.retrieval.multivector import TokenEncoder
-from cormorant.retrieval.muvera import MuveraRetriever
+from cormorant.retrieval.muvera import MuveraEncoder, MuveraRetriever
 from cormorant.types import Run
 
 DEPTHS = (100, 200, 500, 1000)
@@ -175,6 +175,7 @@ class Target:
     queries: dict[str, str]
     tokens: list[np.ndarray]
     store: TokenStore
+    encoder: TokenEncoder
     doc_ids: list[str]
     exact_run: Run
     exact_s: float
@@ -196,8 +197,8 @@ def exact_target(name: str, encoder: TokenEncoder) -> Target:
     exact = ChamferRetriever.build(dataset.corpus)
     exact_run, exact_s = timed_run(exact, queries)
     tokens = encoder.encode_queries(list(queries.values()))
-    return Target(dataset, split.qrels, queries, tokens, exact.store, exact.doc_ids, exact_run,
-                  exact_s)
+    return Target(dataset, split.qrels, queries, tokens, exact.store, encoder, exact.doc_ids,
+                  exact_run, exact_s)
 
 
 def muvera_section(target: Target) -> dict[str, Any]:
@@ -235,18 +236,15 @@ def bench_dataset(target: Target) -> dict[str, Any]:
     default = None
     for label, params in SETTINGS.items():
         config = FDEConfig(store.dim, **params)
+        fde = MuveraEncoder(target.encoder, config)
         start = time.perf_counter()
-        doc_fdes = np.vstack([encode_sets(*_block(store, s, min(s + 1024, len(store))), config,
-                                          document=True)
-                              for s in range(0, len(store), 1024)])
+        doc_fdes = np.vstack([v for _, v in fde.documents_from_store(store, progress=False)])
         encode_s = time.perf_counter() - start
-        query_fdes = encode_sets(np.vstack(tokens), np.concatenate(
-            [[0], np.cumsum([len(t) for t in tokens])]), config, document=False)
+        query_fdes = fde.queries_from_tokens(tokens)
         rows = fde_candidates(query_fdes, doc_fdes, max(DEPTHS))
-        fde_run = Run.from_arrays(qids, np.zeros(rows[:, :100].shape), rows[:, :100],
-                                  doc_ids)
-        for q in qids:  # FDE order, best first, as descending pseudo-scores
-            fde_run[q] = {d: -float(i) for i, d in enumerate(fde_run[q])}
+        fde_run = Run()
+        for q, row in zip(qids, rows, strict=True):  # FDE order as descending pseudo-scores
+            fde_run[q] = {doc_ids[r]: -float(i) for i, r in enumerate(row[:100])}
         result["recall_of_exact_top10"][label] = {n: round(recall_at(targets, rows, n), 4)
                                                   for n in DEPTHS}
         result["fde"][label] = {
@@ -269,11 +267,6 @@ def bench_dataset(target: Target) -> dict[str, Any]:
     result["fde_indexes_at_100"] = index_variants(doc_fdes, query_fdes, targets, 100, token_bytes)
     result["muvera"] = muvera_section(target)
     return result
-
-
-def _block(store: TokenStore, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    tokens, starts = store.block(start, stop)
-    return tokens, np.append(starts, len(tokens))
 
 
 def main() -> None:
