@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,12 +107,22 @@ class IndexHandle:
     meta: dict[str, Any]
 
 
-def open_index(path: str | Path, pipeline: str | None = None, verify: bool = True) -> IndexHandle:
+LeafHook = Callable[[int, Retriever], Stage]
+"""Given a stored leaf's position in ``meta.json`` and the loaded retriever, the stage to use."""
+
+
+def open_index(path: str | Path, pipeline: str | None = None, verify: bool = True,
+               loaded: dict[tuple[int, str], Stage] | None = None,
+               wrap: LeafHook | None = None) -> IndexHandle:
     """Open an index directory, optionally re-composing its stages with another pipeline string.
 
     ``pipeline`` may re-arrange the stored stages or set query-time options
     (``bm25.lucene(rm3=true)``); a stage the index does not hold, or one whose settings would
     need a rebuild (another encoder), is an error.
+
+    ``loaded`` memoises loaded leaves by (stored position, parameters) across calls, so several
+    pipelines over one index share one encoder; ``wrap`` replaces each loaded leaf (the service
+    wraps leaves to see live document updates).
     """
     path = Path(path)
     meta = read_meta(path, verify=verify)
@@ -136,7 +148,15 @@ def open_index(path: str | Path, pipeline: str | None = None, verify: bool = Tru
         # Settings the stage was built with hold unless the caller's pipeline overrides them.
         params = {**stored[index]["params"], **leaf.params}
         check_params(cls, "load", params)
-        return cls.load(sub, read_meta(sub, verify=verify), **params)
+        key = (index, json.dumps(params, sort_keys=True, default=str))
+        if loaded is not None and key in loaded:
+            return loaded[key]
+        stage: Stage = cls.load(sub, read_meta(sub, verify=verify), **params)
+        if wrap is not None:
+            stage = wrap(index, stage)
+        if loaded is not None:
+            loaded[key] = stage
+        return stage
 
     stage = materialize(spec, load)
     return IndexHandle(path, stage, DocStore(path / DOCSTORE_FILE), meta)

@@ -1,0 +1,94 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI application.
+
+Start it with the CLI (``cormorant serve --index NAME=PATH``) or with uvicorn directly::
+
+    CORMORANT_SERVICE_CONFIG=service.yaml uvicorn --factory cormorant.service:create_app
+
+Example:
+    >>> from cormorant.service import create_app, load_settings
+    >>> app = create_app(load_settings(None, open_reads=True))
+    >>> app.title
+    'Cormorant'
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import cormorant
+from cormorant.service.middleware import AccessLog, RequestLimits
+from cormorant.service.routes import router, v1
+from cormorant.service.settings import ServiceSettings, load_settings
+from cormorant.service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the service for ``settings`` (default: from the environment and the YAML file
+    named by ``CORMORANT_SERVICE_CONFIG``). Indexes load once the server starts.
+
+    Raises:
+        CormorantError: an index path is not an index, or a pipeline names an unknown stage.
+    """
+    settings = settings or load_settings()
+    state = ServiceState(settings)
+    _configure_access_log(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.start_loading()
+        yield
+        state.close()  # after uvicorn has let in-flight requests finish
+
+    app = FastAPI(title="Cormorant", version=getattr(cormorant, "__version__", "0"),
+                  description="Search dense and BM25 indexes; add, replace and delete documents"
+                              " live.", lifespan=lifespan)
+    app.state.service = state
+    app.include_router(router)
+    app.include_router(v1)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _internal_error)
+    # The last added runs first: log every request, including those refused for size.
+    app.add_middleware(RequestLimits, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(AccessLog, metrics=state.metrics)
+    return app
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """400 for a body that is not JSON, 422 for JSON of the wrong shape: one readable line."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse({"detail": "the request body is not valid JSON"}, status_code=400)
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return JSONResponse({"detail": "; ".join(parts) + more}, status_code=422)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    # A bug, not the caller's fault: log the traceback here, tell the caller nothing of it.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def _configure_access_log(level: str) -> None:
+    """Request lines go to stdout as bare JSON, one per line, unless logging is configured."""
+    access = logging.getLogger("cormorant.service.access")
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+    access.setLevel(logging.INFO if level in ("debug", "info") else logging.WARNING)

@@ -1,0 +1,258 @@
+"""The HTTP routes: ``/v1`` search, indexes and documents; health, readiness and metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from cormorant.errors import CormorantError
+from cormorant.service.auth import HEADER, allowed, presented_key
+from cormorant.service.live import LiveIndex, ReadOnlyIndex
+from cormorant.service.metrics import CONTENT_TYPE
+from cormorant.service.schemas import (
+    DeleteDocuments,
+    DocumentBody,
+    Health,
+    Hit,
+    IndexInfo,
+    IndexList,
+    Problem,
+    PutDocuments,
+    QueryResult,
+    SearchRequest,
+    SearchResponse,
+    Timing,
+    WriteResponse,
+)
+from cormorant.service.settings import Scope
+from cormorant.service.state import SearchTimeout, ServiceState
+from cormorant.types import Document
+
+api_key_header = APIKeyHeader(name=HEADER, auto_error=False, description="An API key.")
+bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
+NO_KEY = "missing or invalid API key"
+NO_SCOPE = "this API key is not allowed to do that"
+IndexName = Annotated[str, Path(description="The index name, as configured.", max_length=64)]
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem} for code in codes}
+
+
+def service(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+def require(scope: Scope) -> Callable[..., Any]:
+    """A dependency that lets a request through only with a key holding ``scope`` (or, where
+    the operator opened it, with no key). A key that is presented must be valid."""
+
+    async def check(request: Request,
+                    key: Annotated[str | None, Security(api_key_header)] = None,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                           Security(bearer)] = None) -> None:
+        state = service(request)
+        presented = presented_key(key, credentials.credentials if credentials else None)
+        found = state.keys.identify(presented)
+        if presented is not None and found is None:
+            raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
+        settings = state.settings
+        open_access = (scope == "read" and settings.open_reads) or \
+            (scope == "admin" and settings.open_metrics)
+        if found is None and not open_access:
+            raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
+        if not allowed(found, scope, open_access) and not open_access:
+            raise HTTPException(403, NO_SCOPE)
+        request.state.key_name = found.name if found else None
+
+    return check
+
+
+def served(request: Request, name: str) -> LiveIndex:
+    """The named index, or a 404 (unknown) / 503 (still loading or failed)."""
+    state = service(request)
+    request.state.index = name
+    if name not in state.settings.indexes:
+        raise HTTPException(404, f"no index named {name!r}; see GET /v1/indexes")
+    index = state.indexes.get(name)
+    if index is None:
+        raise HTTPException(503, f"index {name!r} is not ready ({state.status.get(name)})",
+                            headers={"Retry-After": "5"})
+    return index
+
+
+router = APIRouter()
+v1 = APIRouter(prefix="/v1", tags=["v1"])
+
+
+@router.get("/healthz", response_model=Health, tags=["operations"])
+async def healthz() -> Health:
+    """The process is up and answering (it may still be loading indexes)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, tags=["operations"], responses=_problems(503))
+async def readyz(request: Request, response: Response) -> Health:
+    """200 once every index and model is loaded; 503 while loading or after a failure."""
+    state = service(request)
+    if state.is_ready:
+        return Health(status="ready", indexes=dict(state.status))
+    response.status_code = 503
+    return Health(status="failed" if state.failed else "loading", indexes=dict(state.status),
+                  detail=state.failed)
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response,
+            dependencies=[Depends(require("admin"))], responses=_problems(401, 403))
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests, latency, errors, encoder batch sizes, index sizes."""
+    return Response(service(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+@v1.get("/indexes", response_model=IndexList, dependencies=[Depends(require("read"))],
+        responses=_problems(401, 403))
+async def list_indexes(request: Request) -> IndexList:
+    """Every served index (loaded ones; see /readyz for the rest)."""
+    state = service(request)
+    return IndexList(indexes=[IndexInfo(**i.describe()) for i in state.indexes.values()])
+
+
+@v1.get("/indexes/{name}", response_model=IndexInfo, dependencies=[Depends(require("read"))],
+        responses=_problems(401, 403, 404, 503))
+async def describe_index(request: Request, name: IndexName) -> IndexInfo:
+    """What an index holds: kind, encoder, count, version, allowed pipelines."""
+    return IndexInfo(**served(request, name).describe())
+
+
+@v1.post("/indexes/{name}/search", response_model=SearchResponse,
+         response_model_exclude_none=True, dependencies=[Depends(require("read"))],
+         responses=_problems(400, 401, 403, 404, 413, 422, 503, 504))
+async def search(request: Request, body: SearchRequest, name: IndexName) -> SearchResponse:
+    """Search with one query or a batch; hits carry ids, scores and ranks (and text on request)."""
+    start = time.perf_counter()
+    state = service(request)
+    index = served(request, name)
+    texts = body.texts
+    _check_search(state, index, body, texts)
+    request.state.queries = len(texts)
+    try:
+        ranked = await state.search(lambda: index.search(texts, body.k, body.pipeline))
+    except SearchTimeout:
+        raise HTTPException(504, f"the search took longer than the"
+                                 f" {state.settings.request_timeout_s:g} s limit") from None
+    except CormorantError as exc:
+        raise HTTPException(422, str(exc)) from None
+    searched = time.perf_counter()
+    docs: dict[str, Document] = {}
+    if body.return_text or body.return_fields:
+        wanted = list({d for hits in ranked for d, _ in hits})
+        docs = await state.search(lambda: index.get_many(wanted))
+    results = [QueryResult(query=text, hits=[_hit(d, s, r, docs.get(d), body)
+                                             for r, (d, s) in enumerate(hits, start=1)])
+               for text, hits in zip(texts, ranked, strict=True)]
+    done = time.perf_counter()
+    stage = index.stage(body.pipeline)
+    return SearchResponse(index=name, pipeline=str(stage), k=body.k, version=index.version,
+                          results=results,
+                          timing=Timing(total_ms=(done - start) * 1000,
+                                        search_ms=(searched - start) * 1000,
+                                        documents_ms=(done - searched) * 1000))
+
+
+def _check_search(state: ServiceState, index: LiveIndex, body: SearchRequest,
+                  texts: list[str]) -> None:
+    limits = state.settings.limits
+    if body.k > limits.max_k:
+        raise HTTPException(422, f"k must be between 1 and {limits.max_k}, got {body.k}")
+    if len(texts) > limits.max_batch:
+        raise HTTPException(422, f"at most {limits.max_batch} queries per request,"
+                                 f" got {len(texts)}")
+    for i, text in enumerate(texts):
+        where = "query" if body.query is not None else f"queries[{i}]"
+        if not text.strip():
+            raise HTTPException(422, f"{where} is empty")
+        if len(text) > limits.max_query_chars:
+            raise HTTPException(422, f"{where} has {len(text):,} characters; the limit is"
+                                     f" {limits.max_query_chars:,}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HTTPException(422, f"{where} is not valid Unicode text") from None
+    if index.stage(body.pipeline) is None:
+        allowed_list = "; ".join(index.allowed_pipelines())
+        raise HTTPException(422, f"pipeline {body.pipeline!r} is not served for index"
+                                 f" {index.name!r}; allowed: {allowed_list}")
+
+
+def _hit(doc_id: str, score: float, rank: int, doc: Document | None, body: SearchRequest) -> Hit:
+    hit = Hit(doc_id=doc_id, score=score, rank=rank)
+    if doc is not None and body.return_text:
+        hit.title, hit.text = doc.title, doc.text
+    if doc is not None and body.return_fields:
+        hit.fields = dict(doc.fields)
+    return hit
+
+
+@v1.get("/indexes/{name}/documents/{doc_id:path}", response_model=DocumentBody,
+        dependencies=[Depends(require("read"))], responses=_problems(401, 403, 404, 503))
+async def get_document(request: Request, doc_id: str, name: IndexName) -> DocumentBody:
+    """One document as it is now (live writes included)."""
+    index = served(request, name)
+    doc = await service(request).search(lambda: index.get(doc_id))
+    if doc is None:
+        raise HTTPException(404, f"index {name!r} has no document {doc_id!r}")
+    return DocumentBody.model_construct(doc_id=doc.doc_id, title=doc.title, text=doc.text,
+                                        fields=dict(doc.fields))
+
+
+@v1.put("/indexes/{name}/documents", response_model=WriteResponse,
+        dependencies=[Depends(require("write"))],
+        responses=_problems(400, 401, 403, 404, 409, 413, 422, 503))
+async def put_documents(request: Request, body: PutDocuments, name: IndexName
+                        ) -> WriteResponse:
+    """Add or replace documents. Answered once they are on disk and searchable."""
+    state = service(request)
+    index = served(request, name)
+    limits = state.settings.limits
+    if len(body.documents) > limits.max_documents_per_write:
+        raise HTTPException(422, f"at most {limits.max_documents_per_write} documents per"
+                                 f" request, got {len(body.documents)}")
+    for doc in body.documents:
+        if len(doc.title) + len(doc.text) > limits.max_document_chars:
+            raise HTTPException(422, f"document {doc.doc_id!r} is over the"
+                                     f" {limits.max_document_chars:,}-character limit")
+        if len(doc.doc_id) > limits.max_id_chars:
+            raise HTTPException(422, f"doc_id over the {limits.max_id_chars}-character limit")
+    docs = [Document(d.doc_id, d.text, title=d.title, fields=d.fields) for d in body.documents]
+    return await _write(request, index, lambda: index.put(docs))
+
+
+@v1.delete("/indexes/{name}/documents", response_model=WriteResponse,
+           dependencies=[Depends(require("write"))],
+           responses=_problems(400, 401, 403, 404, 409, 413, 422, 503))
+async def delete_documents(request: Request, body: DeleteDocuments, name: IndexName
+                           ) -> WriteResponse:
+    """Delete documents by id. Ids that do not exist are listed in ``not_found``."""
+    state = service(request)
+    index = served(request, name)
+    if len(body.ids) > state.settings.limits.max_documents_per_write:
+        raise HTTPException(422, f"at most {state.settings.limits.max_documents_per_write} ids"
+                                 f" per request, got {len(body.ids)}")
+    return await _write(request, index, lambda: index.delete(body.ids))
+
+
+async def _write(request: Request, index: LiveIndex, work: Callable[[], Any]) -> WriteResponse:
+    if not index.writable:
+        raise HTTPException(409, index.read_only_reason or "read-only index")
+    try:
+        result = await service(request).write(work)
+    except ReadOnlyIndex as exc:
+        raise HTTPException(409, str(exc)) from None
+    except CormorantError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return WriteResponse(index=index.name, version=result.version, changed=result.changed,
+                         not_found=result.not_found, count=index.count)

@@ -1,0 +1,149 @@
+"""The service's running state: loaded indexes, worker threads, encoders, keys and metrics.
+
+Indexes load in a background thread once the server starts, so ``/healthz`` answers at once and
+``/readyz`` says 503 until every index and model is in memory (or names what failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from cormorant.errors import CormorantError
+from cormorant.index.format import read_meta
+from cormorant.pipeline_syntax import leaves, parse
+from cormorant.retrieval.assemble import retriever_class
+from cormorant.service.auth import KeyRing
+from cormorant.service.batching import BatchingEncoder
+from cormorant.service.live import LiveIndex
+from cormorant.service.metrics import Metrics
+from cormorant.service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SearchTimeout(Exception):
+    """A search ran past ``request_timeout_s``."""
+
+
+class ServiceState:
+    """Everything the routes share. Created by :func:`cormorant.service.create_app`."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        check_settings(settings)
+        self.keys = KeyRing(settings.api_keys)
+        self.metrics = Metrics()
+        self.indexes: dict[str, LiveIndex] = {}
+        self.status: dict[str, str] = {name: "loading" for name in settings.indexes}
+        self.ready = threading.Event()
+        self.failed: str | None = None
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
+        self._batchers: list[BatchingEncoder] = []
+        self.searches = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
+        # Writes get their own threads so they never queue behind a burst of searches.
+        self.writes = ThreadPoolExecutor(2, thread_name_prefix="write")
+        self.metrics.in_flight.set_function(lambda: self._in_flight)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        threading.Thread(target=self.load_all, name="index-loader", daemon=True).start()
+
+    def load_all(self) -> None:
+        """Open every configured index; ``ready`` is set when all are in (or one failed)."""
+        try:
+            for name, config in self.settings.indexes.items():
+                start = time.perf_counter()
+                index = LiveIndex.open(name, config.path, config.pipelines,
+                                       verify=self.settings.verify_checksums,
+                                       encoder_wrapper=self._batching)
+                self.indexes[name] = index
+                self.status[name] = "ready"
+                self.metrics.track_index(name, lambda i=index: i.count, lambda i=index: i.version)
+                log.info("index %s ready: %d documents in %.1fs", name, index.count,
+                         time.perf_counter() - start)
+        except CormorantError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # a bug or a broken file: say so on /readyz, keep serving health
+            log.exception("loading indexes failed")
+            self._fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.ready.set()
+
+    def _fail(self, message: str) -> None:
+        self.failed = message
+        for name, status in self.status.items():
+            if status == "loading":
+                self.status[name] = "failed"
+        log.error("indexes failed to load: %s", message)
+
+    def _batching(self, encoder: Any) -> BatchingEncoder:
+        config = self.settings.micro_batching
+        batcher = BatchingEncoder(encoder, config.max_wait_ms, config.max_batch_size,
+                                  enabled=config.enabled, in_flight=lambda: self._in_flight,
+                                  on_batch=self.metrics.batch.observe)
+        self._batchers.append(batcher)
+        return batcher
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready.is_set() and self.failed is None
+
+    # -- running work off the event loop ---------------------------------------------------
+
+    async def search(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on a search thread, cut off after ``request_timeout_s``."""
+        def counted() -> T:
+            with self._count_lock:
+                self._in_flight += 1
+            try:
+                return work()
+            finally:
+                with self._count_lock:
+                    self._in_flight -= 1
+
+        future = self.searches.submit(counted)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future),
+                                          self.settings.request_timeout_s)
+        except TimeoutError:
+            future.cancel()  # not started yet: it never will; started: its answer is dropped
+            raise SearchTimeout from None
+
+    async def write(self, work: Callable[[], T]) -> T:
+        """Run a write on a write thread. No timeout: once logged, a write completes, and the
+        client must not be told it failed when it did not."""
+        return await asyncio.wrap_future(self.writes.submit(work))
+
+    def close(self) -> None:
+        """Finish in-flight work, then release encoders, stores and locks."""
+        self.searches.shutdown(wait=True)
+        self.writes.shutdown(wait=True)
+        for batcher in self._batchers:
+            batcher.close()
+        for index in self.indexes.values():
+            index.close()
+
+
+def check_settings(settings: ServiceSettings) -> None:
+    """Fail before serving on what can be checked cheaply: paths and pipeline names.
+
+    Raises:
+        CormorantError: naming the index and what is wrong with it.
+    """
+    for name, config in settings.indexes.items():
+        try:
+            read_meta(config.path, verify=False)
+            for text in config.pipelines:
+                for leaf in leaves(parse(text)):
+                    retriever_class(leaf.name)
+        except CormorantError as exc:
+            raise CormorantError(f"index {name!r}: {exc}") from None
