@@ -48,11 +48,14 @@ def index_dir(built_index: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(built_index, tmp_path / "index"))
 
 
-def settings_for(index_dir: Path, **overrides: Any) -> Any:
+ALLOWED = ["bm25", "dense", "bm25 % 3 >> dense"]
+
+
+def settings_for(index_dir: Path, pipelines: list[str] | None = None, **overrides: Any) -> Any:
     from cormorant.service import load_settings
 
-    config = {"indexes": {"tiny": {"path": str(index_dir),
-                                   "pipelines": ["bm25", "dense", "bm25 % 3 >> dense"]}},
+    allowed = ALLOWED if pipelines is None else pipelines
+    config = {"indexes": {"tiny": {"path": str(index_dir), "pipelines": allowed}},
               "api_keys": key_config(), **overrides}
     return load_settings(None, **config)
 
@@ -68,7 +71,8 @@ def client_for(settings: Any, ready: bool = True) -> Iterator[Any]:
         if ready:
             deadline = time.monotonic() + 60
             while client.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline, client.get("/readyz").json()
+                assert time.monotonic() < deadline and not client.app.state.service.failed, \
+                    client.get("/readyz").json()
                 time.sleep(0.05)
         yield client
 

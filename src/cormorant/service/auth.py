@@ -55,18 +55,12 @@ class KeyRing:
         return found
 
 
-def presented_key(x_api_key: str | None, authorization: str | None) -> str | None:
-    """The key from ``X-API-Key``, else from ``Authorization: Bearer <key>`` (what Prometheus
-    sends for a scrape with ``authorization: {credentials: ...}``)."""
-    if x_api_key:
-        return x_api_key
-    if authorization and authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip() or None
-    return None
+def presented_key(x_api_key: str | None, bearer_token: str | None) -> str | None:
+    """The key from ``X-API-Key``, else the token of ``Authorization: Bearer <key>`` (what
+    Prometheus sends for a scrape configured with ``authorization: {credentials: ...}``)."""
+    return x_api_key or bearer_token or None
 
 
 def allowed(key: ApiKey | None, scope: Scope, open_access: bool) -> bool:
     """Whether a request holding ``key`` may do something that needs ``scope``."""
-    if key is None:
-        return open_access
-    return scope in key.scopes
+    return open_access or (key is not None and scope in key.scopes)

@@ -63,11 +63,11 @@ def require(scope: Scope) -> Callable[..., Any]:
         settings = state.settings
         open_access = (scope == "read" and settings.open_reads) or \
             (scope == "admin" and settings.open_metrics)
+        request.state.key_name = found.name if found else None
         if found is None and not open_access:
             raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
-        if not allowed(found, scope, open_access) and not open_access:
+        if not allowed(found, scope, open_access):
             raise HTTPException(403, NO_SCOPE)
-        request.state.key_name = found.name if found else None
 
     return check
 
