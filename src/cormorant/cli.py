@@ -234,6 +234,54 @@ def _eval_index(exp, index: Path, pipeline: str | None):  # noqa: ANN001, ANN202
                      build_seconds=time.perf_counter() - start)
 
 
+@app.command()
+def serve(index: Annotated[list[str] | None, typer.Option(
+              "--index", "-i", help="NAME=PATH of an index directory to serve; repeat for several.")] = None,
+          config: Annotated[Path | None, typer.Option(
+              "--config", "-c", help="YAML settings: indexes, allowed pipelines, API keys (sha256),"
+                                     " limits, micro-batching. Environment: CORMORANT_SERVICE_*.")] = None,
+          host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+          port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+          hash_key: Annotated[bool, typer.Option(
+              "--hash-key", help="Read an API key on stdin, print the sha256 for the config, exit.")] = False,
+          ) -> None:
+    """Serve indexes over HTTP: search, documents, live writes (see README, Serving).
+
+    Example: cormorant serve --index scifact=indexes/scifact --config service.yaml --port 8000
+    """
+    try:
+        import uvicorn
+
+        from cormorant.service import create_app, load_settings
+        from cormorant.service.auth import hash_key as digest
+    except ModuleNotFoundError as exc:
+        from cormorant.errors import MissingExtraError
+
+        raise MissingExtraError("cormorant serve", "service", exc) from None
+    if hash_key:
+        key = sys.stdin.readline().strip()
+        if not key:
+            raise CormorantError("--hash-key reads the key from stdin; got an empty line")
+        typer.echo(digest(key))
+        return
+    extra = dict(_name_path(entry) for entry in index or [])
+    settings = load_settings(config, extra_indexes=extra, host=host, port=port)
+    if not settings.indexes:
+        raise CormorantError("nothing to serve: give --index NAME=PATH or indexes in --config")
+    application = create_app(settings)  # checks every path before the port opens
+    uvicorn.run(application, host=settings.host, port=settings.port, access_log=False,
+                log_level=settings.log_level, timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
+
+
+def _name_path(entry: str) -> tuple[str, str]:
+    name, sep, path = entry.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise CormorantError(f"--index takes NAME=PATH, got {entry!r}")
+    if not Path(path).is_dir():
+        raise CormorantError(f"--index {name}: {path} is not a directory")
+    return name.strip(), path.strip()
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     try:

@@ -147,11 +147,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise CormorantError(f"config file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CormorantError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise CormorantError(f"config file {path} must hold a mapping of settings")
-    for entry in (data.get("indexes") or {}).values():
-        _resolve_against(entry, path.parent)
+    if isinstance(data.get("indexes"), dict):
+        for entry in data["indexes"].values():
+            _resolve_against(entry, path.parent)
     return data
 
 
