@@ -154,15 +154,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CormorantError(f"config file {path} must hold a mapping of settings")
     if isinstance(data.get("indexes"), dict):
-        for entry in data["indexes"].values():
-            _resolve_against(entry, path.parent)
+        data["indexes"] = {name: _resolve_against(entry, path.parent)
+                           for name, entry in data["indexes"].items()}
     return data
 
 
-def _resolve_against(entry: Any, base: Path) -> None:
+def _resolve_against(entry: Any, base: Path) -> Any:
+    """An index entry (``path`` or ``{path: ...}``) with a relative path made absolute."""
+    if isinstance(entry, str) and not Path(entry).is_absolute():
+        return str(base / entry)
     if isinstance(entry, dict) and isinstance(entry.get("path"), str):
         if not Path(entry["path"]).is_absolute():
-            entry["path"] = str(base / entry["path"])
+            return {**entry, "path": str(base / entry["path"])}
+    return entry
 
 
 def load_settings(config: Path | None = None, extra_indexes: dict[str, str] | None = None,
