@@ -40,10 +40,14 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
+                ready = httpx.get(f"{self.url}/readyz", timeout=2)
             except httpx.HTTPError:
-                pass
+                ready = None
+            if ready is not None and ready.status_code == 200:
+                return self
+            if ready is not None and ready.json().get("status") == "failed":
+                self.kill()
+                raise RuntimeError(f"server failed to load: {ready.json().get('detail')}")
             time.sleep(0.2)
         self.kill()
         raise RuntimeError(f"server not ready in {timeout}s: {self.log()}")
