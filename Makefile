@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_bm25.py --out benchmarks/results/bm25.json
 	$(BIN)/python benchmarks/bench_muvera_quality.py --out benchmarks/results/muvera-quality.json
 	$(BIN)/python benchmarks/bench_muvera_speed.py --out benchmarks/results/muvera-speed.json
+	$(BIN)/python benchmarks/bench_service.py --out benchmarks/results/service.json
 
 clean:
 	rm -rf $(VENV) reports indexes .pytest_cache

@@ -58,32 +58,38 @@ class ServiceState:
         threading.Thread(target=self.load_all, name="index-loader", daemon=True).start()
 
     def load_all(self) -> None:
-        """Open every configured index; ``ready`` is set when all are in (or one failed)."""
+        """Open every configured index; ``ready`` is set when all were tried. One that fails
+        is reported on /readyz and answers 503; the others are served."""
         try:
-            for name, config in self.settings.indexes.items():
-                start = time.perf_counter()
-                index = LiveIndex.open(name, config.path, config.pipelines,
-                                       verify=self.settings.verify_checksums,
-                                       encoder_wrapper=self._batching)
-                self.indexes[name] = index
-                self.status[name] = "ready"
-                self.metrics.track_index(name, lambda i=index: i.count, lambda i=index: i.version)
-                log.info("index %s ready: %d documents in %.1fs", name, index.count,
-                         time.perf_counter() - start)
-        except CormorantError as exc:
-            self._fail(str(exc))
-        except Exception as exc:  # a bug or a broken file: say so on /readyz, keep serving health
-            log.exception("loading indexes failed")
-            self._fail(f"{type(exc).__name__}: {exc}")
+            for name in self.settings.indexes:
+                self._load(name)
         finally:
             self.ready.set()
 
-    def _fail(self, message: str) -> None:
-        self.failed = message
-        for name, status in self.status.items():
-            if status == "loading":
-                self.status[name] = "failed"
-        log.error("indexes failed to load: %s", message)
+    def _load(self, name: str) -> None:
+        config = self.settings.indexes[name]
+        start = time.perf_counter()
+        try:
+            index = LiveIndex.open(name, config.path, config.pipelines,
+                                   verify=self.settings.verify_checksums,
+                                   encoder_wrapper=self._batching)
+        except CormorantError as exc:
+            self._fail(name, str(exc))
+            return
+        except Exception as exc:  # a bug or a broken file: say so on /readyz, keep serving
+            log.exception("loading index %s failed", name)
+            self._fail(name, f"{type(exc).__name__}: {exc}")
+            return
+        self.indexes[name] = index
+        self.status[name] = "ready"
+        self.metrics.track_index(name, lambda: index.count, lambda: index.version)
+        log.info("index %s ready: %d documents in %.1fs", name, index.count,
+                 time.perf_counter() - start)
+
+    def _fail(self, name: str, message: str) -> None:
+        self.status[name] = "failed"
+        self.failed = "; ".join(filter(None, [self.failed, f"index {name!r}: {message}"]))
+        log.error("index %s failed to load: %s", name, message)
 
     def _batching(self, encoder: Any) -> BatchingEncoder:
         config = self.settings.micro_batching
