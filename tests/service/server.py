@@ -22,19 +22,24 @@ def free_port() -> int:
 class ServerProcess:
     """``cormorant serve --config CONFIG`` on a free loopback port."""
 
-    def __init__(self, config: Path, log: Path, port: int | None = None) -> None:
-        self.config, self.log_path = config, log
+    def __init__(self, config: Path, log: Path, port: int | None = None,
+                 factory: bool = False) -> None:
+        self.config, self.log_path, self.factory = config, log, factory
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120) -> ServerProcess:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        if self.factory:  # uvicorn's own command line and the app factory, settings from env
+            env["CORMORANT_SERVICE_CONFIG"] = str(self.config)
+            command = [sys.executable, "-m", "uvicorn", "--factory", "cormorant.service:create_app",
+                       "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
+        else:
+            command = [sys.executable, "-m", "cormorant.cli", "serve", "--config", str(self.config),
+                       "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cormorant.cli", "serve", "--config", str(self.config),
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

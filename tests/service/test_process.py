@@ -89,7 +89,8 @@ def _raw_request(port: int, body: bytes) -> socket.socket:
 
 
 def test_sigterm_finishes_in_flight_requests(tmp_path, index_dir):
-    server = ServerProcess(_config(tmp_path, index_dir), tmp_path / "server.log").start()
+    """Started as `uvicorn --factory cormorant.service:create_app`, settings from the env."""
+    server = ServerProcess(_config(tmp_path, index_dir), tmp_path / "server.log", factory=True).start()
     body = json.dumps({"query": "birds that fish", "k": 2}).encode()
     sock = _raw_request(server.port, body)
     time.sleep(0.3)

@@ -290,3 +290,24 @@ def test_writes_to_read_only_indexes_are_409(tmp_path, tiny_encoder):
             assert put.status_code == 409 and reason in put.json()["detail"], put.text
             info = client.get("/v1/indexes/tiny", headers=auth(READ_KEY)).json()
             assert info["writable"] is False and reason in info["read_only_reason"]
+
+
+def test_an_index_that_fails_to_load_leaves_the_others_served(index_dir, tmp_path):
+    from cormorant.service import load_settings
+    from tests.service.conftest import key_config
+
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(index_dir, broken)
+    (broken / "docs.sqlite").write_bytes(b"truncated")
+    settings = load_settings(None, api_keys=key_config(), indexes={"tiny": str(index_dir),
+                                                                    "broken": str(broken)})
+    with client_for(settings, ready=False) as client:
+        client.app.state.service.ready.wait(60)
+        ready = client.get("/readyz").json()
+        assert ready["indexes"] == {"tiny": "ready", "broken": "failed"}
+        assert "index 'broken'" in ready["detail"] and "checksum" in ready["detail"]
+        assert _search(client).status_code == 200
+        assert client.post("/v1/indexes/broken/search", json={"query": "x"},
+                           headers=auth(READ_KEY)).status_code == 503
