@@ -20,7 +20,7 @@ NEW = [Document("n1", "Pelicans are large birds that fish with a throat pouch.",
 
 
 def _open(path: Path, **kw) -> LiveIndex:
-    return LiveIndex.open("tiny", path, ["bm25", "dense"], **kw)
+    return LiveIndex.open("tiny", path, ["bm25", "dense", "bm25 % 3 >> dense"], **kw)
 
 
 def _current_corpus(deleted: set[str], replaced: dict[str, Document], added: list[Document]) -> Corpus:
@@ -60,6 +60,12 @@ def test_dense_after_writes_equals_exact_search(index_dir):
     assert [d for d, _ in got] == want
     assert np.allclose([s for _, s in got], np.sort(scores)[::-1][:5], atol=1e-5)
     assert "d2" not in {d for d, _ in live.search([query], k=10)[0]}  # rrf(bm25, dense) too
+    # Re-scoring after `>>` sees the live vectors too: the same scores as exact search.
+    text = "pelicans fish pouch"
+    rescored = dict(live.search([text], k=3, pipeline="bm25 % 3 >> dense")[0])
+    exact = dict(zip([d.doc_id for d in docs], (matrix @ encoder.encode_queries([text])[0]).tolist(),
+                     strict=True))
+    assert "n1" in rescored and all(abs(rescored[d] - exact[d]) < 1e-5 for d in rescored)
     live.close()
 
 
