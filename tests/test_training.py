@@ -135,9 +135,14 @@ def test_star_batches_hold_static_hard_and_in_batch_negatives(train_dir, tiny_en
     # only documents relevant to it (its own positive included).
     loss = plan.loss
     rows = loss.rows[:4]
-    mask = loss.valid_pairs(rows[:, 0].tolist(), rows[:, 1].tolist() + rows[:, 2].tolist())
+    docs = rows[:, 1].tolist() + rows[:, 2].tolist()
+    mask = loss.valid_pairs(rows[:, 0].tolist(), docs)
     assert mask.shape == (4, 8)
-    assert not mask[0, 0] and mask[0, 1:].all() or len(set(rows[:, 1].tolist())) < 4
+    for i in range(4):
+        assert not mask[i, i]  # the query's own positive is never its negative
+        expected = [d not in loss.relevant[int(rows[i, 0])] for d in docs]
+        assert mask[i].tolist() == expected  # every other batch document is a random negative
+        assert mask[i, :4].any() and mask[i, 4:].any()  # random and hard negatives both
 
 
 def test_adore_keeps_documents_fixed_and_retrieves_with_the_current_query_encoder(

@@ -54,8 +54,7 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
     negatives = negatives_for(Context(config, data, base, work), method)
     rows = pair_rows(data, negatives, NEGATIVES_PER_QUERY, config)
-    model = CrossEncoder(base, num_labels=1, max_length=CROSS_ENCODER_MAX_LENGTH,
-                         local_files_only=True)
+    model = _load(CrossEncoder, base)
     evaluator = DevEvaluator(DevSet.build(dev, config.dev_candidates), cross_encoder_scorer) \
         if dev is not None else None
     every = config.eval_steps or max(1, len(rows["query"]) // config.batch_size)
@@ -110,3 +109,17 @@ def pair_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig) ->
                 rows["document"].append(data.texts[doc])
                 rows["label"].append(0.0)
     return rows
+
+
+def _load(cross_encoder: Any, base: str) -> Any:
+    """A cross-encoder with a fresh one-logit head on ``base``, or a one-line error."""
+    from pathlib import Path
+
+    from cormorant.errors import CormorantError
+
+    try:
+        return cross_encoder(base, num_labels=1, max_length=CROSS_ENCODER_MAX_LENGTH,
+                             local_files_only=Path(base).exists())
+    except (OSError, ValueError) as exc:
+        raise CormorantError(f"cannot load base model {base!r} for a cross-encoder:"
+                             f" {str(exc).splitlines()[0]}") from None

@@ -287,7 +287,7 @@ class TASBalanced(Strategy):
                                                   config.seed, per_epoch * _epochs(config))
         loss = TASBalancedLoss(model, np.asarray(margins), *(np.stack(c) for c in teacher),
                                inbatch_weight=config.inbatch_weight, scale=config.scale,
-                               teacher_scale=1.0)
+                               teacher_scale=config.scale)  # the student's score scale
         return Plan(rows, loss, batch_sampler=batch_sampler, negatives=negatives,
                     steps_per_epoch=per_epoch,
                     notes={"clusters": int(len(set(cluster_of.tolist()))), "pairs": len(margins)})
