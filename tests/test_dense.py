@@ -94,3 +94,18 @@ def test_rrf_index_recomposes_without_rebuilding(tiny_encoder, beir_dir, tmp_pat
     assert list(only_bm25["q3"])[0] == "d3"
     with pytest.raises(PipelineError, match="has no bm25.lucene stage"):
         open_index(out, pipeline="bm25.lucene")
+
+
+def test_fingerprint_follows_weights_not_paths(tiny_encoder, tmp_path) -> None:
+    import shutil
+
+    from cormorant.retrieval.encoders import model_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_encoder, copy)
+    assert model_fingerprint(str(copy)) == model_fingerprint(str(tiny_encoder))
+    weights = copy / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF  # retrained in place: same size, same config, other weights
+    weights.write_bytes(bytes(raw))
+    assert model_fingerprint(str(copy)) != model_fingerprint(str(tiny_encoder))

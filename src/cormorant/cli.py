@@ -218,6 +218,105 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
         results[0].run.to_trec(run_file)
 
 
+TrainHelp = ("Strategy: in-batch, random, bm25, dense (hard negatives), star, adore, star+adore,"
+             " tas-balanced, distill-query.")
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path | None, typer.Option(
+        "--dataset", "-d", help="BEIR-style dataset folder.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder to write"
+                                             " (a sentence-transformers model).")] = None,
+    negatives: Annotated[str | None, typer.Option("--negatives", "-n", help=TrainHelp)] = None,
+    kind: Annotated[str | None, typer.Option(help="bi-encoder (default) or cross-encoder.")] = None,
+    split: Annotated[str | None, typer.Option(help="Training split (default: train).")] = None,
+    base_model: Annotated[str | None, typer.Option(
+        help="Model to start from (default: all-MiniLM-L6-v2).")] = None,
+    negatives_file: Annotated[Path | None, typer.Option(
+        help="Negatives JSONL from 'cormorant data negatives' (instead of mining).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML/JSON file with any of these options (and more: see"
+                               " docs/training.md); command-line options win.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the training queries (1).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Queries per batch (32).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (2e-5).")] = None,
+    max_length: Annotated[int | None, typer.Option(
+        help="Tokens per text while training (128); the saved model keeps its own length.")] = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="tas-balanced: cross-encoder folder, bi-encoder folder or scores file.")] = None,
+    document_model: Annotated[str | None, typer.Option(
+        help="adore: the model whose fixed document index queries train against.")] = None,
+    student: Annotated[str | None, typer.Option(
+        help="distill-query: the small query model (default: the base model's first layers).")] = None,
+    dev_split: Annotated[str | None, typer.Option(
+        help="Dev split for checkpoint selection (default: 10% of train held out).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling and initialisation (42).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT.work's last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Train a retriever (or a cross-encoder re-ranker) and write a model folder.
+
+    The result works as 'dense(model=OUT)' (or 'rerank(model=OUT)') in any pipeline. Progress,
+    loss and dev nDCG@10 are logged to OUT/training/ (CSV and TensorBoard); the best dev
+    checkpoint is kept; OUT appears only when training finishes.
+    """
+    from cormorant.training.config import TrainConfig
+    from cormorant.training.trainer import train as run_training
+
+    given = {"dataset": dataset, "out": out, "negatives": negatives, "kind": kind,
+             "split": split, "base_model": base_model, "negatives_file": negatives_file,
+             "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+             "learning_rate": learning_rate, "max_length": max_length, "teacher": teacher,
+             "document_model": document_model, "student": student, "dev_split": dev_split,
+             "seed": seed, "resume": resume or None, "overwrite": overwrite or None}
+    if config is not None:
+        settings = TrainConfig.from_file(config, **given)
+    else:
+        settings = TrainConfig.from_dict({k: v for k, v in given.items() if v is not None})
+    result = run_training(settings)
+    best = max((v for _, v in result.dev_history), default=None)
+    typer.echo(f"trained {settings.negatives if settings.kind == 'bi-encoder' else settings.kind}"
+               f" for {result.steps} steps in {result.seconds:.0f}s"
+               + (f", best dev nDCG@10 {best:.4f}" if best is not None else "")
+               + f" -> {result.out}")
+
+
+@data_app.command("negatives")
+def data_negatives(
+    dataset: DatasetOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Negatives JSONL to write.")],
+    method: Annotated[str, typer.Option(help="random, bm25 or dense.")] = "bm25",
+    split: Annotated[str, typer.Option(help="Split whose queries get negatives.")] = "train",
+    num_negatives: Annotated[int, typer.Option(help="Negatives kept per query.")] = 8,
+    range_min: Annotated[int, typer.Option(help="Skip this many best surviving candidates.")] = 0,
+    range_max: Annotated[int | None, typer.Option(help="Read the retriever this deep.")] = None,
+    relative_margin: Annotated[float | None, typer.Option(
+        help="Drop candidates scoring above (1 - r) x the weakest positive.")] = None,
+    absolute_margin: Annotated[float | None, typer.Option(
+        help="Drop candidates scoring above the weakest positive minus a.")] = None,
+    model: Annotated[str | None, typer.Option(help="dense: the mining model.")] = None,
+    cross_encoder: Annotated[str | None, typer.Option(
+        help="Re-score candidates with this cross-encoder before the margin filters.")] = None,
+    sampling: Annotated[str, typer.Option(help="top or random among the survivors.")] = "top",
+    seed: Annotated[int, typer.Option(help="Seed for random sampling.")] = 0,
+) -> None:
+    """Mine hard negatives for a split and write them as JSONL that 'train' reads back."""
+    from cormorant.training.data import TrainingSet
+    from cormorant.training.negatives import MiningConfig, mine
+
+    if sampling not in ("top", "random"):
+        raise CormorantError(f"--sampling must be top or random, got {sampling!r}")
+    data = TrainingSet.load(dataset, split)
+    config = MiningConfig(num_negatives, range_min, range_max, relative_margin, absolute_margin,
+                          sampling, cross_encoder, model, seed)
+    negatives = mine(data, method, config)
+    negatives.save(out)
+    kept = sum(len(v) for v in negatives.by_query.values())
+    typer.echo(f"{kept:,} negatives for {len(negatives):,} queries -> {out}")
+
+
 def _eval_index(exp, index: Path, pipeline: str | None):  # noqa: ANN001, ANN202
     """Evaluate an index directory (built earlier) on the experiment's one dataset; ``pipeline``
     re-composes its stages (default: as built)."""

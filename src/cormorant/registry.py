@@ -54,7 +54,7 @@ def get(group: str, name: str) -> Any:
     if name not in points:
         known = ", ".join(sorted(points)) or "none (is cormorant installed with pip?)"
         kind = group.split(".", 1)[-1]
-        raise CormorantError(f"unknown {kind[:-1] if kind.endswith('s') else kind} {name!r}; "
+        raise CormorantError(f"unknown {_singular(kind)} {name!r}; "
                              f"known: {known}")
     try:
         return points[name].load()
@@ -68,3 +68,10 @@ def get(group: str, name: str) -> Any:
 def load(group: str, name: str, **kwargs: Any) -> Any:
     """Look up ``name`` in ``group`` and call it with ``kwargs``."""
     return get(group, name)(**kwargs)
+
+
+def _singular(kind: str) -> str:
+    """'strategies' -> 'strategy', 'retrievers' -> 'retriever'."""
+    if kind.endswith("ies"):
+        return kind[:-3] + "y"
+    return kind[:-1] if kind.endswith("s") else kind

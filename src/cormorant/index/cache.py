@@ -31,6 +31,11 @@ def cache_dir() -> Path:
 
 
 def cache_key(settings: dict[str, Any], corpus: Corpus) -> str:
+    """The entry for (encoder settings, corpus content). With a model fingerprint the model's
+    name or path is left out: the same weights under another path (the default model by name
+    or by path, a document tower copied beside a trained query tower) share one entry."""
+    if "fingerprint" in settings:
+        settings = {k: v for k, v in settings.items() if k != "model"}
     payload = json.dumps({"encoder": settings, "corpus": corpus.fingerprint}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,36 +35,43 @@ class DenseRetriever(Retriever):
     name: ClassVar[str] = "dense"
 
     def __init__(self, encoder: Any, index: FaissIndex, params: dict[str, Any],
-                 depth: int = DEFAULT_DEPTH) -> None:
+                 depth: int = DEFAULT_DEPTH, query_encoder: Any | None = None) -> None:
         super().__init__(params, depth)
         self.encoder, self.index = encoder, index
+        self.query_encoder = query_encoder or encoder
 
     @classmethod
     def build(cls, corpus: Corpus, *, model: str | None = None, index: str = "flat",
               batch_size: int = 64, max_length: int | None = None, cache: bool = True,
-              depth: int = DEFAULT_DEPTH) -> DenseRetriever:
-        encoder = SentenceTransformerEncoder(model, batch_size=batch_size, max_length=max_length)
+              query_model: str | None = None, depth: int = DEFAULT_DEPTH) -> DenseRetriever:
+        params = {k: v for k, v in {"model": model, "index": index,
+                                    "query_model": query_model}.items() if v not in (None, "flat")}
+        doc_model, query_model = split_towers(model, query_model)
+        encoder = SentenceTransformerEncoder(doc_model, batch_size=batch_size,
+                                             max_length=max_length)
+        queries = _query_encoder(query_model, encoder, batch_size)
         vectors = corpus_embeddings(encoder, corpus, use_cache=cache)
         faiss_index = FaissIndex(encoder.dim, kind=index, metric="ip")
         faiss_index.add([d.doc_id for d in corpus], np.asarray(vectors))
-        params = {k: v for k, v in {"model": model, "index": index}.items()
-                  if v not in (None, "flat")}
-        return cls(encoder, faiss_index, params, depth)
+        return cls(encoder, faiss_index, params, depth, queries)
 
     @classmethod
     def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
-        return {**params, "fingerprint": model_fingerprint(resolve_model(params.get("model")))}
+        found = {**params, "fingerprint": model_fingerprint(resolve_model(params.get("model")))}
+        if params.get("query_model"):
+            found["query_fingerprint"] = model_fingerprint(resolve_model(params["query_model"]))
+        return found
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
-        vectors = self.encoder.encode_queries([queries[q] for q in qids])
+        vectors = self.query_encoder.encode_queries([queries[q] for q in qids])
         scores, rows = self.index.search(vectors, k)
         return Run.from_arrays(qids, scores, rows, self.index.ids)
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
         position = {d: i for i, d in enumerate(self.index.ids)}
         qids = list(queries)
-        query_vectors = self.encoder.encode_queries([queries[q] for q in qids])
+        query_vectors = self.query_encoder.encode_queries([queries[q] for q in qids])
         run = Run()
         for qid, qvec in zip(qids, query_vectors, strict=True):
             docs = [d for d in candidates.get(qid, {}) if d in position]
@@ -82,21 +90,29 @@ class DenseRetriever(Retriever):
                                 " its vectors are compressed; build it with index=flat") from None
 
     def save(self, directory: Path) -> dict[str, Any]:
-        return {"encoder": self.encoder.settings, "index": self.index.save(directory)}
+        meta = {"encoder": self.encoder.settings, "index": self.index.save(directory)}
+        if self.query_encoder is not self.encoder:
+            meta["query_encoder"] = self.query_encoder.settings
+        return meta
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,
              batch_size: int = 64, depth: int = DEFAULT_DEPTH, nprobe: int = 32,
-             ef_search: int = 128, index: str | None = None) -> DenseRetriever:
+             ef_search: int = 128, index: str | None = None,
+             query_model: str | None = None) -> DenseRetriever:
         built = meta["encoder"]
         if index not in (None, meta["index"]["kind"]):
             raise PipelineError(f"index {directory.parent} holds a"
                                 f" {meta['index']['kind']} FAISS index, not {index}")
-        if model is not None and model_fingerprint(resolve_model(model)) != built["fingerprint"]:
+        doc_model, query_model = split_towers(model, query_model)
+        if query_model is None and "query_encoder" in meta:
+            query_model = meta["query_encoder"]["model"]
+        if doc_model is not None and \
+                model_fingerprint(resolve_model(doc_model)) != built["fingerprint"]:
             raise PipelineError(f"index {directory.parent} was built with encoder"
                                 f" {built['model']!r}; queries encoded with {model!r} would not"
                                 " match its vectors (rebuild the index with that model)")
-        encoder = SentenceTransformerEncoder(model or built["model"], batch_size=batch_size,
+        encoder = SentenceTransformerEncoder(doc_model or built["model"], batch_size=batch_size,
                                              max_length=built.get("max_length"),
                                              normalize=built["normalize"])
         if encoder.fingerprint != built["fingerprint"] or encoder.dim != built["dim"]:
@@ -106,4 +122,30 @@ class DenseRetriever(Retriever):
         kept = {k: v for k, v in {"model": model or built["model"],
                                   "index": meta["index"]["kind"]}.items()
                 if v not in (None, "flat", "all-MiniLM-L6-v2")}
-        return cls(encoder, vectors, kept, depth)
+        return cls(encoder, vectors, kept, depth, _query_encoder(query_model, encoder, batch_size))
+
+
+def split_towers(model: str | None, query_model: str | None) -> tuple[str | None, str | None]:
+    """(document model, query model). A folder written by ``cormorant train`` for a query tower
+    alone (ADORE, distill-query) names its document encoder in ``cormorant.json``; using it as
+    ``dense(model=DIR)`` encodes documents with that encoder and queries with ``DIR``."""
+    if model is None or query_model is not None:
+        return model, query_model
+    role = Path(resolve_model(model)) / "cormorant.json"
+    if not role.is_file():
+        return model, None
+    spec = json.loads(role.read_text())
+    if spec.get("role") != "query-encoder":
+        return model, None
+    return str(Path(resolve_model(model)) / spec["document_encoder"]), model
+
+
+def _query_encoder(query_model: str | None, documents: Any, batch_size: int) -> Any:
+    if query_model is None:
+        return documents
+    queries = SentenceTransformerEncoder(query_model, batch_size=batch_size,
+                                         normalize=documents.normalize)
+    if queries.dim != documents.dim:
+        raise PipelineError(f"query model {query_model!r} gives {queries.dim}-d vectors but the"
+                            f" documents are {documents.dim}-d")
+    return queries

@@ -49,7 +49,8 @@ def model_fingerprint(path: str) -> str:
     """A hash of a model's configuration and weight sizes: equal models, equal fingerprints.
 
     Two copies of one model on different machines (site-packages differ) get the same value,
-    which is what an index needs to check that queries are encoded the way documents were.
+    which is what an index needs to check that queries are encoded the way documents were; a
+    model retrained in place gets a new one (weights are sampled, not just sized).
     """
     root = Path(path)
     if not root.is_dir():
@@ -64,7 +65,20 @@ def model_fingerprint(path: str) -> str:
             digest.update(file.read_bytes())
         else:
             digest.update(str(file.stat().st_size).encode())
+            digest.update(_sample(file))
     return digest.hexdigest()[:16]
+
+
+def _sample(file: Path, chunk: int = 1 << 20) -> bytes:
+    """Three slices of a weights file: fine-tuning changes every weight, so a model retrained in
+    place (same size, same config) gets a new fingerprint without hashing gigabytes."""
+    size = file.stat().st_size
+    with file.open("rb") as handle:
+        parts = []
+        for start in sorted({0, max(0, size // 2 - chunk // 2), max(0, size - chunk)}):
+            handle.seek(start)
+            parts.append(handle.read(chunk))
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 class SentenceTransformerEncoder:

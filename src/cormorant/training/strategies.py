@@ -1,0 +1,354 @@
+"""Training strategies: how each one builds its training rows, loss and batches.
+
+A strategy is registered by name under ``cormorant.strategies`` (``in-batch``, ``random``,
+``bm25``, ``dense``, ``star``, ``adore``, ``tas-balanced``, ``distill-query``) and turns the
+training set into a :class:`Plan` that the sentence-transformers Trainer runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cormorant import registry
+from cormorant.errors import CormorantError
+from cormorant.training.config import TrainConfig
+from cormorant.training.data import TrainingSet
+from cormorant.training.negatives import MiningConfig, Negatives, mine
+
+log = logging.getLogger(__name__)
+GROUP = "cormorant.strategies"
+
+
+@dataclass
+class Context:
+    """What a strategy gets: the options, the training queries, and where to put files."""
+
+    config: TrainConfig
+    data: TrainingSet
+    base_model: str
+    work: Path
+
+
+@dataclass
+class Plan:
+    """What the Trainer runs: rows (text columns + ``label``), a loss, how batches are drawn."""
+
+    rows: dict[str, list[Any]]
+    loss: Any
+    batch_sampler: Any = "no_duplicates"
+    steps_per_epoch: int = 1
+    negatives: Negatives | None = None
+    fixed_documents: dict[str, np.ndarray] | None = None
+    document_encoder: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy:
+    """Base: loads the model to train; subclasses build the plan."""
+
+    name: ClassVar[str] = "strategy"
+
+    def model(self, ctx: Context) -> Any:
+        return load_model(ctx.base_model, ctx.config.max_length)
+
+    def plan(self, ctx: Context, model: Any) -> Plan:
+        raise NotImplementedError
+
+
+def load_model(path: str, max_length: int | None) -> Any:
+    from cormorant.retrieval.encoders import _load_sentence_transformer
+
+    model = _load_sentence_transformer(path, None)
+    if max_length is not None:
+        model.max_seq_length = min(max_length, model.max_seq_length or max_length)
+    return model
+
+
+def strategy(name: str) -> Strategy:
+    """The strategy registered as ``name``."""
+    return registry.get(GROUP, name)()
+
+
+def _epochs(config: TrainConfig) -> int:
+    return max(1, int(np.ceil(config.epochs)))
+
+
+def _steps(rows: int, config: TrainConfig) -> int:
+    return max(1, int(np.ceil(rows / config.batch_size)))
+
+
+def mining_config(config: TrainConfig, **changes: Any) -> MiningConfig:
+    base = MiningConfig(num_negatives=config.num_negatives, range_min=config.range_min,
+                        range_max=config.range_max, relative_margin=config.relative_margin,
+                        absolute_margin=config.absolute_margin,
+                        cross_encoder=config.mining_cross_encoder,
+                        model=config.mining_model, seed=config.seed)
+    for key, value in changes.items():
+        setattr(base, key, value)
+    return base
+
+
+def negatives_for(ctx: Context, method: str, **changes: Any) -> Negatives:
+    """The user's negatives file if given, else mined with ``method`` (and saved for reuse)."""
+    if ctx.config.negatives_file is not None:
+        return Negatives.load(ctx.config.negatives_file, ctx.data)
+    saved = ctx.work / f"negatives-{method}.jsonl"
+    if saved.is_file():  # a resumed run reuses what it mined
+        return Negatives.load(saved, ctx.data)
+    negatives = mine(ctx.data, method, mining_config(ctx.config, **changes))
+    negatives.save(saved)
+    return negatives
+
+
+class InBatch(Strategy):
+    """Contrastive loss over in-batch negatives (MultipleNegativesRankingLoss, or its cached
+    variant with ``cached: true`` for large batches on small memory)."""
+
+    name: ClassVar[str] = "in-batch"
+
+    def plan(self, ctx: Context, model: Any) -> Plan:
+        rng = random.Random(ctx.config.seed)
+        rows: dict[str, list[Any]] = {"query": [], "positive": []}
+        for _ in range(_epochs(ctx.config)):
+            for qid in ctx.data.queries:
+                rows["query"].append(ctx.data.queries[qid])
+                rows["positive"].append(ctx.data.texts[rng.choice(ctx.data.positives[qid])])
+        return Plan(rows, contrastive_loss(model, ctx.config),
+                    steps_per_epoch=_steps(len(ctx.data.queries), ctx.config))
+
+
+def contrastive_loss(model: Any, config: TrainConfig) -> Any:
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.util import get_world_size
+
+    gather = get_world_size() > 1  # in-batch negatives from every GPU under torchrun
+    if config.cached:
+        return losses.CachedMultipleNegativesRankingLoss(
+            model, scale=config.scale, mini_batch_size=config.mini_batch_size,
+            gather_across_devices=gather)
+    return losses.MultipleNegativesRankingLoss(model, scale=config.scale,
+                                               gather_across_devices=gather)
+
+
+class HardNegatives(Strategy):
+    """In-batch negatives plus one mined negative per query (``random``, ``bm25``, ``dense``)."""
+
+    name: ClassVar[str] = "hard-negatives"
+
+    def plan(self, ctx: Context, model: Any) -> Plan:
+        negatives = negatives_for(ctx, self.name)
+        rng = random.Random(ctx.config.seed)
+        doc_ids = sorted(ctx.data.texts)
+        rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": []}
+        for _ in range(_epochs(ctx.config)):
+            for qid in ctx.data.queries:
+                pool = negatives.ids(qid) or _random_negatives(rng, doc_ids, ctx.data.relevant(qid))
+                rows["query"].append(ctx.data.queries[qid])
+                rows["positive"].append(ctx.data.texts[rng.choice(ctx.data.positives[qid])])
+                rows["negative"].append(ctx.data.texts[rng.choice(pool)])
+        return Plan(rows, contrastive_loss(model, ctx.config), negatives=negatives,
+                    steps_per_epoch=_steps(len(ctx.data.queries), ctx.config))
+
+
+def _random_negatives(rng: random.Random, doc_ids: list[str], relevant: set[str]) -> list[str]:
+    while True:
+        doc = rng.choice(doc_ids)
+        if doc not in relevant:
+            return [doc]
+
+
+class RandomNegatives(HardNegatives):
+    name: ClassVar[str] = "random"
+
+
+class BM25Negatives(HardNegatives):
+    name: ClassVar[str] = "bm25"
+
+
+class DenseNegatives(HardNegatives):
+    name: ClassVar[str] = "dense"
+
+
+class STAR(Strategy):
+    """STAR: static hard negatives from a warm-up model (its top ``star_pool`` minus positives,
+    never refreshed), one per instance drawn uniformly; random negatives are the batch's other
+    documents; one pooled pairwise loss with relevant pairs masked."""
+
+    name: ClassVar[str] = "star"
+
+    def plan(self, ctx: Context, model: Any) -> Plan:
+        from cormorant.training.losses import STARLoss
+
+        pool = ctx.config.star_pool
+        negatives = negatives_for(ctx, "dense", num_negatives=pool, range_max=pool + 10,
+                                  relative_margin=None, absolute_margin=None,
+                                  model=ctx.config.mining_model or ctx.base_model)
+        doc_index = {d: i for i, d in enumerate(sorted(ctx.data.texts))}
+        qids = list(ctx.data.queries)
+        relevant = {i: {doc_index[d] for d in ctx.data.relevant(q)} for i, q in enumerate(qids)}
+        rng = random.Random(ctx.config.seed)
+        doc_ids = sorted(ctx.data.texts)
+        rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
+        index_rows: list[tuple[int, int, int]] = []
+        for _ in range(_epochs(ctx.config)):
+            for i, qid in enumerate(qids):
+                positive = rng.choice(ctx.data.positives[qid])
+                hard = negatives.ids(qid) or _random_negatives(rng, doc_ids, ctx.data.relevant(qid))
+                negative = rng.choice(hard)
+                rows["label"].append(len(index_rows))
+                index_rows.append((i, doc_index[positive], doc_index[negative]))
+                rows["query"].append(ctx.data.queries[qid])
+                rows["positive"].append(ctx.data.texts[positive])
+                rows["negative"].append(ctx.data.texts[negative])
+        loss = STARLoss(model, index_rows, relevant, scale=ctx.config.scale)
+        return Plan(rows, loss, negatives=negatives,
+                    steps_per_epoch=_steps(len(qids), ctx.config))
+
+
+class ADORE(Strategy):
+    """ADORE: the query encoder trains against a fixed document index of ``document_model``
+    (default: the base model, e.g. a STAR model), with negatives retrieved at every step."""
+
+    name: ClassVar[str] = "adore"
+
+    def plan(self, ctx: Context, model: Any) -> Plan:
+        from cormorant.index.cache import corpus_embeddings
+        from cormorant.retrieval.encoders import SentenceTransformerEncoder
+        from cormorant.training.losses import ADORELoss
+
+        doc_model = ctx.config.document_model or ctx.base_model
+        encoder = SentenceTransformerEncoder(doc_model)
+        vectors = np.asarray(corpus_embeddings(encoder, ctx.data.corpus))
+        doc_ids = [d.doc_id for d in ctx.data.corpus]
+        row_of = {d: i for i, d in enumerate(doc_ids)}
+        qids = list(ctx.data.queries)
+        relevant = {q: [row_of[d] for d in ctx.data.positives[q]] for q in qids}
+        rows: dict[str, list[Any]] = {"query": [], "label": []}
+        for _ in range(_epochs(ctx.config)):
+            for i, qid in enumerate(qids):
+                rows["query"].append(ctx.data.queries[qid])
+                rows["label"].append(i)
+        loss = ADORELoss(model, vectors, relevant, qids, top_k=ctx.config.adore_top_k,
+                         metric_cut=ctx.config.metric_cut, scale=ctx.config.scale)
+        fixed = dict(zip(doc_ids, vectors, strict=True))
+        return Plan(rows, loss, batch_sampler="batch_sampler", fixed_documents=fixed,
+                    document_encoder=encoder.path,
+                    steps_per_epoch=_steps(len(qids), ctx.config))
+
+
+class TASBalanced(Strategy):
+    """TAS-Balanced: topic-clustered batches, margin-balanced pairs, Margin-MSE from a teacher
+    plus an in-batch Margin-MSE from a second (bi-encoder) teacher."""
+
+    name: ClassVar[str] = "tas-balanced"
+
+    def plan(self, ctx: Context, model: Any) -> Plan:
+        from cormorant.training.losses import TASBalancedLoss
+        from cormorant.training.tas_balanced import TASBalancedSamplerFactory, cluster_queries
+        from cormorant.training.teacher import BiEncoderTeacher, cached_scores, load_teacher
+
+        config = ctx.config
+        if not config.teacher:
+            raise CormorantError("tas-balanced needs --teacher: a cross-encoder folder (train one"
+                                 " with 'cormorant train --kind cross-encoder'), a bi-encoder"
+                                 " folder, or a scores file")
+        negatives = negatives_for(ctx, config.tas_candidates)
+        qids = [q for q in ctx.data.queries if negatives.ids(q)]
+        pairs = [(q, d) for q in qids for d in ctx.data.positives[q] + negatives.ids(q)]
+        scores = dict(zip(pairs, cached_scores(load_teacher(config.teacher), ctx.data, pairs).tolist(),
+                          strict=True))
+        inbatch = BiEncoderTeacher(config.inbatch_teacher or ctx.base_model, scale=config.scale)
+        query_vectors, doc_vectors = inbatch.vectors(ctx.data)
+        rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
+        row_query, margins, teacher = [], [], ([], [], [])
+        for i, qid in enumerate(qids):
+            for pos in ctx.data.positives[qid]:
+                for neg in negatives.ids(qid):
+                    rows["label"].append(len(margins))
+                    rows["query"].append(ctx.data.queries[qid])
+                    rows["positive"].append(ctx.data.texts[pos])
+                    rows["negative"].append(ctx.data.texts[neg])
+                    row_query.append(i)
+                    margins.append(scores[(qid, pos)] - scores[(qid, neg)])
+                    for column, vec in zip(teacher, (query_vectors[qid], doc_vectors[pos],
+                                                     doc_vectors[neg]), strict=True):
+                        column.append(vec)
+        clusters = config.clusters or max(1, len(qids) // (4 * config.batch_size))
+        cluster_of = cluster_queries(np.stack([query_vectors[q] for q in qids]), clusters,
+                                     config.seed)
+        per_epoch = max(1, len(qids) // config.batch_size)
+        batch_sampler = TASBalancedSamplerFactory(row_query, margins, cluster_of.tolist(),
+                                                  config.seed, per_epoch * _epochs(config))
+        loss = TASBalancedLoss(model, np.asarray(margins), *(np.stack(c) for c in teacher),
+                               inbatch_weight=config.inbatch_weight, scale=config.scale,
+                               teacher_scale=config.scale)  # the student's score scale
+        return Plan(rows, loss, batch_sampler=batch_sampler, negatives=negatives,
+                    steps_per_epoch=per_epoch,
+                    notes={"clusters": int(len(set(cluster_of.tolist()))), "pairs": len(margins)})
+
+
+class DistillQuery(Strategy):
+    """A smaller query tower trained to reproduce the base model's query vectors (MSE plus
+    cosine); documents keep the base model's index, so serving pays only the small encoder."""
+
+    name: ClassVar[str] = "distill-query"
+
+    def model(self, ctx: Context) -> Any:
+        if ctx.config.student:
+            student = load_model(ctx.config.student, ctx.config.max_length)
+        else:
+            student = load_model(ctx.base_model, ctx.config.max_length)
+            truncate_layers(student, ctx.config.student_layers)
+        return student
+
+    def plan(self, ctx: Context, model: Any) -> Plan:
+        from cormorant.index.cache import corpus_embeddings
+        from cormorant.retrieval.encoders import SentenceTransformerEncoder
+        from cormorant.training.losses import QueryDistillLoss
+
+        teacher = SentenceTransformerEncoder(ctx.base_model)
+        qids = list(ctx.data.queries)
+        targets = teacher.encode_queries([ctx.data.queries[q] for q in qids])
+        match_dimension(model, teacher.dim)
+        rows: dict[str, list[Any]] = {"query": [], "label": []}
+        for _ in range(_epochs(ctx.config)):
+            for i, qid in enumerate(qids):
+                rows["query"].append(ctx.data.queries[qid])
+                rows["label"].append(i)
+        docs = np.asarray(corpus_embeddings(teacher, ctx.data.corpus))
+        fixed = {d.doc_id: docs[i] for i, d in enumerate(ctx.data.corpus)}
+        return Plan(rows, QueryDistillLoss(model, targets), batch_sampler="batch_sampler",
+                    fixed_documents=fixed, document_encoder=teacher.path,
+                    steps_per_epoch=_steps(len(qids), ctx.config))
+
+
+def truncate_layers(model: Any, layers: int) -> None:
+    """Keep the first ``layers`` transformer layers (a DistilBERT-style student start)."""
+    backbone = model[0].auto_model
+    encoder = getattr(backbone, "encoder", None)
+    blocks = getattr(encoder, "layer", None)
+    if blocks is None:
+        raise CormorantError("--student-layers works on BERT-like models; give --student PATH")
+    if layers >= len(blocks):
+        raise CormorantError(f"--student-layers {layers} is not fewer than the base model's"
+                             f" {len(blocks)} layers")
+    encoder.layer = blocks[:layers]
+    backbone.config.num_hidden_layers = layers
+
+
+def match_dimension(model: Any, dim: int) -> None:
+    """Append a linear projection when the student's output size differs from the teacher's."""
+    dimension = getattr(model, "get_embedding_dimension", None) \
+        or model.get_sentence_embedding_dimension  # before sentence-transformers 6
+    size = dimension()
+    if size == dim:
+        return
+    from sentence_transformers.models import Dense
+
+    model.append(Dense(size, dim, activation_function=None))

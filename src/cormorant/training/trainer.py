@@ -1,0 +1,237 @@
+"""``cormorant train``: run a strategy with the sentence-transformers Trainer, keep the best
+dev checkpoint, and write a normal sentence-transformers model folder atomically.
+
+Layout while training: ``OUT.work/`` holds checkpoints, logs (CSV and TensorBoard) and mined
+negatives, so ``--resume`` can pick up after a crash; ``OUT`` appears only when the model is
+complete (written to a temporary directory and renamed), with the logs under ``OUT/training/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from cormorant.errors import CormorantError
+from cormorant.index.format import atomic_directory
+from cormorant.training.config import TrainConfig
+from cormorant.training.data import TrainingSet
+from cormorant.training.evaluation import DevEvaluator, DevSet, bi_encoder_scorer
+from cormorant.training.strategies import Context, Plan, strategy
+
+log = logging.getLogger(__name__)
+ROLE_FILE = "cormorant.json"
+"""Written beside a query-only model (ADORE, distill-query): where its document encoder is."""
+DOCUMENT_ENCODER = "document_encoder"
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    seconds: float
+    steps: int
+    dev_history: list[tuple[int, float]]
+    losses: list[float]
+
+
+def work_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".work")
+
+
+def prepare_out(config: TrainConfig) -> Path:
+    """Check ``--out`` before any work: refuse to clobber, and leave a resumable work dir."""
+    work = work_dir(config.out)
+    if config.out.exists() and not config.overwrite:
+        raise CormorantError(f"{config.out} already exists (use --overwrite to replace it)")
+    if work.exists() and not config.resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def split_dev(config: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
+    """Training queries and dev queries: a named dev split, or a seeded share of train."""
+    from cormorant.data import DatasetSpec
+
+    ds = DatasetSpec(config.dataset).load()
+    data = TrainingSet.from_dataset(ds, config.split)
+    if config.dev_split:
+        return data, TrainingSet.from_dataset(ds, config.dev_split)
+    if config.dev_fraction == 0:
+        return data, None
+    return data.hold_out(config.dev_fraction, config.seed)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a bi-encoder with ``config.negatives``; ``star+adore`` chains the two."""
+    from cormorant.retrieval.encoders import resolve_model
+
+    if config.kind == "cross-encoder":
+        from cormorant.training.cross_encoder import train_cross_encoder
+
+        return train_cross_encoder(config)
+    if config.kind != "bi-encoder":
+        raise CormorantError(f"--kind {config.kind} is not available yet")
+    steps = config.negatives.split("+")
+    for name in steps:
+        strategy(name)  # fail on an unknown name before loading anything
+    base = resolve_model(config.base_model)
+    work = prepare_out(config)
+    data, dev = split_dev(config)
+    if len(steps) == 1:
+        return _run(config, steps[0], base, data, dev, work)
+    first = _run(_stage(config, work / steps[0]), steps[0], base, data, dev,
+                 work_dir(work / steps[0]))
+    rest = _stage(config, config.out, document_model=str(first.out))
+    return _run(rest, "+".join(steps[1:]) if len(steps) > 2 else steps[1], str(first.out),
+                data, dev, work)
+
+
+def _stage(config: TrainConfig, out: Path, **changes: Any) -> TrainConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, out=out, negatives_file=None, overwrite=True, **changes)
+
+
+def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
+         dev: TrainingSet | None, work: Path) -> TrainResult:
+    work.mkdir(parents=True, exist_ok=True)
+    chosen = strategy(name)
+    ctx = Context(config, data, base, work)
+    model = chosen.model(ctx)
+    trained_length = model.max_seq_length
+    plan = chosen.plan(ctx, model)
+    evaluator = None
+    if dev is not None:
+        dev_set = DevSet.build(dev, config.dev_candidates)
+        evaluator = DevEvaluator(dev_set, bi_encoder_scorer(plan.fixed_documents))
+    start = time.perf_counter()
+    if evaluator is not None and not config.resume:
+        evaluator(model, steps=0)  # the starting point, for the log: is training helping?
+    trainer, losses = _trainer(config, model, plan, evaluator, work)
+    trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
+    seconds = time.perf_counter() - start
+    model.max_seq_length = _original_length(base, trained_length)
+    _write_model(config, name, model, plan, work, seconds, evaluator)
+    return TrainResult(config.out, seconds, trainer.state.global_step,
+                       evaluator.history if evaluator else [], losses.values)
+
+
+def _original_length(base: str, trained: int) -> int:
+    """Documents were cut short to train fast; the saved model encodes at its full length."""
+    config = Path(base) / "sentence_bert_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("max_seq_length") or trained)
+    return trained
+
+
+def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluator | None,
+             work: Path) -> tuple[Any, CSVLogger]:
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    dataset = Dataset.from_dict(plan.rows)
+    tensorboard_dir(work)
+    every = config.eval_steps or plan.steps_per_epoch
+    cuda = torch.cuda.is_available()
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work / "checkpoints"), num_train_epochs=1, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, max_grad_norm=1.0,
+        fp16=cuda if config.fp16 is None else config.fp16, seed=config.seed,
+        data_seed=config.seed, batch_sampler=plan.batch_sampler,
+        eval_strategy="steps" if evaluator else "no", eval_steps=every,
+        save_strategy="steps", save_steps=every, save_total_limit=2,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model="eval_dev_ndcg@10" if evaluator else None,
+        greater_is_better=True, logging_steps=log_every(every, config.max_steps),
+        report_to=_reporters(),
+        dataloader_drop_last=False, disable_tqdm=False, use_cpu=not cuda)
+    csv_log = CSVLogger(work / "logs" / "train_log.csv")
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
+                                         loss=plan.loss, evaluator=evaluator,
+                                         callbacks=[csv_log])
+    return trainer, csv_log
+
+
+def log_every(eval_steps: int, max_steps: int) -> int:
+    """About four loss records per evaluation, at most every 10 steps."""
+    limit = max_steps // 4 if max_steps > 0 else 10
+    return max(1, min(10, eval_steps // 4, limit))
+
+
+def tensorboard_dir(work: Path) -> None:
+    """transformers reads the TensorBoard folder from the environment only."""
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "logs" / "tensorboard")
+
+
+def _reporters() -> list[str]:
+    try:
+        import tensorboard  # noqa: F401
+    except ModuleNotFoundError:
+        log.warning("tensorboard is not installed: logging to CSV only")
+        return []
+    return ["tensorboard"]
+
+
+def _last_checkpoint(work: Path) -> str | None:
+    checkpoints = sorted((work / "checkpoints").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[1]))
+    if not checkpoints:
+        log.warning("--resume: no checkpoint under %s; starting from the beginning", work)
+        return None
+    return str(checkpoints[-1])
+
+
+def _write_model(config: TrainConfig, name: str, model: Any, plan: Plan, work: Path,
+                 seconds: float, evaluator: DevEvaluator | None) -> None:
+    with atomic_directory(config.out, overwrite=True) as tmp:
+        model.save(str(tmp))
+        if plan.document_encoder:
+            shutil.copytree(plan.document_encoder, tmp / DOCUMENT_ENCODER,
+                            ignore=shutil.ignore_patterns("*.work", "training"))
+            (tmp / ROLE_FILE).write_text(json.dumps(
+                {"role": "query-encoder", "document_encoder": DOCUMENT_ENCODER}, indent=2))
+        logs = tmp / "training"
+        logs.mkdir()
+        if (work / "logs").is_dir():
+            shutil.copytree(work / "logs", logs / "logs")
+        if plan.negatives is not None:
+            plan.negatives.save(logs / "negatives.jsonl")
+        summary = {"strategy": name, "config": config.to_dict(), "seconds": round(seconds, 1),
+                   "dev_ndcg@10": evaluator.history if evaluator else [], **plan.notes}
+        (logs / "summary.json").write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+class CSVLogger(TrainerCallback):
+    """Writes every logged value (loss, learning rate, dev nDCG) to a CSV file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.values: list[float] = []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        if not logs:
+            return
+        if "loss" in logs:
+            self.values.append(float(logs["loss"]))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.is_file()
+        with self.path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["step", "epoch", "name", "value"])
+            for key, value in logs.items():
+                if isinstance(value, int | float):
+                    writer.writerow([state.global_step, round(state.epoch or 0, 4), key, value])

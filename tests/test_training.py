@@ -1,0 +1,315 @@
+"""Training strategies on a tiny random model and a small synthetic collection: what each one
+promises (batches, negatives, frozen parts), the command line, and bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cormorant.training.config import TrainConfig
+from cormorant.training.data import TrainingSet
+from cormorant.training.negatives import MiningConfig, Negatives, mine, select_negatives
+from cormorant.training.tas_balanced import TASBalancedBatchSampler, margin_bins
+from tests.training_data import write_training_beir
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_training_beir(tmp_path_factory.mktemp("train") / "ds")
+
+
+@pytest.fixture(scope="module")
+def data(train_dir: Path) -> TrainingSet:
+    return TrainingSet.load(train_dir, "train")
+
+
+def config(train_dir: Path, out: Path, encoder: Path, **changes: object) -> TrainConfig:
+    base = {"dataset": train_dir, "out": out, "base_model": str(encoder), "batch_size": 4,
+            "epochs": 1, "dev_fraction": 0.2}
+    return TrainConfig.from_dict({**base, **changes})
+
+
+# --- mining -------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdefghij"), st.floats(-5, 5)), max_size=12,
+                unique_by=lambda x: x[0]),
+       st.sets(st.sampled_from("abcdefghij"), min_size=1, max_size=3),
+       st.integers(0, 3), st.sampled_from([None, 0.1, 0.5]), st.sampled_from(["top", "random"]))
+def test_mining_never_returns_a_positive(ranked, relevant, range_min, margin, sampling) -> None:
+    ranked = sorted(ranked, key=lambda x: -x[1])
+    chosen = select_negatives(ranked, relevant, 2.0,
+                              MiningConfig(num_negatives=4, range_min=range_min,
+                                           relative_margin=margin, sampling=sampling))
+    assert not {n.doc_id for n in chosen} & relevant
+    assert len(chosen) <= 4
+
+
+def test_mining_filters_apply_margins_then_range_min() -> None:
+    ranked = [("p", 10.0), ("a", 9.6), ("b", 9.0), ("c", 8.0), ("d", 5.0)]
+    cfg = MiningConfig(num_negatives=5, relative_margin=0.05)  # keep score <= 0.95 * 10
+    assert [n.doc_id for n in select_negatives(ranked, {"p"}, 10.0, cfg)] == ["b", "c", "d"]
+    cfg = MiningConfig(num_negatives=5, absolute_margin=1.5)  # keep score <= 10 - 1.5
+    assert [n.doc_id for n in select_negatives(ranked, {"p"}, 10.0, cfg)] == ["c", "d"]
+    # range_min skips the best *surviving* candidates, after the margin filter.
+    cfg = MiningConfig(num_negatives=5, relative_margin=0.05, range_min=1)
+    assert [n.doc_id for n in select_negatives(ranked, {"p"}, 10.0, cfg)] == ["c", "d"]
+
+
+def test_bm25_mining_finds_hard_negatives_and_round_trips(data: TrainingSet, tmp_path: Path) -> None:
+    negatives = mine(data, "bm25", MiningConfig(num_negatives=3))
+    for qid, negs in negatives.by_query.items():
+        assert negs and not set(negatives.ids(qid)) & data.relevant(qid)
+        topic = data.queries[qid].split()[0]
+        assert topic in data.texts[negs[0].doc_id]  # the best negative shares the topic
+    negatives.save(tmp_path / "neg.jsonl")
+    again = Negatives.load(tmp_path / "neg.jsonl", data)
+    assert again.by_query == negatives.by_query and again.method == "bm25"
+
+
+def test_negatives_file_with_unknown_documents_is_refused(data: TrainingSet, tmp_path: Path) -> None:
+    qid = next(iter(data.queries))
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"query_id": qid, "negatives": [{"doc_id": "nope", "score": 1}]}) + "\n")
+    with pytest.raises(Exception, match="not in the corpus"):
+        Negatives.load(path, data)
+    pos = data.positives[qid][0]
+    path.write_text(json.dumps({"query_id": qid, "negatives": [{"doc_id": pos, "score": 1}]}) + "\n")
+    assert Negatives.load(path, data).ids(qid) == []  # a positive is never kept as a negative
+
+
+# --- TAS-Balanced ----------------------------------------------------------------------------
+
+def test_margin_bins_are_equal_width_with_the_maximum_in_the_last() -> None:
+    bins = margin_bins([0.0, 0.05, 0.95, 1.0, 10.0])
+    assert bins == [0, 0, 0, 1, 9]  # width 1.0: 1.0 opens the second bin
+
+
+def test_tas_batches_come_from_one_cluster_and_spread_over_margin_bins() -> None:
+    rng = random.Random(0)
+    queries, margins, cluster = [], [], []
+    for q in range(40):
+        cluster.append(q % 2)  # two clusters of 20 queries, larger than the batch
+        for m in [0.0, 1.0] + [rng.uniform(0, 0.2) for _ in range(8)] + [5.0, 9.0]:
+            queries.append(q)
+            margins.append(m)
+    sampler = TASBalancedBatchSampler(queries, margins, cluster, batch_size=8, seed=1, batches=400)
+    picked_bins = Counter()
+    for batch in sampler:
+        assert len({cluster[queries[r]] for r in batch}) == 1
+        assert len({queries[r] for r in batch}) == 8
+        for r in batch:
+            rows = [i for i, qq in enumerate(queries) if qq == queries[r]]
+            picked_bins[margin_bins([margins[i] for i in rows])[rows.index(r)]] += 1
+    # Each query has 4 non-empty bins (0, 1, 5, 9); most of its pairs sit in bin 0, yet each
+    # bin is drawn about a quarter of the time.
+    assert set(picked_bins) == {0, 1, 5, 9}
+    for count in picked_bins.values():
+        assert abs(count / sum(picked_bins.values()) - 0.25) < 0.03
+
+
+# --- strategies through the Trainer ----------------------------------------------------------
+
+def test_star_batches_hold_static_hard_and_in_batch_negatives(train_dir, tiny_encoder, tmp_path) -> None:
+    from cormorant.training.strategies import STAR, Context
+
+    cfg = config(train_dir, tmp_path / "m", tiny_encoder, negatives="star", star_pool=5)
+    data = TrainingSet.load(train_dir, "train")
+    ctx = Context(cfg, data, str(tiny_encoder), tmp_path)
+    plan = STAR().plan(ctx, STAR().model(ctx))
+    pool = plan.negatives
+    qid_of = {text: q for q, text in data.queries.items()}
+    for query, negative in zip(plan.rows["query"], plan.rows["negative"], strict=True):
+        qid = qid_of[query]
+        assert negative in {data.texts[d] for d in pool.ids(qid)}  # one static hard negative
+        assert len(pool.ids(qid)) == 5
+    # The loss scores each query against all B positives and all B hard negatives, masking
+    # only documents relevant to it (its own positive included).
+    loss = plan.loss
+    rows = loss.rows[:4]
+    docs = rows[:, 1].tolist() + rows[:, 2].tolist()
+    mask = loss.valid_pairs(rows[:, 0].tolist(), docs)
+    assert mask.shape == (4, 8)
+    for i in range(4):
+        assert not mask[i, i]  # the query's own positive is never its negative
+        expected = [d not in loss.relevant[int(rows[i, 0])] for d in docs]
+        assert mask[i].tolist() == expected  # every other batch document is a random negative
+        assert mask[i, :4].any() and mask[i, 4:].any()  # random and hard negatives both
+
+
+def test_adore_keeps_documents_fixed_and_retrieves_with_the_current_query_encoder(
+        train_dir, tiny_encoder, tmp_path) -> None:
+    import torch
+
+    from cormorant.training.strategies import ADORE, Context
+    from cormorant.training.trainer import train
+
+    cfg = config(train_dir, tmp_path / "adore", tiny_encoder, negatives="adore", epochs=2,
+                 learning_rate=5e-3)
+    data = TrainingSet.load(train_dir, "train")
+    ctx = Context(cfg, data, str(tiny_encoder), tmp_path / "w")
+    model = ADORE().model(ctx)
+    plan = ADORE().plan(ctx, model)
+    vectors_before = plan.loss.doc_vectors.clone()
+    features = [model.tokenize(plan.rows["query"][:6])]
+    plan.loss(features, torch.arange(6))
+    first = plan.loss.last_negatives
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    plan.loss(features, torch.arange(6))
+    assert plan.loss.last_negatives != first  # negatives follow the query encoder
+    assert torch.equal(plan.loss.doc_vectors, vectors_before)
+
+    result = train(cfg)
+    weights = "model.safetensors"
+    assert (result.out / "document_encoder" / weights).read_bytes() == \
+        (Path(tiny_encoder) / weights).read_bytes()  # the document tower is untouched
+    assert (result.out / weights).read_bytes() != (Path(tiny_encoder) / weights).read_bytes()
+    assert json.loads((result.out / "cormorant.json").read_text())["role"] == "query-encoder"
+
+
+def test_trained_model_works_as_dense_stage_and_query_tower_uses_its_document_index(
+        train_dir, tiny_encoder, tmp_path) -> None:
+    from cormorant.data import load_dataset
+    from cormorant.retrieval.assemble import build_pipeline, open_index, save_index
+    from cormorant.training.trainer import train
+
+    distilled = train(config(train_dir, tmp_path / "small", tiny_encoder,
+                             negatives="distill-query", student_layers=1)).out
+    corpus = load_dataset(train_dir).corpus
+    stage = build_pipeline(f"dense(model={distilled})", corpus)
+    assert stage.encoder.path == str(distilled / "document_encoder")  # documents: the teacher
+    assert stage.query_encoder.path == str(distilled)  # queries: the one-layer student
+    run = stage.search({"q": "heart marker0x1 effect"}, k=3)
+    assert len(run["q"]) == 3
+    save_index(f"dense(model={distilled})", corpus, tmp_path / "index")
+    again = open_index(tmp_path / "index").pipeline.search({"q": "heart marker0x1 effect"}, k=3)
+    assert list(again["q"]) == list(run["q"])
+
+
+def test_tas_balanced_and_cross_encoder_train_and_load(train_dir, tiny_encoder, tmp_path) -> None:
+    from cormorant.data import load_dataset
+    from cormorant.retrieval.assemble import build_pipeline
+    from cormorant.training.trainer import train
+
+    ce = train(config(train_dir, tmp_path / "ce", tiny_encoder, kind="cross-encoder",
+                      negatives="bm25")).out
+    tas = train(config(train_dir, tmp_path / "tas", tiny_encoder, negatives="tas-balanced",
+                       teacher=str(ce), clusters=3))
+    summary = json.loads((tas.out / "training" / "summary.json").read_text())
+    assert summary["clusters"] == 3 and summary["pairs"] > 0
+    corpus = load_dataset(train_dir).corpus
+    pipe = build_pipeline(f"bm25 % 5 >> rerank(model={ce})", corpus)
+    run = pipe.search({"q": "heart marker0x1 effect"}, k=5)
+    assert len(run["q"]) == 5
+
+
+def test_training_is_seeded_and_logs_loss_and_dev_metrics(train_dir, tiny_encoder, tmp_path) -> None:
+    from cormorant.training.trainer import train
+
+    one = train(config(train_dir, tmp_path / "a", tiny_encoder, negatives="bm25", epochs=2))
+    two = train(config(train_dir, tmp_path / "b", tiny_encoder, negatives="bm25", epochs=2))
+    assert one.losses == two.losses and len(one.losses) >= 2
+    assert (one.out / "model.safetensors").read_bytes() == (two.out / "model.safetensors").read_bytes()
+    log = (one.out / "training" / "logs" / "train_log.csv").read_text()
+    assert "loss" in log and "eval_dev_ndcg@10" in log
+    assert list((one.out / "training" / "logs" / "tensorboard").glob("events.*"))
+    assert len(one.dev_history) == 2
+    assert not (tmp_path / "a.work").exists()
+
+
+def test_resume_continues_from_the_last_checkpoint(train_dir, tiny_encoder, tmp_path) -> None:
+    from cormorant.training.trainer import train, work_dir
+
+    cfg = config(train_dir, tmp_path / "r", tiny_encoder, negatives="in-batch", epochs=2,
+                 dev_fraction=0.0, eval_steps=2)
+    work = work_dir(cfg.out)
+    # A run that died after its first checkpoint: only OUT.work exists, never OUT.
+    import dataclasses
+
+    partial = train(dataclasses.replace(cfg, max_steps=2, out=tmp_path / "first"))
+    assert partial.steps == 2
+    full = train(dataclasses.replace(cfg, resume=True))
+    assert full.steps >= 8 and full.out.is_dir() and not work.exists()
+
+
+# --- the command line and bad input ----------------------------------------------------------
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cormorant.cli", *args], capture_output=True,
+                          text=True)
+
+
+def test_cli_trains_from_a_config_file(train_dir, tiny_encoder, tmp_path) -> None:
+    conf = tmp_path / "train.yaml"
+    conf.write_text(f"dataset: {train_dir}\nnegatives: bm25\nbase-model: {tiny_encoder}\n"
+                    "batch_size: 4\nnum_negatives: 2\ndev_fraction: 0.2\n")
+    done = cli("train", "--config", str(conf), "--out", str(tmp_path / "m"), "--max-steps", "3")
+    assert done.returncode == 0, done.stderr
+    assert "trained bm25 for 3 steps" in done.stdout
+    summary = json.loads((tmp_path / "m" / "training" / "summary.json").read_text())
+    assert summary["config"]["num_negatives"] == 2 and summary["config"]["max_steps"] == 3
+    negatives = (tmp_path / "m" / "training" / "negatives.jsonl").read_text().splitlines()
+    assert all(len(json.loads(line)["negatives"]) <= 2 for line in negatives)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--split", "dev"], "has no split 'dev'"),
+    (["--base-model", "/nonexistent/model"], "cannot load encoder"),
+    (["--negatives", "magic"], "unknown strategy 'magic'"),
+    (["--negatives", "tas-balanced"], "tas-balanced needs --teacher"),
+    (["--batch-size", "1"], "--batch-size must be at least 2"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(train_dir, tiny_encoder, tmp_path, args,
+                                                      message) -> None:
+    out = tmp_path / "never"
+    base = ["train", "--dataset", str(train_dir), "--out", str(out)]
+    if "--base-model" not in args:
+        base += ["--base-model", str(tiny_encoder)]
+    done = cli(*base, *args)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_cli_refuses_queries_without_positives_and_unknown_negative_ids(train_dir, tiny_encoder,
+                                                                        tmp_path) -> None:
+    ds = tmp_path / "nopos"
+    import shutil
+
+    shutil.copytree(train_dir, ds)
+    rows = (ds / "qrels" / "train.tsv").read_text().splitlines()
+    (ds / "qrels" / "train.tsv").write_text("\n".join(
+        [rows[0]] + [r.rsplit("\t", 1)[0] + "\t0" for r in rows[1:]]) + "\n")
+    done = cli("train", "-d", str(ds), "-o", str(tmp_path / "x"), "--base-model", str(tiny_encoder))
+    assert done.returncode == 2 and "no query with a positive" in done.stderr
+    bad = tmp_path / "neg.jsonl"
+    bad.write_text(json.dumps({"query_id": "q0-0", "negatives": [{"doc_id": "zzz"}]}) + "\n")
+    done = cli("train", "-d", str(train_dir), "-o", str(tmp_path / "y"), "--negatives", "bm25",
+               "--negatives-file", str(bad), "--base-model", str(tiny_encoder))
+    assert done.returncode == 2 and "not in the corpus" in done.stderr
+    assert not (tmp_path / "y").exists() and not (tmp_path / "x").exists()
+
+
+def test_data_negatives_command_writes_a_file_train_reads(train_dir, tiny_encoder, tmp_path) -> None:
+    out = tmp_path / "neg.jsonl"
+    done = cli("data", "negatives", "-d", str(train_dir), "-o", str(out), "--method", "bm25",
+               "--num-negatives", "2", "--relative-margin", "0.05")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(len(r["negatives"]) <= 2 for r in records)
+    assert all(not set(n["doc_id"] for n in r["negatives"]) & set(r["positives"]) for r in records)
+    done = cli("train", "-d", str(train_dir), "-o", str(tmp_path / "m"), "--negatives", "bm25",
+               "--negatives-file", str(out), "--base-model", str(tiny_encoder), "--max-steps", "2")
+    assert done.returncode == 0, done.stderr
+
+
