@@ -117,9 +117,12 @@ class LiveIndex:
 
         def wrap(position: int, leaf: Retriever) -> Stage:
             if isinstance(leaf, DenseRetriever) and encoder_wrapper is not None:
-                key = id(leaf.encoder)
-                wrapped_encoders.setdefault(key, encoder_wrapper(leaf.encoder))
-                leaf.encoder = wrapped_encoders[key]
+                # Document and query towers may be one model or two: one wrapper per model.
+                for attribute in ("encoder", "query_encoder"):
+                    encoder = getattr(leaf, attribute)
+                    if id(encoder) not in wrapped_encoders:
+                        wrapped_encoders[id(encoder)] = encoder_wrapper(encoder)
+                    setattr(leaf, attribute, wrapped_encoders[id(encoder)])
             if position not in states:
                 state = _state_for(position, leaf, base_docs)
                 if state is None:

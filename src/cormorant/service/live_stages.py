@@ -85,7 +85,7 @@ class DenseState(LiveState):
 
     def __init__(self, position: int, retriever: DenseRetriever) -> None:
         self.position = position
-        self.encoder = retriever.encoder
+        self.encoder = retriever.encoder  # the document tower (queries may have their own)
         self.dim = retriever.index.dim
         self.snapshot = _DenseSnapshot(frozenset(), [], np.zeros((0, self.dim), np.float32))
 
@@ -112,7 +112,7 @@ class DenseState(LiveState):
         assert isinstance(inner, DenseRetriever)
         snap = self.snapshot
         qids = list(queries)
-        vectors = inner.encoder.encode_queries([queries[q] for q in qids])
+        vectors = inner.query_encoder.encode_queries([queries[q] for q in qids])
         base = Run({q: {} for q in qids})
         base_k = min(k + len(snap.tombstones), len(inner.index.ids))
         if base_k > 0:
@@ -137,7 +137,7 @@ class DenseState(LiveState):
             return base
         position = {d: i for i, d in enumerate(snap.ids)}
         qids = list(queries)
-        vectors = inner.encoder.encode_queries([queries[q] for q in qids])
+        vectors = inner.query_encoder.encode_queries([queries[q] for q in qids])
         for qid, qvec in zip(qids, vectors, strict=True):
             live = [d for d in candidates.get(qid, {}) if d in position]
             if live:
