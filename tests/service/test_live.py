@@ -166,3 +166,26 @@ def test_log_lines_are_json_with_sequence_numbers(index_dir):
     assert [(r["seq"], r["op"]) for r in records] == [(1, "put"), (2, "delete")]
     assert records[1]["ids"] == ["n1"]
     live.close()
+
+
+def test_separate_query_tower_encodes_queries_and_documents_keep_theirs(tmp_path, tiny_encoder):
+    """dense(model=D, query_model=Q): live documents are encoded by D, queries by Q."""
+    from cormorant.retrieval.assemble import save_index
+    from tests.conftest import make_tiny_encoder
+
+    query_tower = make_tiny_encoder(tmp_path / "q", hidden=32, seed=5)
+    pipeline = f"dense(model={tiny_encoder}, query_model={query_tower})"
+    corpus = Corpus.from_documents([Document(i, x, title=t) for i, t, x in DOCS])
+    path = save_index(pipeline, corpus, tmp_path / "idx")
+    live = LiveIndex.open("towers", path, encoder_wrapper=lambda e: e)
+    live.put(NEW[:1])
+    state = live.states[0]
+    dense = live.pipelines[next(iter(live.pipelines))].inner
+    assert dense.query_encoder is not dense.encoder
+    text = "pelicans with a pouch"
+    query = dense.query_encoder.encode_queries([text])[0]
+    docs = [Document(i, x, title=t) for i, t, x in DOCS] + NEW[:1]
+    want = state.encoder.encode_documents([d.contents for d in docs]) @ query
+    got = dict(live.search([text], k=7)[0])
+    assert all(abs(got[d.doc_id] - w) < 1e-5 for d, w in zip(docs, want, strict=True))
+    live.close()
