@@ -109,3 +109,15 @@ def test_fingerprint_follows_weights_not_paths(tiny_encoder, tmp_path) -> None:
     raw[-5] ^= 0xFF  # retrained in place: same size, same config, other weights
     weights.write_bytes(bytes(raw))
     assert model_fingerprint(str(copy)) != model_fingerprint(str(tiny_encoder))
+
+
+def test_fingerprint_ignores_training_records(tiny_encoder, tmp_path) -> None:
+    import shutil
+
+    from cormorant.retrieval.encoders import model_fingerprint
+
+    copy = tmp_path / "trained"
+    shutil.copytree(tiny_encoder, copy)
+    (copy / "training").mkdir()
+    (copy / "training" / "summary.json").write_text("{}")
+    assert model_fingerprint(str(copy)) == model_fingerprint(str(tiny_encoder))

@@ -20,6 +20,7 @@ from cormorant.errors import CormorantError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+TRAINING_RECORDS = "training"
 
 
 @runtime_checkable
@@ -57,7 +58,7 @@ def model_fingerprint(path: str) -> str:
         return hashlib.sha256(path.encode()).hexdigest()[:16]
     digest = hashlib.sha256()
     for file in sorted(root.rglob("*")):
-        if not file.is_file() or file.name.startswith("."):
+        if not file.is_file() or file.name.startswith(".") or _is_training_record(root, file):
             continue
         rel = file.relative_to(root).as_posix()
         digest.update(rel.encode())
@@ -67,6 +68,11 @@ def model_fingerprint(path: str) -> str:
             digest.update(str(file.stat().st_size).encode())
             digest.update(_sample(file))
     return digest.hexdigest()[:16]
+
+
+def _is_training_record(root: Path, file: Path) -> bool:
+    """Logs and negatives ``cormorant train`` keeps under ``training/``: not the model."""
+    return file.relative_to(root).parts[0] == TRAINING_RECORDS
 
 
 def _sample(file: Path, chunk: int = 1 << 20) -> bytes:

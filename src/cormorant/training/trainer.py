@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from cormorant.errors import CormorantError
 from cormorant.index.format import atomic_directory
+from cormorant.retrieval.encoders import TRAINING_RECORDS
 from cormorant.training.config import TrainConfig
 from cormorant.training.data import TrainingSet
 from cormorant.training.evaluation import DevEvaluator, DevSet, bi_encoder_scorer
@@ -198,10 +199,10 @@ def _write_model(config: TrainConfig, name: str, model: Any, plan: Plan, work: P
         model.save(str(tmp))
         if plan.document_encoder:
             shutil.copytree(plan.document_encoder, tmp / DOCUMENT_ENCODER,
-                            ignore=shutil.ignore_patterns("*.work", "training"))
+                            ignore=shutil.ignore_patterns("*.work", TRAINING_RECORDS))
             (tmp / ROLE_FILE).write_text(json.dumps(
                 {"role": "query-encoder", "document_encoder": DOCUMENT_ENCODER}, indent=2))
-        logs = tmp / "training"
+        logs = tmp / TRAINING_RECORDS
         logs.mkdir()
         if (work / "logs").is_dir():
             shutil.copytree(work / "logs", logs / "logs")
