@@ -184,7 +184,8 @@ def test_trained_model_works_as_dense_stage_and_query_tower_uses_its_document_in
     from cormorant.training.trainer import train
 
     distilled = train(config(train_dir, tmp_path / "small", tiny_encoder,
-                             negatives="distill-query", student_layers=1)).out
+                             negatives="distill-query", student_layers=1,
+                             distill_epochs=1)).out
     corpus = load_dataset(train_dir).corpus
     stage = build_pipeline(f"dense(model={distilled})", corpus)
     assert stage.encoder.path == str(distilled / "document_encoder")  # documents: the teacher

@@ -60,9 +60,12 @@ class TrainConfig:
     inbatch_weight: float = 0.75
     clusters: int | None = None
     tas_candidates: str = "bm25"
-    # distill-query
+    # distill-query: query-only steps are ~20x cheaper than pair steps, so it runs longer
     student: str | None = None
     student_layers: int = 3
+    distill_epochs: int = 6
+    distill_learning_rate: float = 1e-4
+    distill_titles: bool = True
     # in-batch
     cached: bool = False
     mini_batch_size: int = 16

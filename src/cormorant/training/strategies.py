@@ -46,6 +46,7 @@ class Plan:
     negatives: Negatives | None = None
     fixed_documents: dict[str, np.ndarray] | None = None
     document_encoder: str | None = None
+    learning_rate: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -313,19 +314,30 @@ class DistillQuery(Strategy):
         from cormorant.training.losses import QueryDistillLoss
 
         teacher = SentenceTransformerEncoder(ctx.base_model)
-        qids = list(ctx.data.queries)
-        targets = teacher.encode_queries([ctx.data.queries[q] for q in qids])
+        texts = distill_texts(ctx)
+        targets = teacher.encode_queries(texts)
         match_dimension(model, teacher.dim)
         rows: dict[str, list[Any]] = {"query": [], "label": []}
-        for _ in range(_epochs(ctx.config)):
-            for i, qid in enumerate(qids):
-                rows["query"].append(ctx.data.queries[qid])
-                rows["label"].append(i)
+        for _ in range(ctx.config.distill_epochs):
+            rows["query"] += texts
+            rows["label"] += list(range(len(texts)))
         docs = np.asarray(corpus_embeddings(teacher, ctx.data.corpus))
         fixed = {d.doc_id: docs[i] for i, d in enumerate(ctx.data.corpus)}
         return Plan(rows, QueryDistillLoss(model, targets), batch_sampler="batch_sampler",
                     fixed_documents=fixed, document_encoder=teacher.path,
-                    steps_per_epoch=_steps(len(qids), ctx.config))
+                    learning_rate=ctx.config.distill_learning_rate,
+                    steps_per_epoch=_steps(len(texts), ctx.config),
+                    notes={"distill_texts": len(texts)})
+
+
+def distill_texts(ctx: Context) -> list[str]:
+    """What the student learns to embed like the teacher: the training queries and, with
+    ``distill_titles``, the corpus's document titles (short, query-like, and unlabelled, so no
+    judgment is used). A few hundred queries alone are too few to align a cut-down encoder."""
+    texts = list(ctx.data.queries.values())
+    if ctx.config.distill_titles:
+        texts += sorted({d.title for d in ctx.data.corpus if d.title.strip()})
+    return texts
 
 
 def truncate_layers(model: Any, layers: int) -> None:

@@ -146,7 +146,8 @@ def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluato
     cuda = torch.cuda.is_available()
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work / "checkpoints"), num_train_epochs=1, max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=plan.learning_rate or config.learning_rate,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, max_grad_norm=1.0,
         fp16=cuda if config.fp16 is None else config.fp16, seed=config.seed,
         data_seed=config.seed, batch_sampler=plan.batch_sampler,
