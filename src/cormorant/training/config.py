@@ -63,7 +63,7 @@ class TrainConfig:
     # distill-query: query-only steps are ~20x cheaper than pair steps, so it runs longer
     student: str | None = None
     student_layers: int = 3
-    distill_epochs: int = 6
+    distill_epochs: int = 2
     distill_learning_rate: float = 1e-4
     distill_titles: bool = True
     # in-batch
