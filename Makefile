@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-quick lint bench clean chromium
+.PHONY: install demo test test-quick lint bench bench-training clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_muvera_quality.py --out benchmarks/results/muvera-quality.json
 	$(BIN)/python benchmarks/bench_muvera_speed.py --out benchmarks/results/muvera-speed.json
 	$(BIN)/python benchmarks/bench_service.py --out benchmarks/results/service.json
+
+# Every training strategy on SciFact and NFCorpus, then docs/training.md: hours on 2 CPU cores.
+bench-training: $(STAMP)
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) reports indexes .pytest_cache
