@@ -1,0 +1,181 @@
+"""Training strategies on real data: zero-shot all-MiniLM-L6-v2 against every strategy trained
+with its default settings on the SciFact and NFCorpus train splits, evaluated on test.
+
+Each training runs in its own process (``cormorant train``) so its wall time and peak memory
+(max RSS) are its own. Results are appended to benchmarks/results/training.json as each row
+finishes, so an interrupted run keeps what it measured; ``--report`` renders docs/training.md.
+
+    python benchmarks/bench_training.py --datasets scifact --only in-batch bm25 star
+    python benchmarks/bench_training.py --report
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import REPO, dataset_path, machine, write_json
+
+RESULTS = REPO / "benchmarks" / "results" / "training.json"
+MODELS = Path.home() / ".cache" / "cormorant" / "bench-models"
+ZERO_SHOT = "zero-shot"
+CROSS_ENCODER = "cross-encoder"
+# Order matters: adore trains against star's document index, tas-balanced uses the cross-encoder.
+STRATEGIES = ["bm25", "star", "adore", "distill-query", "dense", "in-batch", CROSS_ENCODER,
+              "tas-balanced", "random"]
+RERANK_DEPTH = 20
+
+
+def train_command(strategy: str, dataset: Path, out: Path) -> list[str]:
+    base = [sys.executable, "-m", "cormorant.cli", "train", "--dataset", str(dataset),
+            "--out", str(out), "--overwrite"]
+    if strategy == CROSS_ENCODER:
+        return base + ["--kind", "cross-encoder", "--negatives", "bm25"]
+    if strategy == "adore":
+        return base + ["--negatives", "adore", "--base-model", str(out.parent / "star")]
+    if strategy == "tas-balanced":
+        return base + ["--negatives", "tas-balanced", "--teacher", str(out.parent / CROSS_ENCODER)]
+    return base + ["--negatives", strategy]
+
+
+def timed_training(command: list[str]) -> dict[str, Any]:
+    """Wall seconds and peak RSS (MB) of one training process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    # ru_maxrss of children is the max over all children so far: exact when it grew.
+    return {"train_s": round(seconds, 1), "peak_rss_mb": round(max(peak, before) / 1024),
+            "peak_exact": peak > before, "stdout": done.stdout.strip().splitlines()[-1:]}
+
+
+def pipeline_for(strategy: str, models: Path) -> str:
+    if strategy == ZERO_SHOT:
+        return "dense"
+    if strategy == CROSS_ENCODER:
+        return f"dense % {RERANK_DEPTH} >> rerank(model={models / CROSS_ENCODER})"
+    return f"dense(model={models / strategy})"
+
+
+def evaluate(strategy: str, dataset: Path, models: Path) -> dict[str, Any]:
+    from cormorant.data import DatasetSpec
+    from cormorant.eval.harness import run_split
+    from cormorant.retrieval.assemble import build_pipeline
+
+    ds = DatasetSpec(dataset).load()
+    start = time.perf_counter()
+    stage = build_pipeline(pipeline_for(strategy, models), ds.corpus)
+    result = run_split(stage, ds, "test", measures=["nDCG@10", "R@100"],
+                       build_seconds=time.perf_counter() - start)
+    return {"metrics": result.metrics, "timing": result.timing,
+            "per_query": {q: m["nDCG@10"] for q, m in result.per_query.items()}}
+
+
+def significance(row: dict[str, Any], zero: dict[str, Any]) -> dict[str, float]:
+    from cormorant.eval.significance import paired_t_test, randomization_test
+
+    qids = sorted(zero["per_query"])
+    system = [row["per_query"].get(q, 0.0) for q in qids]
+    baseline = [zero["per_query"][q] for q in qids]
+    return {"t_test_p": paired_t_test(system, baseline),
+            "randomization_p": randomization_test(system, baseline)}
+
+
+def load_results() -> dict[str, Any]:
+    if RESULTS.is_file():
+        return json.loads(RESULTS.read_text())
+    return {"machine": machine(), "rows": {}}
+
+
+def measure(name: str, strategies: list[str]) -> None:
+    dataset = dataset_path(name)
+    models = MODELS / name
+    models.mkdir(parents=True, exist_ok=True)
+    results = load_results()
+    rows = results["rows"].setdefault(name, {})
+    for strategy in [ZERO_SHOT, *strategies]:
+        print(f"[{name}] {strategy} ...", flush=True)
+        row: dict[str, Any] = {}
+        if strategy != ZERO_SHOT:
+            row.update(timed_training(train_command(strategy, dataset, models / strategy)))
+            summary = json.loads((models / strategy / "training" / "summary.json").read_text())
+            row["dev_ndcg@10"] = summary.get("dev_ndcg@10")
+        row.update(evaluate(strategy, dataset, models))
+        if strategy != ZERO_SHOT:
+            row.update(significance(row, rows[ZERO_SHOT]))
+        row["pipeline"] = pipeline_for(strategy, Path("MODELS"))
+        rows[strategy] = row
+        results["machine"] = machine()
+        write_json(RESULTS, results)
+        print(f"[{name}] {strategy}: nDCG@10 {row['metrics']['nDCG@10']:.4f}"
+              f" R@100 {row['metrics']['R@100']:.4f} train {row.get('train_s', 0):.0f}s", flush=True)
+
+
+def main() -> None:
+    import argparse
+
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
+    args.add_argument("--only", nargs="+", default=STRATEGIES, choices=STRATEGIES)
+    args.add_argument("--report", action="store_true", help="only render docs/training.md")
+    opts = args.parse_args()
+    if not opts.report:
+        for name in opts.datasets:
+            measure(name, [s for s in STRATEGIES if s in opts.only])
+    write_report(load_results())
+
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def write_report(results: dict[str, Any]) -> None:
+    """Replace the results section of docs/training.md with tables rendered from the JSON."""
+    doc = REPO / "docs" / "training.md"
+    text = doc.read_text()
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    doc.write_text(head + START + "\n" + render(results) + END + tail)
+
+
+def render(results: dict[str, Any]) -> str:
+    out = []
+    for name, rows in results["rows"].items():
+        zero = rows.get(ZERO_SHOT)
+        out += [f"\n### {name} (test split, {len(zero['per_query']) if zero else 0} queries)\n",
+                "| strategy | nDCG@10 | Δ vs zero-shot | p (t-test) | p (randomisation) | R@100"
+                " | training time | peak memory |",
+                "|---|---|---|---|---|---|---|---|"]
+        for strategy in [ZERO_SHOT, *STRATEGIES]:
+            row = rows.get(strategy)
+            if row is None:
+                out.append(f"| {strategy} | not run | | | | | | |")
+                continue
+            ndcg, recall = row["metrics"]["nDCG@10"], row["metrics"]["R@100"]
+            delta = f"{ndcg - zero['metrics']['nDCG@10']:+.4f}" if zero and row is not zero else ""
+            p_t = f"{row['t_test_p']:.3g}" if "t_test_p" in row else ""
+            p_r = f"{row['randomization_p']:.3g}" if "randomization_p" in row else ""
+            train = f"{row['train_s'] / 60:.1f} min" if "train_s" in row else "-"
+            memory = f"{row['peak_rss_mb'] / 1024:.1f} GB" if "peak_rss_mb" in row else "-"
+            label = f"{strategy} (re-ranks dense top {RERANK_DEPTH})" \
+                if strategy == CROSS_ENCODER else strategy
+            if row.get("note"):
+                label += f" [{row['note']}]"
+            out.append(f"| {label} | {ndcg:.4f} | {delta} | {p_t} | {p_r} | {recall:.4f}"
+                       f" | {train} | {memory} |")
+    cpu = results.get("machine", {})
+    out.append(f"\nMachine: {cpu.get('cpus', '?')} CPU cores, {cpu.get('platform', '')}; no GPU."
+               " Training time is the whole `cormorant train` process (mining, teacher scoring,"
+               " dev evaluations, saving); evaluation time is not in it.\n")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
