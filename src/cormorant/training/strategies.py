@@ -56,19 +56,16 @@ class Strategy:
     name: ClassVar[str] = "strategy"
 
     def model(self, ctx: Context) -> Any:
-        return load_model(ctx.base_model, ctx.config.max_length)
+        return load_model(ctx.base_model)
 
     def plan(self, ctx: Context, model: Any) -> Plan:
         raise NotImplementedError
 
 
-def load_model(path: str, max_length: int | None) -> Any:
+def load_model(path: str) -> Any:
     from cormorant.retrieval.encoders import _load_sentence_transformer
 
-    model = _load_sentence_transformer(path, None)
-    if max_length is not None:
-        model.max_seq_length = min(max_length, model.max_seq_length or max_length)
-    return model
+    return _load_sentence_transformer(path, None)
 
 
 def strategy(name: str) -> Strategy:
@@ -114,14 +111,32 @@ class InBatch(Strategy):
     name: ClassVar[str] = "in-batch"
 
     def plan(self, ctx: Context, model: Any) -> Plan:
-        rng = random.Random(ctx.config.seed)
         rows: dict[str, list[Any]] = {"query": [], "positive": []}
-        for _ in range(_epochs(ctx.config)):
-            for qid in ctx.data.queries:
-                rows["query"].append(ctx.data.queries[qid])
-                rows["positive"].append(ctx.data.texts[rng.choice(ctx.data.positives[qid])])
+        for qid, positive, _ in draw_instances(ctx):
+            rows["query"].append(ctx.data.queries[qid])
+            rows["positive"].append(ctx.data.texts[positive])
         return Plan(rows, contrastive_loss(model, ctx.config),
                     steps_per_epoch=_steps(len(ctx.data.queries), ctx.config))
+
+
+def draw_instances(ctx: Context, negatives: Negatives | None = None
+                   ) -> list[tuple[str, str, str | None]]:
+    """(query id, positive, negative) for every query in every epoch, seeded: a positive drawn
+    at random, and a negative drawn from the query's pool in ``negatives`` (any document not
+    judged relevant when its pool is empty); no negative without ``negatives``."""
+    rng = random.Random(ctx.config.seed)
+    doc_ids = sorted(ctx.data.texts)
+    drawn = []
+    for _ in range(_epochs(ctx.config)):
+        for qid in ctx.data.queries:
+            positive = rng.choice(ctx.data.positives[qid])
+            negative = None
+            if negatives is not None:
+                pool = negatives.ids(qid) or _random_negatives(rng, doc_ids,
+                                                               ctx.data.relevant(qid))
+                negative = rng.choice(pool)
+            drawn.append((qid, positive, negative))
+    return drawn
 
 
 def contrastive_loss(model: Any, config: TrainConfig) -> Any:
@@ -144,15 +159,11 @@ class HardNegatives(Strategy):
 
     def plan(self, ctx: Context, model: Any) -> Plan:
         negatives = negatives_for(ctx, self.name)
-        rng = random.Random(ctx.config.seed)
-        doc_ids = sorted(ctx.data.texts)
         rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": []}
-        for _ in range(_epochs(ctx.config)):
-            for qid in ctx.data.queries:
-                pool = negatives.ids(qid) or _random_negatives(rng, doc_ids, ctx.data.relevant(qid))
-                rows["query"].append(ctx.data.queries[qid])
-                rows["positive"].append(ctx.data.texts[rng.choice(ctx.data.positives[qid])])
-                rows["negative"].append(ctx.data.texts[rng.choice(pool)])
+        for qid, positive, negative in draw_instances(ctx, negatives):
+            rows["query"].append(ctx.data.queries[qid])
+            rows["positive"].append(ctx.data.texts[positive])
+            rows["negative"].append(ctx.data.texts[negative])
         return Plan(rows, contrastive_loss(model, ctx.config), negatives=negatives,
                     steps_per_epoch=_steps(len(ctx.data.queries), ctx.config))
 
@@ -193,20 +204,15 @@ class STAR(Strategy):
         doc_index = {d: i for i, d in enumerate(sorted(ctx.data.texts))}
         qids = list(ctx.data.queries)
         relevant = {i: {doc_index[d] for d in ctx.data.relevant(q)} for i, q in enumerate(qids)}
-        rng = random.Random(ctx.config.seed)
-        doc_ids = sorted(ctx.data.texts)
+        query_index = {q: i for i, q in enumerate(qids)}
         rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
         index_rows: list[tuple[int, int, int]] = []
-        for _ in range(_epochs(ctx.config)):
-            for i, qid in enumerate(qids):
-                positive = rng.choice(ctx.data.positives[qid])
-                hard = negatives.ids(qid) or _random_negatives(rng, doc_ids, ctx.data.relevant(qid))
-                negative = rng.choice(hard)
-                rows["label"].append(len(index_rows))
-                index_rows.append((i, doc_index[positive], doc_index[negative]))
-                rows["query"].append(ctx.data.queries[qid])
-                rows["positive"].append(ctx.data.texts[positive])
-                rows["negative"].append(ctx.data.texts[negative])
+        for qid, positive, negative in draw_instances(ctx, negatives):
+            rows["label"].append(len(index_rows))
+            index_rows.append((query_index[qid], doc_index[positive], doc_index[negative]))
+            rows["query"].append(ctx.data.queries[qid])
+            rows["positive"].append(ctx.data.texts[positive])
+            rows["negative"].append(ctx.data.texts[negative])
         loss = STARLoss(model, index_rows, relevant, scale=ctx.config.scale)
         return Plan(rows, loss, negatives=negatives,
                     steps_per_epoch=_steps(len(qids), ctx.config))
@@ -302,9 +308,9 @@ class DistillQuery(Strategy):
 
     def model(self, ctx: Context) -> Any:
         if ctx.config.student:
-            student = load_model(ctx.config.student, ctx.config.max_length)
+            student = load_model(ctx.config.student)
         else:
-            student = load_model(ctx.base_model, ctx.config.max_length)
+            student = load_model(ctx.base_model)
             truncate_layers(student, ctx.config.student_layers)
         return student
 

@@ -108,7 +108,9 @@ def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
     chosen = strategy(name)
     ctx = Context(config, data, base, work)
     model = chosen.model(ctx)
-    trained_length = model.max_seq_length
+    full_length = model.max_seq_length
+    # Documents are cut short to train fast; the saved model encodes at its own length.
+    model.max_seq_length = min(config.max_length, full_length or config.max_length)
     plan = chosen.plan(ctx, model)
     evaluator = None
     if dev is not None:
@@ -120,49 +122,52 @@ def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
     trainer, losses = _trainer(config, model, plan, evaluator, work)
     trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
-    model.max_seq_length = _original_length(base, trained_length)
-    _write_model(config, name, model, plan, work, seconds, evaluator)
+    model.max_seq_length = full_length
+    summary = {"strategy": name, "seconds": round(seconds, 1), **plan.notes}
+    write_output(config, model, work, summary, evaluator, plan.negatives, plan.document_encoder)
     return TrainResult(config.out, seconds, trainer.state.global_step,
                        evaluator.history if evaluator else [], losses.values)
 
 
-def _original_length(base: str, trained: int) -> int:
-    """Documents were cut short to train fast; the saved model encodes at its full length."""
-    config = Path(base) / "sentence_bert_config.json"
-    if config.is_file():
-        return int(json.loads(config.read_text()).get("max_seq_length") or trained)
-    return trained
-
-
 def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluator | None,
              work: Path) -> tuple[Any, CSVLogger]:
-    import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
+    args = training_arguments(SentenceTransformerTrainingArguments, config, work, evaluator,
+                              every=config.eval_steps or plan.steps_per_epoch,
+                              learning_rate=plan.learning_rate or config.learning_rate,
+                              batch_sampler=plan.batch_sampler, max_grad_norm=1.0,
+                              dataloader_drop_last=False)
     dataset = Dataset.from_dict(plan.rows)
-    tensorboard_dir(work)
-    every = config.eval_steps or plan.steps_per_epoch
-    cuda = torch.cuda.is_available()
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(work / "checkpoints"), num_train_epochs=1, max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=plan.learning_rate or config.learning_rate,
-        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, max_grad_norm=1.0,
-        fp16=cuda if config.fp16 is None else config.fp16, seed=config.seed,
-        data_seed=config.seed, batch_sampler=plan.batch_sampler,
-        eval_strategy="steps" if evaluator else "no", eval_steps=every,
-        save_strategy="steps", save_steps=every, save_total_limit=2,
-        load_best_model_at_end=evaluator is not None,
-        metric_for_best_model="eval_dev_ndcg@10" if evaluator else None,
-        greater_is_better=True, logging_steps=log_every(every, config.max_steps),
-        report_to=_reporters(),
-        dataloader_drop_last=False, disable_tqdm=False, use_cpu=not cuda)
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
                                          loss=plan.loss, evaluator=evaluator,
                                          callbacks=[csv_log])
     return trainer, csv_log
+
+
+def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any, every: int,
+                       learning_rate: float, **extra: Any) -> Any:
+    """The Trainer arguments every kind shares: one pass over the rows (they hold every epoch),
+    evaluation and checkpoints every ``every`` steps keeping the best dev nDCG@10, CSV and
+    TensorBoard logs, CUDA and fp16 when there is a GPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    tensorboard_dir(work)
+    return cls(
+        output_dir=str(work / "checkpoints"), num_train_epochs=1, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, learning_rate=learning_rate,
+        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+        fp16=cuda if config.fp16 is None else config.fp16, use_cpu=not cuda,
+        seed=config.seed, data_seed=config.seed,
+        eval_strategy="steps" if evaluator else "no", eval_steps=every,
+        save_strategy="steps", save_steps=every, save_total_limit=2,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model="eval_dev_ndcg@10" if evaluator else None,
+        greater_is_better=True, logging_steps=log_every(every, config.max_steps),
+        report_to=_reporters(), disable_tqdm=False, **extra)
 
 
 def log_every(eval_steps: int, max_steps: int) -> int:
@@ -194,24 +199,27 @@ def _last_checkpoint(work: Path) -> str | None:
     return str(checkpoints[-1])
 
 
-def _write_model(config: TrainConfig, name: str, model: Any, plan: Plan, work: Path,
-                 seconds: float, evaluator: DevEvaluator | None) -> None:
+def write_output(config: TrainConfig, model: Any, work: Path, summary: dict[str, Any],
+                 evaluator: DevEvaluator | None, negatives: Any = None,
+                 document_encoder: str | None = None) -> None:
+    """Write the model, its document tower (for a query tower) and the training records into
+    ``config.out`` atomically, then drop the work directory."""
     with atomic_directory(config.out, overwrite=True) as tmp:
         model.save(str(tmp))
-        if plan.document_encoder:
-            shutil.copytree(plan.document_encoder, tmp / DOCUMENT_ENCODER,
+        if document_encoder:
+            shutil.copytree(document_encoder, tmp / DOCUMENT_ENCODER,
                             ignore=shutil.ignore_patterns("*.work", TRAINING_RECORDS))
             (tmp / ROLE_FILE).write_text(json.dumps(
                 {"role": "query-encoder", "document_encoder": DOCUMENT_ENCODER}, indent=2))
-        logs = tmp / TRAINING_RECORDS
-        logs.mkdir()
+        records = tmp / TRAINING_RECORDS
+        records.mkdir()
         if (work / "logs").is_dir():
-            shutil.copytree(work / "logs", logs / "logs")
-        if plan.negatives is not None:
-            plan.negatives.save(logs / "negatives.jsonl")
-        summary = {"strategy": name, "config": config.to_dict(), "seconds": round(seconds, 1),
-                   "dev_ndcg@10": evaluator.history if evaluator else [], **plan.notes}
-        (logs / "summary.json").write_text(json.dumps(summary, indent=2))
+            shutil.copytree(work / "logs", records / "logs")
+        if negatives is not None:
+            negatives.save(records / "negatives.jsonl")
+        summary = {**summary, "config": config.to_dict(),
+                   "dev_ndcg@10": evaluator.history if evaluator else []}
+        (records / "summary.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
 
