@@ -39,6 +39,6 @@ def test_fuzzed_requests_never_get_a_500(tmp_path, index_dir):
         log = server.log()
     output = done.stdout[-4000:]
     assert done.returncode == 0, output + done.stderr[-2000:] + log
-    assert "500" not in [line.split()[-1] for line in log.splitlines()
-                         if line.startswith("INFO:") and "HTTP" in line]
-    assert '"status":500' not in Path(tmp_path / "server.log").read_text()
+    access = Path(tmp_path / "server.log").read_text()
+    assert '"status":200' in access  # the access log is there, so its absence of 500s means something
+    assert '"status":500' not in access

@@ -69,9 +69,14 @@ class DenseRetriever(Retriever):
         return Run.from_arrays(qids, scores, rows, self.index.ids)
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
-        position = {d: i for i, d in enumerate(self.index.ids)}
         qids = list(queries)
         query_vectors = self.query_encoder.encode_queries([queries[q] for q in qids])
+        return self.score_candidates(qids, query_vectors, candidates)
+
+    def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
+                         candidates: Run) -> Run:
+        """Inner products of already encoded queries with their indexed candidates."""
+        position = {d: i for i, d in enumerate(self.index.ids)}
         run = Run()
         for qid, qvec in zip(qids, query_vectors, strict=True):
             docs = [d for d in candidates.get(qid, {}) if d in position]

@@ -26,7 +26,7 @@ import cormorant
 from cormorant.service.middleware import AccessLog, RequestLimits
 from cormorant.service.routes import router, v1
 from cormorant.service.settings import ServiceSettings, load_settings
-from cormorant.service.state import ServiceState
+from cormorant.service.state import SearchTimeout, ServiceState
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(v1)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(SearchTimeout, _timed_out)
     app.add_exception_handler(Exception, _internal_error)
     # The last added runs first: log every request, including those refused for size.
     app.add_middleware(RequestLimits, max_bytes=settings.limits.max_body_bytes)
@@ -75,6 +76,13 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
         parts.append(f"{where}: {message}" if where else message)
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return JSONResponse({"detail": "; ".join(parts) + more}, status_code=422)
+
+
+async def _timed_out(request: Request, exc: Exception) -> JSONResponse:
+    """504 for any call that ran past the limit: the search, or fetching the hits' text."""
+    limit = request.app.state.service.settings.request_timeout_s
+    return JSONResponse({"detail": f"the search took longer than the {limit:g} s limit"},
+                        status_code=504)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -284,8 +284,14 @@ class LiveIndex:
             self._log.append(record)  # the point of no return: fsynced before anything shows
         vectors = {pos: v for pos, state in self.states.items()
                    if (v := state.vectors(prepared[pos])) is not None}
-        self._overlay.apply(record["seq"], puts, [(d, in_base[d]) for d in deletes], vectors,
-                            in_base)
+        try:
+            self._overlay.apply(record["seq"], puts, [(d, in_base[d]) for d in deletes],
+                                vectors, in_base)
+        except BaseException:
+            # The record is logged but not stored; a later write would reuse its sequence
+            # number and hide it on replay. Refuse writes until a restart replays the log.
+            self.read_only_reason = f"index {self.name!r}: the live store failed; restart to replay"
+            raise
         for pos, state in self.states.items():
             state.commit(prepared[pos])
         self._shadowed = shadowed

@@ -131,13 +131,13 @@ class DenseState(LiveState):
         assert isinstance(inner, DenseRetriever)
         snap = self.snapshot
         hidden = snap.tombstones | set(snap.ids)
-        base = inner.rescore(queries, Run({q: {d: s for d, s in docs.items() if d not in hidden}
-                                           for q, docs in candidates.items()}))
+        qids = list(queries)
+        vectors = inner.query_encoder.encode_queries([queries[q] for q in qids])  # once
+        base = inner.score_candidates(qids, vectors, Run(
+            {q: {d: s for d, s in docs.items() if d not in hidden} for q, docs in candidates.items()}))
         if not snap.ids:
             return base
         position = {d: i for i, d in enumerate(snap.ids)}
-        qids = list(queries)
-        vectors = inner.query_encoder.encode_queries([queries[q] for q in qids])
         for qid, qvec in zip(qids, vectors, strict=True):
             live = [d for d in candidates.get(qid, {}) if d in position]
             if live:

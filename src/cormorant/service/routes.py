@@ -28,8 +28,8 @@ from cormorant.service.schemas import (
     Timing,
     WriteResponse,
 )
-from cormorant.service.settings import Scope
-from cormorant.service.state import SearchTimeout, ServiceState
+from cormorant.service.settings import Limits, Scope
+from cormorant.service.state import ServiceState
 from cormorant.types import Document
 
 api_key_header = APIKeyHeader(name=HEADER, auto_error=False, description="An API key.")
@@ -141,9 +141,6 @@ async def search(request: Request, body: SearchRequest, name: IndexName) -> Sear
     request.state.queries = len(texts)
     try:
         ranked = await state.search(lambda: index.search(texts, body.k, body.pipeline))
-    except SearchTimeout:
-        raise HTTPException(504, f"the search took longer than the"
-                                 f" {state.settings.request_timeout_s:g} s limit") from None
     except CormorantError as exc:
         raise HTTPException(422, str(exc)) from None
     searched = time.perf_counter()
@@ -218,15 +215,11 @@ async def put_documents(request: Request, body: PutDocuments, name: IndexName
     state = service(request)
     index = served(request, name)
     limits = state.settings.limits
-    if len(body.documents) > limits.max_documents_per_write:
-        raise HTTPException(422, f"at most {limits.max_documents_per_write} documents per"
-                                 f" request, got {len(body.documents)}")
+    _check_write(limits, [d.doc_id for d in body.documents], "documents")
     for doc in body.documents:
         if len(doc.title) + len(doc.text) > limits.max_document_chars:
             raise HTTPException(422, f"document {doc.doc_id!r} is over the"
                                      f" {limits.max_document_chars:,}-character limit")
-        if len(doc.doc_id) > limits.max_id_chars:
-            raise HTTPException(422, f"doc_id over the {limits.max_id_chars}-character limit")
     docs = [Document(d.doc_id, d.text, title=d.title, fields=d.fields) for d in body.documents]
     return await _write(request, index, lambda: index.put(docs))
 
@@ -239,10 +232,17 @@ async def delete_documents(request: Request, body: DeleteDocuments, name: IndexN
     """Delete documents by id. Ids that do not exist are listed in ``not_found``."""
     state = service(request)
     index = served(request, name)
-    if len(body.ids) > state.settings.limits.max_documents_per_write:
-        raise HTTPException(422, f"at most {state.settings.limits.max_documents_per_write} ids"
-                                 f" per request, got {len(body.ids)}")
+    _check_write(state.settings.limits, body.ids, "ids")
     return await _write(request, index, lambda: index.delete(body.ids))
+
+
+def _check_write(limits: Limits, ids: list[str], what: str) -> None:
+    """422 when a write names too many documents or an over-long id."""
+    if len(ids) > limits.max_documents_per_write:
+        raise HTTPException(422, f"at most {limits.max_documents_per_write} {what} per"
+                                 f" request, got {len(ids)}")
+    if any(len(d) > limits.max_id_chars for d in ids):
+        raise HTTPException(422, f"doc_id over the {limits.max_id_chars}-character limit")
 
 
 async def _write(request: Request, index: LiveIndex, work: Callable[[], Any]) -> WriteResponse:
