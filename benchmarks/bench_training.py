@@ -12,9 +12,10 @@ finishes, so an interrupted run keeps what it measured; ``--report`` renders doc
 from __future__ import annotations
 
 import json
-import resource
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,17 +45,20 @@ def train_command(strategy: str, dataset: Path, out: Path) -> list[str]:
 
 
 def timed_training(command: list[str]) -> dict[str, Any]:
-    """Wall seconds and peak RSS (MB) of one training process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak RSS (MB) of one training process (its own rusage, via wait4)."""
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    # ru_maxrss of children is the max over all children so far: exact when it grew.
-    return {"train_s": round(seconds, 1), "peak_rss_mb": round(max(peak, before) / 1024),
-            "peak_exact": peak > before, "stdout": done.stdout.strip().splitlines()[-1:]}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
+    return {"train_s": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
+            "peak_exact": True, "stdout": stdout.strip().splitlines()[-1:]}
 
 
 def pipeline_for(strategy: str, models: Path) -> str:
