@@ -61,8 +61,7 @@ def require(scope: Scope) -> Callable[..., Any]:
         if presented is not None and found is None:
             raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
         settings = state.settings
-        open_access = (scope == "read" and settings.open_reads) or \
-            (scope == "admin" and settings.open_metrics)
+        open_access = scope == "read" and settings.open_reads  # writes and admin: always a key
         request.state.key_name = found.name if found else None
         if found is None and not open_access:
             raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})

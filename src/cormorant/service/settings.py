@@ -93,7 +93,6 @@ class ServiceSettings(BaseSettings):
     indexes: dict[str, IndexConfig] = Field(default_factory=dict)
     api_keys: list[ApiKey] = Field(default_factory=list)
     open_reads: bool = Field(False, description="Searches and reads need no key.")
-    open_metrics: bool = Field(False, description="/metrics needs no key (else: admin scope).")
     limits: Limits = Field(default_factory=Limits)
     micro_batching: MicroBatching = Field(default_factory=MicroBatching)
     search_threads: int = Field(16, ge=1, le=512)
