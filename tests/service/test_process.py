@@ -28,6 +28,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path, index_dir):
     server = ServerProcess(config, tmp_path / "server.log").start()
     acknowledged: dict[str, str] = {}
     deleted: set[str] = set()
+    delete_sent: set[str] = set()  # a delete in flight at the kill may or may not have applied
     stop = threading.Event()
 
     def writer(worker: int) -> None:
@@ -46,6 +47,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path, index_dir):
                 acknowledged.update({d["doc_id"]: d["title"] for d in docs})
                 if n % 4 == 3:  # deletes are writes too
                     gone = docs[0]["doc_id"]
+                    delete_sent.add(gone)
                     try:
                         r = c.request("DELETE", "/v1/indexes/tiny/documents", json={"ids": [gone]})
                     except httpx.HTTPError:
@@ -65,15 +67,17 @@ def test_acknowledged_writes_survive_sigkill(tmp_path, index_dir):
 
     with ServerProcess(config, tmp_path / "server2.log") as again:
         c = httpx.Client(base_url=again.url, headers={"X-API-Key": READ_KEY}, timeout=30)
+        unsure = delete_sent - deleted  # sent, never acknowledged: either outcome is allowed
+        assert len(unsure) <= 3  # at most one in flight per writer
         info = c.get("/v1/indexes/tiny").json()
-        assert info["count"] >= 6 + len(acknowledged) - len(deleted)
+        assert info["count"] >= 6 + len(acknowledged) - len(deleted) - len(unsure)
         for doc_id, title in acknowledged.items():
             got = c.get(f"/v1/indexes/tiny/documents/{doc_id}")
             if doc_id in deleted:
                 assert got.status_code == 404, doc_id
-                continue
-            assert got.status_code == 200 and got.json()["title"] == title, doc_id
-        sample = [d for d in acknowledged if d not in deleted][::7]
+            elif doc_id not in unsure:
+                assert got.status_code == 200 and got.json()["title"] == title, doc_id
+        sample = [d for d in acknowledged if d not in delete_sent][::7]
         found = c.post("/v1/indexes/tiny/search", json={
             "queries": [acknowledged[d] for d in sample], "k": 1, "pipeline": "bm25"}).json()
         assert [r["hits"][0]["doc_id"] for r in found["results"]] == sample
