@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -82,7 +83,10 @@ class LuceneBM25Retriever(Retriever):
         super().__init__(params, depth)
         self.index_dir = index_dir
         self.threads = threads
-        self._owns_dir = owns_dir
+        if owns_dir:
+            # finalize, not __del__: it also runs at interpreter exit, before module globals
+            # such as shutil are torn down.
+            weakref.finalize(self, shutil.rmtree, index_dir, ignore_errors=True)
         searcher_cls = _pyserini("search.lucene", "LuceneSearcher")
         self._searcher = searcher_cls(str(index_dir))
         self._searcher.set_bm25(float(k1), float(b))
@@ -136,10 +140,6 @@ class LuceneBM25Retriever(Retriever):
             if type(exc).__name__ != "JavaException":
                 raise
             raise IndexFormatError(f"{path}: Lucene cannot open the index ({exc})") from None
-
-    def __del__(self) -> None:
-        if getattr(self, "_owns_dir", False):
-            shutil.rmtree(self.index_dir, ignore_errors=True)
 
 
 class LuceneRM3Retriever(LuceneBM25Retriever):
