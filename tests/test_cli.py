@@ -158,3 +158,15 @@ def test_killed_build_leaves_no_index_and_a_rebuild_works(tmp_path):
     assert rebuilt.returncode == 0, rebuilt.stderr
     found = cormorant("search", "--index", out, "--json", "vitamin d and depression", "-k", "3")
     assert len(json.loads(found.stdout)[0]["hits"]) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nosuch"], "No such command 'nosuch'"),
+    (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
+    (["index", "build", "--bogus"], "No such option"),
+])
+def test_usage_errors_are_one_message_and_exit_2(args, message):
+    result = cormorant(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr

@@ -19,9 +19,11 @@ from cormorant.errors import CormorantError
 
 app = typer.Typer(help="Cormorant: dense retrieval and ranking. Index, search and evaluate "
                        "collections with BM25, dense FAISS indexes and pipelines of them.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-data_app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
-index_app = typer.Typer(help="Build indexes.", no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode="markdown")  # reflow docstring paragraphs to the terminal
+data_app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True,
+                       rich_markup_mode="markdown")
+index_app = typer.Typer(help="Build indexes.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(data_app, name="data")
 app.add_typer(index_app, name="index")
 
@@ -394,17 +396,25 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # click's usage errors, raised because standalone_mode is off
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+        _exit_for_click_error(exc)
         raise
 
+
+def _exit_for_click_error(exc: Exception) -> None:
+    """Exit as click would for its own exceptions: usage errors print one message, exit 2.
+
+    Newer typer releases raise their own vendored copies of click's exception classes, so
+    both are matched (a usage error has ``show`` and ``exit_code`` in either)."""
+    import click
+
+    if isinstance(exc, click.exceptions.Exit | typer.Exit):
+        sys.exit(exc.exit_code)
+    if isinstance(exc, click.ClickException) or (hasattr(exc, "show")
+                                                 and isinstance(getattr(exc, "exit_code", None), int)):
+        exc.show()
+        sys.exit(exc.exit_code)
+    if isinstance(exc, click.exceptions.Abort | typer.Abort):
+        sys.exit(1)
 
 if __name__ == "__main__":
     main()
