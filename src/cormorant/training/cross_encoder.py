@@ -51,6 +51,9 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     negatives = negatives_for(Context(config, data, base, work), method)
     rows = pair_rows(data, negatives, NEGATIVES_PER_QUERY, config)
     model = _load(CrossEncoder, base)
+    # Pairs are cut to --max-length while training (like bi-encoder documents); the saved model
+    # re-ranks at its full length.
+    model.max_seq_length = min(config.max_length, CROSS_ENCODER_MAX_LENGTH)
     evaluator = DevEvaluator(DevSet.build(dev, config.dev_candidates), cross_encoder_scorer) \
         if dev is not None else None
     args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
@@ -64,6 +67,7 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
+    model.max_seq_length = CROSS_ENCODER_MAX_LENGTH
     summary = {"kind": "cross-encoder", "negatives": method, "seconds": round(seconds, 1)}
     write_output(config, model, work, summary, evaluator, negatives)
     return TrainResult(config.out, seconds, trainer.state.global_step,
