@@ -229,7 +229,9 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder to write"
                                              " (a sentence-transformers model).")] = None,
     negatives: Annotated[str | None, typer.Option("--negatives", "-n", help=TrainHelp)] = None,
-    kind: Annotated[str | None, typer.Option(help="bi-encoder (default) or cross-encoder.")] = None,
+    kind: Annotated[str | None, typer.Option(
+        help="bi-encoder (default), cross-encoder, or seal (a generator for the seal stage;"
+             " default base model: SmolLM2-135M-Instruct).")] = None,
     split: Annotated[str | None, typer.Option(help="Training split (default: train).")] = None,
     base_model: Annotated[str | None, typer.Option(
         help="Model to start from (default: all-MiniLM-L6-v2).")] = None,
