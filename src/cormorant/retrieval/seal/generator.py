@@ -176,6 +176,36 @@ class Generator:
             out[start:start + len(chunk)] = picked.sum(-1).double().numpy()
         return out
 
+    def prefix_log_probs(self, query: str, ngrams: Sequence[Sequence[int]]) -> dict[tuple, float]:
+        """s(n) for each n-gram, scoring only those that are no other's prefix: a prefix's score
+        is a partial sum of its extension's, so it comes for free."""
+        wanted = sorted({tuple(n) for n in ngrams if len(n)})
+        leaves = [n for i, n in enumerate(wanted)
+                  if not (i + 1 < len(wanted) and wanted[i + 1][:len(n)] == n)]
+        found: dict[tuple, float] = {}
+        if not leaves:
+            return found
+        per_token = self.token_log_probs(query, leaves)
+        for leaf, values in zip(leaves, per_token, strict=True):
+            for end, total in enumerate(np.cumsum(values), start=1):
+                found[leaf[:end]] = float(total)
+        return {n: found[n] for n in wanted}
+
+    def token_log_probs(self, query: str, ngrams: Sequence[Sequence[int]],
+                        batch_size: int = 64) -> list[np.ndarray]:
+        """log p(n_t | n_<t, q) of each token of each n-gram (teacher forcing)."""
+        import torch
+
+        prompt = self.prompt_ids(query)
+        out: list[np.ndarray] = []
+        for start in range(0, len(ngrams), batch_size):
+            chunk = [list(n) for n in ngrams[start:start + batch_size]]
+            with torch.inference_mode():
+                log_probs, targets, _ = self._teacher_forced(prompt, chunk)
+            picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().numpy()
+            out += [picked[i, :len(n)] for i, n in enumerate(chunk)]
+        return out
+
     def _teacher_forced(self, prompt: list[int], chunk: list[list[int]]) -> tuple[Any, Any, Any]:
         """Log-softmax over the positions that predict each n-gram's tokens, with the targets
         and a mask of real (not padded) targets."""

@@ -25,7 +25,7 @@ import numpy as np
 from cormorant.errors import IndexFormatError, PipelineError
 from cormorant.pipeline import DEFAULT_DEPTH
 from cormorant.retrieval.base import Retriever
-from cormorant.retrieval.seal.constrained import DecodeSettings, Ngram, generate_ngrams
+from cormorant.retrieval.seal.constrained import DecodeSettings, Ngram, decode
 from cormorant.retrieval.seal.generator import Generator, resolve_generator
 from cormorant.retrieval.seal.scoring import (
     ScoringSettings,
@@ -152,30 +152,36 @@ class SealRetriever(Retriever):
 
     def score_query(self, query: str) -> dict[int, float]:
         """Document rows with their SEAL scores for one query."""
-        ngrams = self.keys(query)
-        if not ngrams:
+        decoded = decode(self.generator, self.index, query, self.decode)
+        s = dict(decoded.log_probs)
+        if self.query_ngrams:
+            extra = [n for n in query_word_ngrams(self.generator, query)
+                     if n not in s and self.index.count(n) > 0]
+            s.update(self.generator.prefix_log_probs(query, extra))
+        if not s:
             return {}
+        ngrams = sorted(s)
         counts = np.array([self.index.count(n) for n in ngrams])
         total = self.index.total_tokens
-        s = self.generator.ngram_log_probs(query, ngrams)
-        weights = ngram_weight(s, corpus_log_prob(counts, total, self.scoring.smoothing))
-        unigrams = self.unigram_weights(query, {n[0] for n in ngrams if len(n) == 1})
+        weights = ngram_weight(np.array([s[n] for n in ngrams]),
+                               corpus_log_prob(counts, total, self.scoring.smoothing))
+        generated = {n[0] for n in decoded.log_probs if len(n) == 1}
+        unigrams = self.unigram_weights(decoded.first, generated)
         return score_documents(self.index, ngrams, weights.tolist(), unigrams, self.scoring)
 
     def keys(self, query: str) -> list[Ngram]:
         """The n-grams a query is matched by: decoded ones plus the query's own word n-grams."""
-        found = set(generate_ngrams(self.generator, self.index, [query], self.decode)[0])
+        found = set(decode(self.generator, self.index, query, self.decode).log_probs)
         if self.query_ngrams:
             found |= {n for n in query_word_ngrams(self.generator, query)
                       if self.index.count(n) > 0}
         return sorted(found)
 
-    def unigram_weights(self, query: str, generated: set[int]) -> dict[int, float]:
+    def unigram_weights(self, log_probs: np.ndarray | None, generated: set[int]) -> dict[int, float]:
         """Top first-step tokens weighted like n-grams (no α); generated unigrams get 0."""
-        if self.unigrams <= 0:
+        if self.unigrams <= 0 or log_probs is None:
             return {}
-        log_probs = self.generator.first_token_log_probs(query)
-        present = np.asarray(self.index.next_tokens(()), dtype=np.int64)
+        present = self.index.next_token_array(())
         present = present[present < log_probs.shape[0]]
         top = present[np.argsort(-log_probs[present], kind="stable")[:self.unigrams]]
         counts = np.diff(self.index.first_ranges)[top]

@@ -50,7 +50,7 @@ class SubstringIndex:
         # first_ranges[t] .. first_ranges[t + 1]: the suffixes that start with token t.
         self.first_ranges = first_ranges
         self.vocab_size = vocab_size
-        self._successors: dict[tuple[int, ...], list[int]] = {}
+        self._successors: dict[tuple[int, ...], np.ndarray] = {}
 
     # ------------------------------------------------------------------ building and files
     @classmethod
@@ -140,17 +140,23 @@ class SubstringIndex:
 
         The empty prefix gives every token that occurs in the corpus.
         """
+        return self.next_token_array(prefix).tolist()
+
+    def next_token_array(self, prefix: Sequence[int]) -> np.ndarray:
+        """:meth:`next_tokens` as an int64 array (cached: decoding asks for each prefix once
+        per beam and step)."""
         key = tuple(int(t) for t in prefix)
         if key in self._successors:
             return self._successors[key]
         if not key:
-            found = np.flatnonzero(np.diff(self.first_ranges) > 0).tolist()
+            found = np.flatnonzero(np.diff(self.first_ranges) > 0)
         else:
             lo, hi = self.range(key)
-            column = self.tokens[np.asarray(self.suffix_array[lo:hi]) + len(key)]
+            column = np.asarray(self.tokens[np.asarray(self.suffix_array[lo:hi]) + len(key)])
             # Sorted within the range: the distinct values are where the column changes.
-            distinct = column[np.flatnonzero(np.diff(column, prepend=-1))] if hi > lo else column
-            found = [int(t) for t in distinct if t < self.vocab_size]
+            found = column[np.flatnonzero(np.diff(column, prepend=-1))] if hi > lo else column
+            found = found[found < self.vocab_size]
+        found = found.astype(np.int64)
         if len(self._successors) > 100_000:
             self._successors.clear()  # a bound on memory over a long-lived service
         self._successors[key] = found
