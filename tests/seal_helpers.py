@@ -30,3 +30,20 @@ def make_tiny_generator(path: Path, seed: int = 0, vocab: int = 300) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def make_tiny_seq2seq(path: Path, seed: int = 0) -> Path:
+    """A 1+1-layer T5 over the same tiny tokenizer: the seq2seq path of the generator."""
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    causal = make_tiny_generator(path / "tokenizer-source", seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(causal)
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=1,
+                      num_decoder_layers=1, num_heads=2, initializer_factor=5.0,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    T5ForConditionalGeneration(config).save_pretrained(path / "model")
+    tokenizer.save_pretrained(path / "model")
+    return path / "model"

@@ -217,3 +217,40 @@ def test_training_pairs_follow_the_query():
                     + ["filler"] * 40)
     spans = query_spans("vitamin d deficiency and depression", text, random.Random(0), 10)
     assert any("vitamin d deficiency" in s for s in spans)
+
+
+def test_seq2seq_generator_decodes_corpus_ngrams(tmp_path):
+    from cormorant.retrieval.seal.constrained import decode
+    from cormorant.retrieval.seal.retriever import SealRetriever
+    from cormorant.types import Corpus, Document
+    from tests.seal_helpers import make_tiny_seq2seq
+
+    model = make_tiny_seq2seq(tmp_path)
+    corpus = Corpus.from_documents([Document(i, x, t) for i, t, x in DOCS], name="tiny")
+    seal = SealRetriever.build(corpus, model=str(model), beams=3, max_length=4)
+    assert seal.generator.seq2seq
+    streams = [seal.index.document(r).tolist() for r in range(len(DOCS))]
+    decoded = decode(seal.generator, seal.index, QUERIES["q1"], seal.decode)
+    assert decoded.log_probs and decoded.first is not None
+    for ngram in decoded.log_probs:
+        assert any(tuple(s[i:i + len(ngram)]) == ngram for s in streams
+                   for i in range(len(s) - len(ngram) + 1))
+    # The beam search's recorded log-probabilities are what teacher forcing gives.
+    some = sorted(decoded.log_probs)[:5]
+    forced = seal.generator.prefix_log_probs(QUERIES["q1"], some)
+    for ngram in some:
+        assert forced[ngram] == pytest.approx(decoded.log_probs[ngram], abs=1e-3)
+    assert set(seal.search(QUERIES, k=2)) == set(QUERIES)
+
+
+def test_beam_log_probs_equal_teacher_forcing(generator):
+    from cormorant.retrieval.seal.constrained import DecodeSettings, decode
+
+    docs = [generator.tokenize(generator.document_text(t, x)) for _, t, x in DOCS]
+    index = SubstringIndex.build(docs, vocab_size=generator.vocab_size)
+    decoded = decode(generator, index, QUERIES["q2"], DecodeSettings(3, 4, 3))
+    forced = generator.prefix_log_probs(QUERIES["q2"], list(decoded.log_probs))
+    for ngram, value in decoded.log_probs.items():
+        assert forced[ngram] == pytest.approx(value, abs=1e-3), ngram
+    first = generator.first_token_log_probs(QUERIES["q2"])
+    assert np.allclose(decoded.first, first, atol=1e-4)
