@@ -37,7 +37,7 @@ def main() -> None:
     args = parser("SEAL against BM25 and dense", "seal.json")
     args.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
     args.add_argument("--rows", nargs="+", default=["baselines", "untrained", "trained"],
-                      choices=["baselines", "untrained", "trained"])
+                      choices=["baselines", "untrained", "trained", "compare"])
     args.add_argument("--queries", type=int, default=50, help="seeded sample of test queries")
     args.add_argument("--beams", type=int, default=5, help="beam width (the paper: 15)")
     args.add_argument("--max-length", type=int, default=10, help="longest decoded n-gram")
@@ -91,7 +91,33 @@ def run_dataset(name: str, opts: Any, trained: str | None, previous: dict[str, A
         dense = _load_run(runs_dir / "dense.json")
         if dense is not None:
             out["rows"][f"rrf(dense, seal {row})"] = metrics(fuse(dense, run), test.qrels)
+    if "compare" in opts.rows:
+        out["significance"] = compare(runs_dir, test.qrels)
     return out
+
+
+def compare(runs_dir: Path, qrels: dict) -> dict[str, float]:
+    """Two-sided paired randomisation-test p-values on per-query nDCG@10, from saved runs."""
+    from cormorant.eval.measures import evaluate
+    from cormorant.eval.significance import randomization_test
+
+    runs = {p.stem: _load_run(p) for p in runs_dir.glob("*.json")}
+    for row in ("untrained", "trained"):
+        if f"seal-{row}" in runs and "dense" in runs:
+            runs[f"rrf-{row}"] = fuse(runs["dense"], runs[f"seal-{row}"])
+    pairs = [("seal-trained", "seal-untrained"), ("rrf-trained", "dense"),
+             ("rrf-untrained", "dense"), ("seal-trained", "bm25")]
+    found = {}
+    for system, baseline in pairs:
+        if system not in runs or baseline not in runs:
+            continue
+        queries = sorted(runs[system].keys() & runs[baseline].keys())
+        judged = {q: qrels[q] for q in queries if q in qrels}
+        a = evaluate(runs[system], judged, ["nDCG@10"]).per_query
+        b = evaluate(runs[baseline], judged, ["nDCG@10"]).per_query
+        found[f"{system} vs {baseline}"] = round(randomization_test(
+            [a[q]["nDCG@10"] for q in judged], [b[q]["nDCG@10"] for q in judged]), 4)
+    return found
 
 
 def baselines(ds: Any, test: Any, queries: dict[str, str]) -> list[tuple[str, dict, float]]:
