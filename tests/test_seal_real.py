@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 def test_default_generator_decodes_only_corpus_ngrams_on_scifact():
     from cormorant.data import DatasetSpec
     from cormorant.errors import CormorantError
-    from cormorant.retrieval.seal.generator import find_gguf
     from cormorant.retrieval.seal.constrained import decode
+    from cormorant.retrieval.seal.generator import find_gguf
     from cormorant.retrieval.seal.retriever import SealRetriever
     from cormorant.types import Corpus
 
