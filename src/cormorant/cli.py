@@ -234,7 +234,8 @@ def train(
              " default base model: SmolLM2-135M-Instruct).")] = None,
     split: Annotated[str | None, typer.Option(help="Training split (default: train).")] = None,
     base_model: Annotated[str | None, typer.Option(
-        help="Model to start from (default: all-MiniLM-L6-v2).")] = None,
+        help="Model to start from (default: all-MiniLM-L6-v2; for --kind seal,"
+             " SmolLM2-135M-Instruct).")] = None,
     negatives_file: Annotated[Path | None, typer.Option(
         help="Negatives JSONL from 'cormorant data negatives' (instead of mining).")] = None,
     config: Annotated[Path | None, typer.Option(
