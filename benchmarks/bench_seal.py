@@ -1,0 +1,190 @@
+"""SEAL generative retrieval against BM25 and dense on SciFact and NFCorpus.
+
+Rows, per dataset: ``bm25``, ``dense`` (all-MiniLM-L6-v2), ``seal`` with the untrained
+generator (SmolLM2-135M-Instruct), ``seal`` with a generator trained by
+``cormorant train --kind seal`` (``--trained DATASET=DIR``), and ``rrf(dense, seal)`` for each
+seal row. Reported: nDCG@10 and R@100, seconds per query, the suffix array's build time and
+size on disk.
+
+Constrained beam search with a 135M-parameter model costs seconds per query on these shared
+2-core CPUs, so seal rows run on a seeded sample of the test queries (``--queries``); bm25 and
+dense are reported on the same sample (the comparison) and on every test query (to show how
+representative the sample is). Torch runs one thread: with two threads on a machine already
+busy, a forward pass measured 12x slower (thread hand-offs wait for a busy core).
+
+Each run merges its rows into ``--out``, so rows can be measured in separate runs:
+
+    python benchmarks/bench_seal.py --datasets scifact --rows untrained
+    python benchmarks/bench_seal.py --datasets scifact --rows trained \\
+        --trained scifact=models/seal-scifact
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import REPO, dataset_path, parser, timed, write_json
+
+MEASURES = ("nDCG@10", "R@100")
+DEPTH = 100
+
+
+def main() -> None:
+    args = parser("SEAL against BM25 and dense", "seal.json")
+    args.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
+    args.add_argument("--rows", nargs="+", default=["baselines", "untrained", "trained"],
+                      choices=["baselines", "untrained", "trained", "compare"])
+    args.add_argument("--queries", type=int, default=50, help="seeded sample of test queries")
+    args.add_argument("--beams", type=int, default=5, help="beam width (the paper: 15)")
+    args.add_argument("--max-length", type=int, default=10, help="longest decoded n-gram")
+    args.add_argument("--trained", nargs="*", default=[], help="DATASET=DIR of a trained generator")
+    args.add_argument("--index-root", type=Path, default=REPO / "indexes" / "bench-seal",
+                      help="where the seal indexes are kept between runs")
+    opts = args.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    trained = dict(item.split("=", 1) for item in opts.trained)
+    results: dict[str, Any] = json.loads(opts.out.read_text()).get("datasets", {}) \
+        if opts.out.is_file() else {}
+    for name in opts.datasets:
+        results[name] = {**results.get(name, {}), **run_dataset(name, opts, trained.get(name),
+                                                                 results.get(name, {}))}
+        write_json(opts.out, {"settings": {"queries": opts.queries, "beams": opts.beams,
+                                           "max_length": opts.max_length, "depth": DEPTH},
+                              "datasets": results})
+
+
+def run_dataset(name: str, opts: Any, trained: str | None, previous: dict[str, Any]) -> dict:
+    from cormorant.data import DatasetSpec
+
+    ds = DatasetSpec(dataset_path(name)).load()
+    test = ds.split("test")
+    judged = sorted(q for q in test.queries if q in test.qrels)
+    sample = sorted(random.Random(0).sample(judged, min(opts.queries, len(judged))))
+    queries = {q: test.queries[q] for q in sample}
+    out: dict[str, Any] = {"test_queries": len(judged), "sampled_queries": len(sample),
+                           "rows": dict(previous.get("rows", {}))}
+    runs_dir = opts.index_root / f"{name}-runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if "baselines" in opts.rows:
+        for stage, run, seconds in baselines(ds, test, queries):
+            out["rows"][stage] = {**metrics(run["sample"], test.qrels),
+                                  "all_queries": metrics(run["all"], test.qrels),
+                                  "seconds_per_query": seconds}
+            _save_run(runs_dir / f"{stage}.json", run["sample"])
+    index_dir, build = seal_index(name, ds.corpus, opts.index_root)
+    out["seal_index"] = build or previous.get("seal_index")
+    for row, model in (("untrained", None), ("trained", trained)):
+        if row not in opts.rows or (row == "trained" and not model):
+            continue
+        label = f"seal ({row})"
+        print(f"{name}: {label} over {len(queries)} queries", flush=True)
+        run, seconds = seal_run(index_dir, model, queries, opts)
+        out["rows"][label] = {**metrics(run, test.qrels), "seconds_per_query": seconds,
+                              "model": model or "SmolLM2-135M-Instruct (untrained)"}
+        _save_run(runs_dir / f"seal-{row}.json", run)
+        dense = _load_run(runs_dir / "dense.json")
+        if dense is not None:
+            out["rows"][f"rrf(dense, seal {row})"] = metrics(fuse(dense, run), test.qrels)
+    if "compare" in opts.rows:
+        out["significance"] = compare(runs_dir, test.qrels)
+    return out
+
+
+def compare(runs_dir: Path, qrels: dict) -> dict[str, float]:
+    """Two-sided paired randomisation-test p-values on per-query nDCG@10, from saved runs."""
+    from cormorant.eval.measures import evaluate
+    from cormorant.eval.significance import randomization_test
+
+    runs = {p.stem: _load_run(p) for p in runs_dir.glob("*.json")}
+    for row in ("untrained", "trained"):
+        if f"seal-{row}" in runs and "dense" in runs:
+            runs[f"rrf-{row}"] = fuse(runs["dense"], runs[f"seal-{row}"])
+    pairs = [("seal-trained", "seal-untrained"), ("rrf-trained", "dense"),
+             ("rrf-untrained", "dense"), ("seal-trained", "bm25")]
+    found = {}
+    for system, baseline in pairs:
+        if system not in runs or baseline not in runs:
+            continue
+        queries = sorted(runs[system].keys() & runs[baseline].keys())
+        judged = {q: qrels[q] for q in queries if q in qrels}
+        a = evaluate(runs[system], judged, ["nDCG@10"]).per_query
+        b = evaluate(runs[baseline], judged, ["nDCG@10"]).per_query
+        found[f"{system} vs {baseline}"] = round(randomization_test(
+            [a[q]["nDCG@10"] for q in judged], [b[q]["nDCG@10"] for q in judged]), 4)
+    return found
+
+
+def baselines(ds: Any, test: Any, queries: dict[str, str]) -> list[tuple[str, dict, float]]:
+    from cormorant.retrieval.bm25 import BM25Retriever
+    from cormorant.retrieval.dense import DenseRetriever
+
+    found = []
+    for stage, build in (("bm25", BM25Retriever.build), ("dense", DenseRetriever.build)):
+        retriever = build(ds.corpus)
+        all_run = retriever.retrieve(test.queries, DEPTH)
+        start = time.perf_counter()
+        sample_run = retriever.retrieve(queries, DEPTH)
+        seconds = (time.perf_counter() - start) / len(queries)
+        found.append((stage, {"all": all_run, "sample": sample_run}, seconds))
+    return found
+
+
+def seal_index(name: str, corpus: Any, root: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The seal index of ``corpus`` (built once, then reused), with build time and size."""
+    from cormorant.retrieval.assemble import save_index
+
+    path = root / name
+    if (path / "meta.json").is_file():
+        return path, None
+    _, seconds = timed(lambda: save_index("seal", corpus, path))
+    sub = next(path.glob("0-seal"))
+    size = sum(p.stat().st_size for p in sub.iterdir() if p.suffix == ".npy")
+    tokens = json.loads((sub / "meta.json").read_text())["suffix_array"]["tokens"]
+    return path, {"build_seconds": round(seconds, 1), "suffix_array_bytes": size,
+                  "corpus_tokens": tokens, "bytes_per_token": round(size / tokens, 2)}
+
+
+def seal_run(index_dir: Path, model: str | None, queries: dict[str, str],
+             opts: Any) -> tuple[Any, float]:
+    from cormorant.retrieval.assemble import open_index
+
+    params = [f"beams={opts.beams}", f"max_length={opts.max_length}"]
+    if model:
+        params.append(f"model={model}")
+    handle = open_index(index_dir, pipeline=f"seal({', '.join(params)})")
+    start = time.perf_counter()
+    run = handle.pipeline.search(queries, k=DEPTH)
+    return run, (time.perf_counter() - start) / len(queries)
+
+
+def fuse(*runs: Any) -> Any:
+    from cormorant.pipeline import RRF, StaticStage
+
+    return RRF([StaticStage(r) for r in runs]).fuse(list(runs))
+
+
+def metrics(run: Any, qrels: dict) -> dict[str, float]:
+    from cormorant.eval.measures import evaluate
+
+    judged = {q: qrels[q] for q in run if q in qrels}
+    return {m: round(v, 4) for m, v in evaluate(run, judged, MEASURES).aggregate.items()}
+
+
+def _save_run(path: Path, run: Any) -> None:
+    path.write_text(json.dumps(run))
+
+
+def _load_run(path: Path) -> Any:
+    from cormorant.types import Run
+
+    return Run(json.loads(path.read_text())) if path.is_file() else None
+
+
+if __name__ == "__main__":
+    main()

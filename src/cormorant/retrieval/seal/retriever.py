@@ -1,0 +1,230 @@
+"""``seal``: generative retrieval with corpus n-grams as document identifiers (Bevilacqua et
+al., 2022), as a pipeline stage: ``seal``, ``seal(model=DIR)``, ``rrf(dense, seal)``.
+
+Per query: constrained beam search writes corpus n-grams; the query's own word 1-3-grams are
+added; each is re-scored by teacher forcing and weighted against its corpus frequency; single
+tokens get weights from the first decoding step; documents are ranked by the intersective sum
+of the n-grams they hold (see :mod:`cormorant.retrieval.seal.scoring`).
+
+The index is the suffix array of the corpus in the generator's tokens. It depends on the
+tokenizer only, so an index built with the base model serves a fine-tuned one
+(``seal(model=TRAINED)``) as long as the tokenizer is the same; that is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cormorant.errors import IndexFormatError, PipelineError
+from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.retrieval.base import Retriever
+from cormorant.retrieval.seal.constrained import DecodeSettings, Ngram, decode
+from cormorant.retrieval.seal.generator import Generator, resolve_generator
+from cormorant.retrieval.seal.scoring import (
+    ScoringSettings,
+    corpus_log_prob,
+    ngram_weight,
+    score_documents,
+)
+from cormorant.retrieval.seal.substring import SubstringIndex
+from cormorant.types import Corpus, Queries, Run
+
+log = logging.getLogger(__name__)
+IDS_FILE = "doc_ids.json"
+UNIGRAMS = 5000  # first-step tokens kept as unigram keys (the paper's top 5000)
+_DEFAULTS: dict[str, Any] = {"beams": 15, "max_length": 10, "alpha": 2.0, "beta": 0.8,
+                             "smoothing": 5.0, "unigrams": UNIGRAMS, "query_ngrams": True}
+
+
+class SealRetriever(Retriever):
+    """Generative retrieval over a suffix array of the corpus (``seal``).
+
+    Example:
+        >>> seal = SealRetriever.build(corpus, model="/models/tiny-llama")  # doctest: +SKIP
+        >>> seal.search("vitamin d and depression", k=10)  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "seal"
+
+    def __init__(self, generator: Generator, index: SubstringIndex, doc_ids: list[str],
+                 params: dict[str, Any], depth: int = DEFAULT_DEPTH,
+                 model_path: str | None = None) -> None:
+        super().__init__(params, depth)
+        self.generator, self.index, self.doc_ids = generator, index, doc_ids
+        self.model_path = model_path
+        options = {**_DEFAULTS, **{k: v for k, v in params.items() if k in _DEFAULTS}}
+        _check_options(options)
+        self.decode = DecodeSettings(beams=int(options["beams"]),
+                                     max_length=int(options["max_length"]),
+                                     returned=int(options["beams"]))
+        self.scoring = ScoringSettings(smoothing=float(options["smoothing"]),
+                                       alpha=float(options["alpha"]),
+                                       beta=float(options["beta"]))
+        self.unigrams = int(options["unigrams"])
+        self.query_ngrams = bool(options["query_ngrams"])
+
+    # ---------------------------------------------------------------------- index life
+    @classmethod
+    def build(cls, corpus: Corpus, *, model: str | None = None, beams: int = 15,
+              max_length: int = 10, alpha: float = 2.0, beta: float = 0.8,
+              smoothing: float = 5.0, unigrams: int = UNIGRAMS, query_ngrams: bool = True,
+              depth: int = DEFAULT_DEPTH) -> SealRetriever:
+        from tqdm import tqdm
+
+        params = _params(model=model, beams=beams, max_length=max_length, alpha=alpha,
+                         beta=beta, smoothing=smoothing, unigrams=unigrams,
+                         query_ngrams=query_ngrams)
+        _check_options({**_DEFAULTS, **params})
+        path = resolve_generator(model)
+        generator = Generator.load(path)
+        doc_ids: list[str] = []
+
+        def documents() -> Any:
+            for doc in tqdm(corpus, desc="seal: tokenizing", unit="doc", total=len(corpus),
+                            disable=len(corpus) < 1000):
+                doc_ids.append(doc.doc_id)
+                yield generator.tokenize(generator.document_text(doc.title, doc.text))
+
+        index = SubstringIndex.build(documents(), generator.vocab_size)
+        return cls(generator, index, doc_ids, params, depth, path)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        meta = self.index.save(directory)
+        (directory / IDS_FILE).write_text(json.dumps(self.doc_ids))
+        return {"count": len(self.doc_ids), "suffix_array": meta,
+                "tokenizer": tokenizer_fingerprint(self.generator.tokenizer),
+                "generator": self.model_path}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,
+             beams: int = 15, max_length: int = 10, alpha: float = 2.0, beta: float = 0.8,
+             smoothing: float = 5.0, unigrams: int = UNIGRAMS, query_ngrams: bool = True,
+             depth: int = DEFAULT_DEPTH) -> SealRetriever:
+        path = resolve_generator(model)
+        generator = Generator.load(path)
+        if tokenizer_fingerprint(generator.tokenizer) != meta["tokenizer"]:
+            raise PipelineError(f"index {directory.parent} was built with the tokenizer of"
+                                f" {meta.get('generator')!r}; generator {path!r} tokenizes"
+                                " differently (rebuild the index with that model)")
+        index = SubstringIndex.load(directory, meta["suffix_array"])
+        try:
+            doc_ids = json.loads((directory / IDS_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"{directory}: cannot read document ids ({exc})") from None
+        params = _params(model=model, beams=beams, max_length=max_length, alpha=alpha,
+                         beta=beta, smoothing=smoothing, unigrams=unigrams,
+                         query_ngrams=query_ngrams)
+        return cls(generator, index, doc_ids, params, depth, path)
+
+    @classmethod
+    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
+        from cormorant.retrieval.encoders import model_fingerprint
+
+        return {**params, "fingerprint": model_fingerprint(resolve_generator(params.get("model")))}
+
+    # ------------------------------------------------------------------------- search
+    def retrieve(self, queries: Queries, k: int) -> Run:
+        from tqdm import tqdm
+
+        run = Run()
+        for qid in tqdm(list(queries), desc="seal: decoding", unit="query",
+                        disable=len(queries) < 20):
+            scores = self.score_query(queries[qid])
+            top = sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:k]
+            run[qid] = {self.doc_ids[row]: float(score) for row, score in top}
+        return run
+
+    def rescore(self, queries: Queries, candidates: Run) -> Run:
+        position = {d: i for i, d in enumerate(self.doc_ids)}
+        run = Run()
+        for qid, text in queries.items():
+            scores = self.score_query(text)
+            run[qid] = {d: scores.get(position[d], 0.0) for d in candidates.get(qid, {})
+                        if d in position}
+        return run
+
+    def score_query(self, query: str) -> dict[int, float]:
+        """Document rows with their SEAL scores for one query."""
+        decoded = decode(self.generator, self.index, query, self.decode)
+        s = dict(decoded.log_probs)
+        if self.query_ngrams:
+            extra = [n for n in query_word_ngrams(self.generator, query)
+                     if n not in s and self.index.count(n) > 0]
+            s.update(self.generator.prefix_log_probs(query, extra))
+        if not s:
+            return {}
+        ngrams = sorted(s)
+        counts = np.array([self.index.count(n) for n in ngrams])
+        total = self.index.total_tokens
+        weights = ngram_weight(np.array([s[n] for n in ngrams]),
+                               corpus_log_prob(counts, total, self.scoring.smoothing))
+        generated = {n[0] for n in decoded.log_probs if len(n) == 1}
+        unigrams = self.unigram_weights(decoded.first, generated)
+        return score_documents(self.index, ngrams, weights.tolist(), unigrams, self.scoring)
+
+    def keys(self, query: str) -> list[Ngram]:
+        """The n-grams a query is matched by: decoded ones plus the query's own word n-grams."""
+        found = set(decode(self.generator, self.index, query, self.decode).log_probs)
+        if self.query_ngrams:
+            found |= {n for n in query_word_ngrams(self.generator, query)
+                      if self.index.count(n) > 0}
+        return sorted(found)
+
+    def unigram_weights(self, log_probs: np.ndarray | None, generated: set[int]) -> dict[int, float]:
+        """Top first-step tokens weighted like n-grams (no α); generated unigrams get 0."""
+        if self.unigrams <= 0 or log_probs is None:
+            return {}
+        present = self.index.next_token_array(())
+        present = present[present < log_probs.shape[0]]
+        top = present[np.argsort(-log_probs[present], kind="stable")[:self.unigrams]]
+        counts = np.diff(self.index.first_ranges)[top]
+        weights = ngram_weight(log_probs[top], corpus_log_prob(counts, self.index.total_tokens,
+                                                               self.scoring.smoothing))
+        return {int(t): float(w) for t, w in zip(top, weights, strict=True)
+                if w > 0 and int(t) not in generated}
+
+
+def query_word_ngrams(generator: Generator, query: str, longest: int = 3) -> list[Ngram]:
+    """Token ids of the query's word 1-3-grams, each with its words' first letters as written,
+    lower-cased and capitalised (the corpus may hold any of them)."""
+    words = [w for w in (re.sub(r"^\W+|\W+$", "", w) for w in query.split()) if w]
+    found: set[Ngram] = set()
+    for size in range(1, longest + 1):
+        for start in range(len(words) - size + 1):
+            phrase = words[start:start + size]
+            for variant in (phrase, [w[0].lower() + w[1:] for w in phrase],
+                            [w[0].upper() + w[1:] for w in phrase]):
+                ids = tuple(generator.tokenize(" " + " ".join(variant)))
+                if ids:
+                    found.add(ids)
+    return sorted(found)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of the tokenizer's vocabulary: equal vocabularies index a corpus identically."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return hashlib.sha256(vocab.encode()).hexdigest()[:16]
+
+
+def _params(**given: Any) -> dict[str, Any]:
+    """What differs from the defaults: the stage's string form, ``seal(model=DIR, beams=5)``."""
+    return {k: v for k, v in given.items() if v is not None and _DEFAULTS.get(k, None) != v}
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    checks = [(int(options["beams"]) >= 1, "beams must be at least 1"),
+              (int(options["max_length"]) >= 1, "max_length must be at least 1"),
+              (float(options["alpha"]) > 0, "alpha must be positive"),
+              (0 <= float(options["beta"]) <= 1, "beta must be in [0, 1]"),
+              (float(options["smoothing"]) > 0, "smoothing must be positive"),
+              (int(options["unigrams"]) >= 0, "unigrams must be 0 or more")]
+    for ok, message in checks:
+        if not ok:
+            raise PipelineError(f"seal: {message}")

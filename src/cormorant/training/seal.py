@@ -1,0 +1,203 @@
+"""``cormorant train --kind seal``: fine-tune a SEAL generator to write its documents' n-grams.
+
+Rows are (prompt, n-gram) pairs, the prompt being the one the ``seal`` stage decodes with:
+
+- supervised, per training query and its first positive document: the title, and
+  ``SPANS_PER_QUERY`` spans of ``SPAN_WORDS`` words whose start is drawn with probability
+  ∝ exp(overlap with the query), never at a stop word (the spans that best match the query
+  are the likeliest, but not the only ones, as in the paper's fuzzy-match sampling);
+- unsupervised, per sampled corpus document: span → title, title → span, and span → another
+  span of the same document (the paper's passage-to-title and span-to-span pairs), so the
+  model learns the corpus itself, not only the documents training queries reach.
+
+A causal model is trained on ``prompt + n-gram`` with the loss on the n-gram only; a seq2seq
+model reads the prompt and writes the n-gram. The output is a normal Hugging Face model folder
+(``seal(model=OUT)``), written atomically with the training logs under ``OUT/training/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cormorant.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+SPAN_WORDS = 10
+SPANS_PER_QUERY = 10
+UNSUPERVISED_DOCS = 2000  # corpus documents sampled for unsupervised pairs (bounds CPU time)
+STOPWORDS = frozenset("""a an and are as at be but by for from has have if in into is it its of
+on or that the their there these this to was were what which while who will with""".split())
+
+
+@dataclass
+class Pair:
+    source: str
+    target: str
+
+
+def train_seal(config: TrainConfig) -> Any:
+    """Fine-tune and write a generator; returns the TrainResult every kind returns."""
+    from transformers import Trainer, TrainingArguments
+
+    from cormorant.retrieval.seal.generator import Generator, resolve_generator
+    from cormorant.training.data import TrainingSet
+    from cormorant.training.trainer import (
+        CSVLogger,
+        TrainResult,
+        _last_checkpoint,
+        prepare_out,
+        training_arguments,
+    )
+
+    base = resolve_generator(config.base_model)
+    generator = Generator.load(base)
+    work = prepare_out(config)
+    data = TrainingSet.load(config.dataset, config.split)
+    rng = random.Random(config.seed)
+    documents = {d.doc_id: d for d in data.corpus}
+    pairs = supervised_pairs(data.queries, data.positives, documents, rng) \
+        + unsupervised_pairs(documents, rng)
+    pairs = pairs * max(1, math.ceil(config.epochs))
+    rng.shuffle(pairs)
+    features = [encode_pair(generator, p, config.max_length) for p in pairs]
+    log.info("seal: %d training pairs from %d queries", len(pairs), len(data.queries))
+    args = training_arguments(TrainingArguments, config, work, None,
+                              every=max(1, len(features) // config.batch_size),
+                              learning_rate=config.learning_rate, remove_unused_columns=False,
+                              max_grad_norm=1.0)
+    generator.model.train()
+    csv_log = CSVLogger(work / "logs" / "train_log.csv")
+    trainer = Trainer(model=generator.model, args=args, train_dataset=_Rows(features),
+                      data_collator=Collator(generator.tokenizer.pad_token_id), callbacks=[csv_log])
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
+    seconds = time.perf_counter() - start
+    generator.model.eval()
+    summary = {"kind": "seal", "base_model": base, "pairs": len(pairs),
+               "seconds": round(seconds, 1)}
+    _write(config, generator, work, summary)
+    return TrainResult(config.out, seconds, trainer.state.global_step, [], csv_log.values)
+
+
+def supervised_pairs(queries: dict[str, str], positives: dict[str, list[str]],
+                     documents: dict[str, Any], rng: random.Random) -> list[Pair]:
+    """Query → title of its first positive, and query → spans of it that overlap the query."""
+    pairs = []
+    for qid, query in queries.items():
+        doc = documents[positives[qid][0]]
+        if doc.title:
+            pairs.append(Pair(query, f" {doc.title}"))
+        for span in query_spans(query, doc.text, rng, SPANS_PER_QUERY):
+            pairs.append(Pair(query, f" {span}"))
+    return pairs
+
+
+def unsupervised_pairs(documents: dict[str, Any], rng: random.Random,
+                       count: int = UNSUPERVISED_DOCS) -> list[Pair]:
+    """Span → title, title → span, span → span, over a seeded sample of the corpus."""
+    pairs = []
+    for doc_id in rng.sample(sorted(documents), min(count, len(documents))):
+        title, words = documents[doc_id].title, documents[doc_id].text.split()
+        if len(words) < 2 * SPAN_WORDS:
+            continue
+        first, second = _random_span(words, rng), _random_span(words, rng)
+        if title:
+            pairs.append(Pair(first, f" {title}") if rng.random() < 0.5
+                         else Pair(title, f" {first}"))
+        pairs.append(Pair(first, f" {second}"))
+    return pairs
+
+
+def query_spans(query: str, text: str, rng: random.Random, count: int) -> list[str]:
+    """``count`` spans of ``text``, starts drawn ∝ exp(query words in the span), no stop word
+    first."""
+    words = text.split()
+    if not words:
+        return []
+    wanted = {w for w in _words(query) if w not in STOPWORDS}
+    starts = [i for i, w in enumerate(words) if _norm(w) not in STOPWORDS] or [0]
+    overlap = [len(wanted & {_norm(w) for w in words[i:i + SPAN_WORDS]}) for i in starts]
+    chosen = rng.choices(starts, weights=[math.exp(o) for o in overlap], k=count)
+    return sorted({" ".join(words[i:i + SPAN_WORDS]) for i in chosen})
+
+
+def encode_pair(generator: Any, pair: Pair, max_length: int) -> dict[str, list[int]]:
+    """Token ids and labels: the loss falls on the target n-gram only."""
+    prompt = generator.prompt_ids(pair.source)
+    target = generator.tokenize(pair.target)[:max(1, max_length // 2)]
+    if generator.seq2seq:
+        return {"input_ids": prompt[:max_length], "labels": target}
+    prompt = prompt[-(max_length - len(target)):]
+    return {"input_ids": prompt + target, "labels": [-100] * len(prompt) + target}
+
+
+class Collator:
+    """Right-pads a batch; padded labels are ignored by the loss."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad = pad_token_id
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        def padded(key: str, value: int) -> Any:
+            longest = max(len(r[key]) for r in rows)
+            return torch.tensor([r[key] + [value] * (longest - len(r[key])) for r in rows])
+
+        longest = max(len(r["input_ids"]) for r in rows)
+        mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (longest - len(r["input_ids"]))
+                             for r in rows])
+        return {"input_ids": padded("input_ids", self.pad), "attention_mask": mask,
+                "labels": padded("labels", -100)}
+
+
+class _Rows:
+    """A list of features as a map-style dataset (no ``datasets`` conversion needed)."""
+
+    def __init__(self, rows: list[dict[str, list[int]]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.rows[i]
+
+
+def _write(config: TrainConfig, generator: Any, work: Path, summary: dict[str, Any]) -> None:
+    import shutil
+
+    from cormorant.index.format import atomic_directory
+    from cormorant.retrieval.encoders import TRAINING_RECORDS
+
+    with atomic_directory(config.out, overwrite=True) as tmp:
+        generator.model.save_pretrained(tmp)
+        generator.tokenizer.save_pretrained(tmp)
+        records = tmp / TRAINING_RECORDS
+        records.mkdir()
+        if (work / "logs").is_dir():
+            shutil.copytree(work / "logs", records / "logs")
+        (records / "summary.json").write_text(json.dumps(
+            {**summary, "config": config.to_dict()}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _random_span(words: list[str], rng: random.Random) -> str:
+    start = rng.randrange(0, len(words) - SPAN_WORDS + 1)
+    return " ".join(words[start:start + SPAN_WORDS])
+
+
+def _words(text: str) -> list[str]:
+    return [_norm(w) for w in text.split() if _norm(w)]
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"\W+", "", word.lower())
