@@ -160,21 +160,12 @@ def corpus_lookup(corpus: Corpus) -> DocumentLookup:
 
 
 def read_qrels(path: str | Path) -> Qrels:
-    """Judgments from a BEIR tsv (with header) or TREC qrels file."""
-    from cormorant.data.trec import read_trec_qrels
+    """Judgments for ``feedback=oracle``: BEIR tsv or TREC qrels (the project's own reader)."""
+    from cormorant.data.trec import read_qrels as read
 
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise PipelineError(f"qrels file {path} does not exist")
-    lines = path.read_text().splitlines()
-    if lines and lines[0].startswith("query-id"):
-        qrels: Qrels = {}
-        for line in lines[1:]:
-            parts = line.split("\t")
-            if len(parts) >= 3:
-                qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-        return qrels
-    return read_trec_qrels(path)
+    return read(path)
 
 
 class _LLMStage(Reformulator):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,7 +200,7 @@ def round_trip_filter(result: SynthResult, retriever: Stage, k: int,
     return kept
 
 
-def write_dataset(result: SynthResult, corpus_file: Path, out: Path, split: str = "train",
+def write_dataset(result: SynthResult, corpus: Corpus, out: Path, split: str = "train",
                   overwrite: bool = False, info: dict | None = None) -> Path:
     """A BEIR folder ``cormorant train`` reads: the corpus, the queries, ``qrels/<split>.tsv``.
 
@@ -213,7 +212,10 @@ def write_dataset(result: SynthResult, corpus_file: Path, out: Path, split: str 
         raise DataError("no synthetic query survived the filter; nothing to write"
                         " (try more documents, --per-doc or a larger --filter-k)")
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        shutil.copyfile(corpus_file, tmp / corpus_file.name)
+        with (tmp / "corpus.jsonl").open("w", encoding="utf-8") as fh:
+            for doc in corpus:
+                fh.write(json.dumps({"_id": doc.doc_id, "title": doc.title, "text": doc.text},
+                                    ensure_ascii=False) + "\n")
         with (tmp / "queries.jsonl").open("w", encoding="utf-8") as fh:
             for qid, text in result.queries.items():
                 fh.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
