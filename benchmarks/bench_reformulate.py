@@ -57,7 +57,6 @@ def main() -> None:
 
     from cormorant.data import DatasetSpec
     from cormorant.eval.harness import score_run
-    from cormorant.eval.significance import compare, correct
     from cormorant.llm import load_llm
     from cormorant.retrieval.assemble import build_pipeline
     from cormorant.types import Split
@@ -101,26 +100,36 @@ def main() -> None:
               f"  ({record['generations']} new generations)")
         return record
 
+    def save() -> None:
+        payload["comparisons"] = [c.to_json() for c in comparisons(results, opts.dataset)]
+        write_json(opts.out, payload)
+
     for retriever in opts.retrievers.split(","):
         evaluate(retriever)
-        write_json(opts.out, payload)
+        save()
         for stage in opts.stages:
             evaluate(f"{stage_llm(stage, opts.llm)} >> {retriever}")
-            write_json(opts.out, payload)
+            save()
     for baseline in opts.baselines:
         evaluate(baseline)
-    comparisons = []
+        save()
+
+
+def comparisons(results: dict[str, Any], dataset: str) -> list[Any]:
+    """Each pipeline against the retriever it ends in (rm3 against bm25), Holm-corrected."""
+    from cormorant.eval.significance import compare, correct
+
+    found = []
     for text, record in results.items():
         base = text.rsplit(">>", 1)[-1].strip() if ">>" in text else (
             "bm25" if text == "rm3" else None)
         if base is None or base not in results:
             continue
         for measure in MEASURES:
-            comparisons.append(compare(opts.dataset, measure, text, base,
-                                       {q: v[measure] for q, v in record["per_query"].items()},
-                                       {q: v[measure] for q, v in results[base]["per_query"].items()}))
-    payload["comparisons"] = [c.to_json() for c in correct(comparisons)]
-    write_json(opts.out, payload)
+            found.append(compare(dataset, measure, text, base,
+                                 {q: v[measure] for q, v in record["per_query"].items()},
+                                 {q: v[measure] for q, v in results[base]["per_query"].items()}))
+    return correct(found) if found else found
 
 
 def _attach(stage: Any, llm: Any) -> None:

@@ -207,3 +207,23 @@ def test_stage_in_a_fusion_and_after_a_reformulator_gets_the_original_query() ->
     pipe.search({"q": "z"}, k=1)
     assert inner.seen == [{"q": "z k"}] and after.seen == [{"q": "z"}]
     assert isinstance(StaticStage(Run()), Stage) and np.isfinite(1.0)
+
+
+def test_reasoning_expansion_on_bright_format_data(tmp_path: Path) -> None:
+    """BRIGHT's setting: the model reasons about the post; the gold ``reasoning`` field is never
+    shown to it; excluded documents are dropped before scoring."""
+    from cormorant.data import DatasetSpec
+    from cormorant.eval.harness import run_split
+    from tests.test_data import _bright_fixture
+
+    ds = DatasetSpec(_bright_fixture(tmp_path / "biology")).load()
+    model = Scripted({"smell primaries": "the olfactory answer is b_0"}, default="")
+    stage = build_pipeline("bm25", ds.corpus)
+    pipe = ReasonExpansion(llm=model) >> stage
+    plain = run_split(stage, ds, "test", measures=["nDCG@10"])
+    result = run_split(pipe, ds, "test", measures=["nDCG@10"])
+    assert not any("GOLD NOTES" in p for p in model.prompts)
+    assert len(model.prompts) == 2
+    assert "x_0" not in result.run["0"]
+    # Query "smell primaries" shares no word with the corpus; its reasoning finds b_0.
+    assert plain.per_query["1"]["nDCG@10"] == 0.0 and result.per_query["1"]["nDCG@10"] == 1.0

@@ -88,8 +88,9 @@ class CachedModel:
     """
 
     def __init__(self, inner: LanguageModel, cache: GenerationCache | str | Path,
-                 offline: bool = False) -> None:
+                 offline: bool = False, chunk: int = 20) -> None:
         self.inner = inner
+        self.chunk = chunk
         self.cache = cache if isinstance(cache, GenerationCache) else GenerationCache(cache)
         self.offline = offline
         self.name = inner.name
@@ -113,12 +114,26 @@ class CachedModel:
 
                 raise CormorantError(f"{len(missing)} generation(s) of {self.name} are not in"
                                      f" the cache {self.cache.path} and offline mode is on")
-            prompt_of = {k: p for k, p in zip(keys, prompts, strict=True)}
-            start = time.perf_counter()
-            texts = self.inner.generate([prompt_of[k] for k in missing], params)
-            self.generate_seconds += time.perf_counter() - start
-            self.misses += len(missing)
-            self.cache.put_many([(k, identity, prompt_of[k], params, t)
-                                 for k, t in zip(missing, texts, strict=True)])
-            found.update(zip(missing, texts, strict=True))
+            found.update(self._fill(missing, dict(zip(keys, prompts, strict=True)), params))
         return [found[k] for k in keys]
+
+    def _fill(self, missing: list[str], prompt_of: dict[str, str],
+              params: GenerationParams) -> dict[str, str]:
+        """Generate the misses in chunks, storing each chunk at once: an interrupted long run
+        keeps what it generated, and a progress bar shows how far it is."""
+        from tqdm import tqdm
+
+        identity, out = self.identity, {}
+        with tqdm(total=len(missing), desc=f"generating ({self.name})", unit="text",
+                  disable=len(missing) <= self.chunk, leave=False) as bar:
+            for start in range(0, len(missing), self.chunk):
+                part = missing[start:start + self.chunk]
+                began = time.perf_counter()
+                texts = self.inner.generate([prompt_of[k] for k in part], params)
+                self.generate_seconds += time.perf_counter() - began
+                self.misses += len(part)
+                self.cache.put_many([(k, identity, prompt_of[k], params, t)
+                                     for k, t in zip(part, texts, strict=True)])
+                out.update(zip(part, texts, strict=True))
+                bar.update(len(part))
+        return out
