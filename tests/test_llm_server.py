@@ -80,9 +80,9 @@ def test_concurrency_is_limited(server: LLMServer, client) -> None:  # noqa: ANN
 
 def test_a_reformulation_pipeline_runs_against_the_server(server: LLMServer, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from cormorant.data import DatasetSpec
     from cormorant.retrieval.assemble import build_pipeline
     from tests.conftest import write_beir
-    from cormorant.data import DatasetSpec
 
     monkeypatch.setenv(KEY_ENV, "s3cret")
     server.faults()

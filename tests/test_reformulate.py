@@ -84,7 +84,8 @@ def test_few_shot_prompts_end_with_the_answer_prefix_and_stop_at_a_newline() -> 
     stage = GenQREnsemble(llm=model, n=1, shots=2)
     stage.expand({"q": "ocean"})
     prompt = model.prompts[0]
-    assert prompt.count("Expansion terms:") == 3 and prompt.endswith(f"{INSTRUCTIONS[0]}: ocean\nExpansion terms:")
+    assert prompt.count("Expansion terms:") == 3
+    assert prompt.endswith(f"{INSTRUCTIONS[0]}: ocean\nExpansion terms:")
     assert stage.decoding().stop == ("\n",)
 
 
@@ -174,7 +175,7 @@ def test_rocchio_moves_the_query_vector_towards_the_top_documents(tiny_encoder: 
     rows = [dense.index.ids.index(d) for d in top]
     vector = q + 0.5 * dense._reconstruct(rows).mean(axis=0)
     expected = dense._reconstruct(list(range(6))) @ vector
-    assert moved == pytest.approx(dict(zip(dense.index.ids, expected.tolist())), rel=1e-4)
+    assert moved == pytest.approx(dict(zip(dense.index.ids, expected.tolist(), strict=True)), rel=1e-4)
     with pytest.raises(PipelineError, match="right before a dense stage"):
         (Rocchio() >> BM25Retriever.build(CORPUS)).search(queries, k=2)
 

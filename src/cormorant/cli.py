@@ -330,8 +330,10 @@ def data_synth_queries(
     per_doc: Annotated[int, typer.Option(help="Sampled queries per document.")] = 8,
     max_docs: Annotated[int | None, typer.Option(help="A seeded sample of this many documents.")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
-    filter_pipeline: Annotated[str, typer.Option(help="Round-trip filter retriever (whole corpus).")] = "bm25",
-    filter_k: Annotated[int, typer.Option(help="Keep a query if its document is in the top k (0: keep all).")] = 1,
+    filter_pipeline: Annotated[str, typer.Option(
+        help="Round-trip filter retriever (whole corpus).")] = "bm25",
+    filter_k: Annotated[int, typer.Option(
+        help="Keep a query if its document is in the top k (0: keep all).")] = 1,
     split: Annotated[str, typer.Option(help="Split name of the written qrels.")] = "train",
     seed: Annotated[int, typer.Option(help="Seed for document sampling and decoding.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
