@@ -21,8 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import dataset_path, parser, write_json
@@ -53,7 +55,12 @@ def main() -> None:
         "genqr_fusion(shots=3, max_new_tokens=24)"])
     args.add_argument("--baselines", nargs="*", default=["rm3", "rocchio >> dense"])
     args.add_argument("--seed", type=int, default=0)
+    args.add_argument("--report", type=Path, default=None,
+                      help="print the markdown tables of an earlier results JSON and exit")
     opts = args.parse_args()
+    if opts.report is not None:
+        print(markdown(json.loads(opts.report.read_text())))
+        return
 
     from cormorant.data import DatasetSpec
     from cormorant.eval.harness import score_run
@@ -130,6 +137,24 @@ def comparisons(results: dict[str, Any], dataset: str) -> list[Any]:
                                  {q: v[measure] for q, v in record["per_query"].items()},
                                  {q: v[measure] for q, v in results[base]["per_query"].items()}))
     return correct(found) if found else found
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """The results as a markdown table: each pipeline, its baseline, deltas and p-values."""
+    comps = {(c["system"], c["measure"]): c for c in payload["comparisons"]}
+    lines = ["| pipeline | nDCG@10 | R@100 | RR@10 | vs | delta nDCG@10 (p, Holm) | W/T/L |"
+             " model s/query | ms/query (this run) |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for text, record in payload["runs"].items():
+        m = record["metrics"]
+        c = comps.get((text, "nDCG@10"))
+        versus = f"`{c['baseline']}`" if c else ""
+        delta = (f"{c['delta']:+.4f} ({c['randomization_p_adjusted']:.3f})" if c else "")
+        wtl = f"{c['wins']}/{c['ties']}/{c['losses']}" if c else ""
+        lines.append(f"| `{text}` | {m['nDCG@10']:.4f} | {m['R@100']:.4f} | {m['RR@10']:.4f} |"
+                     f" {versus} | {delta} | {wtl} | {record['model_s_per_query']} |"
+                     f" {record['ms_per_query']:,.0f} |")
+    return "\n".join(lines)
 
 
 def _attach(stage: Any, llm: Any) -> None:
