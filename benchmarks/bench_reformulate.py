@@ -143,16 +143,19 @@ def markdown(payload: dict[str, Any]) -> str:
     """The results as a markdown table: each pipeline, its baseline, deltas and p-values."""
     comps = {(c["system"], c["measure"]): c for c in payload["comparisons"]}
     lines = ["| pipeline | nDCG@10 | R@100 | RR@10 | vs | delta nDCG@10 (p, Holm) | W/T/L |"
-             " model s/query | ms/query (this run) |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+             " new generations | model s per generation | ms/query (this run) |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for text, record in payload["runs"].items():
         m = record["metrics"]
         c = comps.get((text, "nDCG@10"))
         versus = f"`{c['baseline']}`" if c else ""
         delta = (f"{c['delta']:+.4f} ({c['randomization_p_adjusted']:.3f})" if c else "")
         wtl = f"{c['wins']}/{c['ties']}/{c['losses']}" if c else ""
+        made = record["generations"]
+        # Seconds per generated text: model time of this run's cache misses over their number.
+        per = f"{record['model_s_per_query'] * payload['queries'] / made:.1f}" if made else "-"
         lines.append(f"| `{text}` | {m['nDCG@10']:.4f} | {m['R@100']:.4f} | {m['RR@10']:.4f} |"
-                     f" {versus} | {delta} | {wtl} | {record['model_s_per_query']} |"
+                     f" {versus} | {delta} | {wtl} | {made} | {per} |"
                      f" {record['ms_per_query']:,.0f} |")
     return "\n".join(lines)
 
