@@ -136,3 +136,11 @@ def test_smollm2_gguf_through_transformers() -> None:
     params = GenerationParams(max_new_tokens=12, stop=("\n",))
     text = model.generate([prompt], params)[0]
     assert text and text == model.generate([prompt], params)[0]
+
+
+def test_long_prompts_lose_their_beginning_not_their_end(tiny_llm: Path) -> None:
+    from cormorant.llm.hf import TransformersModel
+
+    model = TransformersModel(str(tiny_llm), max_input_tokens=8)
+    enc = model.tokenizer(["the " * 50 + "moon tides"], truncation=True, max_length=8)
+    assert model.tokenizer.decode(enc["input_ids"][0]).endswith("moon tides")

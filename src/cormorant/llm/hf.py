@@ -135,6 +135,9 @@ class TransformersModel:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
+        # A prompt too long for max_input_tokens loses its beginning (examples, context), never
+        # its end, where the query and the answer cue are.
+        self.tokenizer.truncation_side = "left"
         self._identity: str | None = None
 
     @property
