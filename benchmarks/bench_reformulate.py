@@ -50,7 +50,7 @@ def main() -> None:
     args.add_argument("--queries", type=int, default=50, help="seeded sample of the split")
     args.add_argument("--llm", default="transformers:smollm2")
     args.add_argument("--retrievers", default="bm25,dense")
-    args.add_argument("--stages", nargs="+", default=[
+    args.add_argument("--stages", nargs="*", default=[
         "genqr_ensemble(shots=3, max_new_tokens=24)",
         "genqr_fusion(shots=3, max_new_tokens=24)"])
     args.add_argument("--baselines", nargs="*", default=["rm3", "rocchio >> dense"])
