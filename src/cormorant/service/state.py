@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from cormorant.errors import CormorantError
 from cormorant.index.format import read_meta
 from cormorant.pipeline_syntax import leaves, parse
-from cormorant.retrieval.assemble import retriever_class
+from cormorant.retrieval.assemble import reformulator_class, retriever_class
 from cormorant.service.auth import KeyRing
 from cormorant.service.batching import BatchingEncoder
 from cormorant.service.live import LiveIndex
@@ -150,6 +150,6 @@ def check_settings(settings: ServiceSettings) -> None:
             read_meta(config.path, verify=False)
             for text in config.pipelines:
                 for leaf in leaves(parse(text)):
-                    retriever_class(leaf.name)
+                    reformulator_class(leaf.name) or retriever_class(leaf.name)
         except CormorantError as exc:
             raise CormorantError(f"index {name!r}: {exc}") from None
