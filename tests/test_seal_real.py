@@ -15,13 +15,13 @@ pytestmark = pytest.mark.slow
 def test_default_generator_decodes_only_corpus_ngrams_on_scifact():
     from cormorant.data import DatasetSpec
     from cormorant.errors import CormorantError
+    from cormorant.llm.hf import smollm2_gguf
     from cormorant.retrieval.seal.constrained import decode
-    from cormorant.retrieval.seal.generator import find_gguf
     from cormorant.retrieval.seal.retriever import SealRetriever
     from cormorant.types import Corpus
 
     try:  # the package's module imports the `llm` CLI, left out by --no-deps: look, don't import
-        find_gguf()
+        smollm2_gguf()
     except CormorantError as exc:
         pytest.skip(str(exc))
     ds = DatasetSpec(shared_dataset("scifact")).load()

