@@ -182,7 +182,8 @@ def render(results: dict[str, Any]) -> str:
             train = f"{row['train_s'] / 60:.1f} min" if "train_s" in row else "-"
             if "load_1min" in row:
                 train += f" (load {row['load_1min']:.0f})"
-            cpu_time = f"{row['cpu_s'] / 60:.1f} min" if "cpu_s" in row else "not recorded"
+            cpu_time = f"{row['cpu_s'] / 60:.1f} min" if "cpu_s" in row \
+                else "-" if strategy == ZERO_SHOT else "not recorded"
             memory = f"{row['peak_rss_mb'] / 1024:.1f} GB" if "peak_rss_mb" in row else "-"
             label = {CROSS_ENCODER: f"{strategy} (re-ranks dense top {RERANK_DEPTH})",
                      TAS_BI_TEACHER: "tas-balanced (teacher: the dense row's model)"
