@@ -17,14 +17,12 @@ model reads the prompt and writes the n-gram. The output is a normal Hugging Fac
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cormorant.training.config import TrainConfig
@@ -55,6 +53,7 @@ def train_seal(config: TrainConfig) -> Any:
         _last_checkpoint,
         prepare_out,
         training_arguments,
+        write_output,
     )
 
     base = resolve_generator(config.base_model)
@@ -83,7 +82,7 @@ def train_seal(config: TrainConfig) -> Any:
     generator.model.eval()
     summary = {"kind": "seal", "base_model": base, "pairs": len(pairs),
                "seconds": round(seconds, 1)}
-    _write(config, generator, work, summary)
+    write_output(config, generator, work, summary, evaluator=None)
     return TrainResult(config.out, seconds, trainer.state.global_step, [], csv_log.values)
 
 
@@ -170,24 +169,6 @@ class _Rows:
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         return self.rows[i]
-
-
-def _write(config: TrainConfig, generator: Any, work: Path, summary: dict[str, Any]) -> None:
-    import shutil
-
-    from cormorant.index.format import atomic_directory
-    from cormorant.retrieval.encoders import TRAINING_RECORDS
-
-    with atomic_directory(config.out, overwrite=True) as tmp:
-        generator.model.save_pretrained(tmp)
-        generator.tokenizer.save_pretrained(tmp)
-        records = tmp / TRAINING_RECORDS
-        records.mkdir()
-        if (work / "logs").is_dir():
-            shutil.copytree(work / "logs", records / "logs")
-        (records / "summary.json").write_text(json.dumps(
-            {**summary, "config": config.to_dict()}, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def _random_span(words: list[str], rng: random.Random) -> str:

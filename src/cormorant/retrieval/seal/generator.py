@@ -79,6 +79,12 @@ class Generator:
             tokenizer.pad_token = tokenizer.eos_token
         return cls(model, tokenizer, seq2seq, prompt)
 
+    def save(self, directory: str) -> None:
+        """Write the model and its tokenizer as a normal Hugging Face folder (what
+        :meth:`load` reads); the same call as a sentence-transformers model's ``save``."""
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
     @property
     def vocab_size(self) -> int:
         """Logit columns: may exceed the tokenizer's size (padded embeddings)."""
