@@ -228,3 +228,19 @@ def test_reasoning_expansion_on_bright_format_data(tmp_path: Path) -> None:
     assert "x_0" not in result.run["0"]
     # Query "smell primaries" shares no word with the corpus; its reasoning finds b_0.
     assert plain.per_query["1"]["nDCG@10"] == 0.0 and result.per_query["1"]["nDCG@10"] == 1.0
+
+
+def test_cached_runs_key_on_the_language_models_weights(tmp_path) -> None:
+    """A model replaced at the same path must not reuse the old model's evaluation runs."""
+    from cormorant.retrieval.assemble import identity
+
+    model = tmp_path / "lm"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 4096)
+    pipeline = f"genqr_ensemble(llm=transformers:{model}) >> bm25"
+    before = identity(pipeline)
+    (model / "model.safetensors").write_bytes(b"\1" * 4096)
+    assert identity(pipeline) != before
+    assert identity("genqr_ensemble(llm=openai:gpt-x) >> bm25")[0] == {
+        "name": "genqr_ensemble", "llm": "openai:gpt-x"}  # a server: its name is all there is

