@@ -91,6 +91,29 @@ def _converted(gguf: Path) -> Path:
     return target
 
 
+def load_model_folder(path: str, dtype: Any = None, what: str = "language model"
+                      ) -> tuple[Any, Any, bool]:
+    """(model in eval mode, tokenizer with a pad token, whether it is seq2seq) for a local
+    Hugging Face causal or seq2seq folder, chosen by its config; a one-line error otherwise.
+
+    Example:
+        >>> model, tokenizer, seq2seq = load_model_folder("models/t5-tiny")  # doctest: +SKIP
+    """
+    transformers = _transformers()
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+        seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        auto = transformers.AutoModelForSeq2SeqLM if seq2seq \
+            else transformers.AutoModelForCausalLM
+        model = auto.from_pretrained(path, **({"dtype": dtype} if dtype is not None else {}))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise CormorantError(f"cannot load {what} {path!r}: {str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer, seq2seq
+
+
 def _transformers() -> Any:
     try:
         import transformers
@@ -117,7 +140,6 @@ class TransformersModel:
                  max_input_tokens: int = 1536, threads: int | None = None) -> None:
         import torch
 
-        transformers = _transformers()
         self.model_arg = model
         path, _ = resolve_llm(model)
         self.path = path
@@ -126,14 +148,7 @@ class TransformersModel:
         self.max_input_tokens = max_input_tokens
         if threads:
             torch.set_num_threads(threads)
-        config = transformers.AutoConfig.from_pretrained(path)
-        self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        auto = transformers.AutoModelForSeq2SeqLM if self.seq2seq \
-            else transformers.AutoModelForCausalLM
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        self.model = auto.from_pretrained(path).eval()
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model, self.tokenizer, self.seq2seq = load_model_folder(path)
         self.tokenizer.padding_side = "left"
         # A prompt too long for max_input_tokens loses its beginning (examples, context), never
         # its end, where the query and the answer cue are.

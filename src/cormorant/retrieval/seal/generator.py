@@ -63,20 +63,10 @@ class Generator:
     def load(cls, path: str, prompt: str = PROMPT) -> Generator:
         """Load a causal or seq2seq model folder (chosen by its config), for inference on CPU."""
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        try:
-            config = AutoConfig.from_pretrained(path)
-            seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-            auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-            model = auto.from_pretrained(path, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise CormorantError(f"cannot load generator {path!r}:"
-                                 f" {str(exc).splitlines()[0]}") from None
-        model.eval()
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        from cormorant.llm.hf import load_model_folder
+
+        model, tokenizer, seq2seq = load_model_folder(path, dtype=torch.float32, what="generator")
         return cls(model, tokenizer, seq2seq, prompt)
 
     def save(self, directory: str) -> None:
