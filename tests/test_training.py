@@ -200,6 +200,7 @@ def test_trained_model_works_as_dense_stage_and_query_tower_uses_its_document_in
 def test_tas_balanced_and_cross_encoder_train_and_load(train_dir, tiny_encoder, tmp_path) -> None:
     from cormorant.data import load_dataset
     from cormorant.retrieval.assemble import build_pipeline
+    from cormorant.training.teacher import CrossEncoderTeacher, load_teacher
     from cormorant.training.trainer import train
 
     ce = train(config(train_dir, tmp_path / "ce", tiny_encoder, kind="cross-encoder",
@@ -208,10 +209,33 @@ def test_tas_balanced_and_cross_encoder_train_and_load(train_dir, tiny_encoder, 
                        teacher=str(ce), clusters=3))
     summary = json.loads((tas.out / "training" / "summary.json").read_text())
     assert summary["clusters"] == 3 and summary["pairs"] > 0
+    assert isinstance(load_teacher(str(ce)), CrossEncoderTeacher)  # not taken for a bi-encoder
     corpus = load_dataset(train_dir).corpus
     pipe = build_pipeline(f"bm25 % 5 >> rerank(model={ce})", corpus)
     run = pipe.search({"q": "heart marker0x1 effect"}, k=5)
     assert len(run["q"]) == 5
+
+
+def test_cross_encoder_on_a_bi_encoder_keeps_its_pooling_and_speeds_up_only_the_head(
+        train_dir, tiny_encoder, tmp_path) -> None:
+    import re
+
+    from sentence_transformers.base.modules import Dense
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    from cormorant.training.cross_encoder import head_learning_rates, load_base
+
+    model = load_base(str(tiny_encoder))
+    pooling = next(m for m in model if isinstance(m, Pooling))
+    assert pooling.pooling_mode == "mean"  # the tiny encoder's own pooling, not [CLS]
+    head = next(m for m in model if isinstance(m, Dense))
+    assert head.out_features == 1 and head.module_output_name == "scores"
+    mapping = head_learning_rates(model, config(train_dir, tmp_path / "x", tiny_encoder,
+                                                head_learning_rate=5e-4))
+    (pattern, rate), = mapping.items()
+    # The Trainer matches these patterns against the loss module's names ("model." + name).
+    fast = {n for n, _ in model.named_parameters() if re.search(pattern, f"model.{n}")}
+    assert rate == 5e-4 and fast == {f"2.linear.{n}" for n, _ in head.linear.named_parameters()}
 
 
 def test_training_is_seeded_and_logs_loss_and_dev_metrics(train_dir, tiny_encoder, tmp_path) -> None:

@@ -60,6 +60,8 @@ class TrainConfig:
     inbatch_weight: float = 0.75
     clusters: int | None = None
     tas_candidates: str = "bm25"
+    # cross-encoder: the fresh scoring head learns faster than the pre-trained body
+    head_learning_rate: float = 1e-3
     # distill-query: query-only steps are ~20x cheaper than pair steps, so it runs longer
     student: str | None = None
     student_layers: int = 3
@@ -114,6 +116,7 @@ class TrainConfig:
         checks = [(self.batch_size >= 2, "--batch-size must be at least 2 (in-batch negatives)"),
                   (self.epochs > 0, "--epochs must be positive"),
                   (self.learning_rate > 0, "--learning-rate must be positive"),
+                  (self.head_learning_rate > 0, "head_learning_rate must be positive"),
                   (0 <= self.dev_fraction < 1, "--dev-fraction must be in [0, 1)"),
                   (self.num_negatives >= 1, "--num-negatives must be at least 1"),
                   (self.max_length >= 8, "--max-length must be at least 8 tokens"),

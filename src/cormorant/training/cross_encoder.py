@@ -3,13 +3,25 @@
 Each training query gives its positives (label 1) and mined negatives (label 0) as (query,
 document) pairs; binary cross-entropy with ``pos_weight`` = negatives per positive keeps the two
 classes balanced. The result loads as ``rerank(model=DIR)`` and as a TAS-Balanced teacher.
+
+The scoring head reads the pair the way the base model was trained to be read. A
+sentence-transformers bi-encoder (all-MiniLM-L6-v2) was trained with mean pooling and never
+used its [CLS] token, so the usual sequence-classification head (pooler over [CLS]) starts from
+features that say nothing about the pair: with it, the loss on SciFact stayed at its constant-
+prediction value (1.04) for a whole epoch, at 2e-5 and at 1e-4. Here such a base gets its own
+pooling followed by a fresh linear head; any other encoder gets the standard classification
+head. Either fresh head trains at ``head_learning_rate`` (its weights start near zero, so at the
+body's rate the body sees almost no gradient through it for most of a short run).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 from cormorant.training.config import TrainConfig
@@ -26,11 +38,7 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     """Train and write a cross-encoder; returns the same TrainResult as bi-encoders."""
     import torch
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import (
-        CrossEncoder,
-        CrossEncoderTrainer,
-        CrossEncoderTrainingArguments,
-    )
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from cormorant.retrieval.encoders import resolve_model
@@ -50,7 +58,7 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
     negatives = negatives_for(Context(config, data, base, work), method)
     rows = pair_rows(data, negatives, NEGATIVES_PER_QUERY, config)
-    model = _load(CrossEncoder, base)
+    model = load_base(base)
     # Pairs are cut to --max-length while training (like bi-encoder documents); the saved model
     # re-ranks at its full length.
     model.max_seq_length = min(config.max_length, CROSS_ENCODER_MAX_LENGTH)
@@ -59,7 +67,8 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
                               every=config.eval_steps
                               or _steps(len(rows["query"]) // _epochs(config), config),
-                              learning_rate=config.learning_rate)
+                              learning_rate=config.learning_rate,
+                              learning_rate_mapping=head_learning_rates(model, config))
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(NEGATIVES_PER_QUERY)))
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
@@ -93,15 +102,61 @@ def pair_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig) ->
     return rows
 
 
-def _load(cross_encoder: Any, base: str) -> Any:
-    """A cross-encoder with a fresh one-logit head on ``base``, or a one-line error."""
-    from pathlib import Path
+def load_base(base: str) -> Any:
+    """A cross-encoder with a fresh one-logit head on ``base``, or a one-line error.
+
+    A sentence-transformers folder with a pooling module keeps that pooling under the head
+    (see the module docstring); anything else gets ``*ForSequenceClassification``.
+    """
+    from sentence_transformers.cross_encoder import CrossEncoder
 
     from cormorant.errors import CormorantError
 
     try:
-        return cross_encoder(base, num_labels=1, max_length=CROSS_ENCODER_MAX_LENGTH,
-                             local_files_only=Path(base).exists())
+        pooling = _pooling_folder(Path(base))
+        if pooling is None:
+            return CrossEncoder(base, num_labels=1, max_length=CROSS_ENCODER_MAX_LENGTH,
+                                local_files_only=Path(base).exists())
+        return CrossEncoder(modules=_pooled_modules(base, pooling))
     except (OSError, ValueError) as exc:
         raise CormorantError(f"cannot load base model {base!r} for a cross-encoder:"
                              f" {str(exc).splitlines()[0]}") from None
+
+
+def _pooling_folder(folder: Path) -> str | None:
+    """The sub-folder of a sentence-transformers folder's pooling module, if it has one."""
+    modules = folder / "modules.json"
+    if not modules.is_file():
+        return None
+    for module in json.loads(modules.read_text()):
+        if module.get("type", "").endswith("Pooling"):
+            return str(module.get("path", ""))
+    return None
+
+
+def _pooled_modules(base: str, pooling: str) -> list[Any]:
+    """Transformer body, the base model's own pooling, and a linear head writing ``scores``."""
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    body = Transformer(base, transformer_task="feature-extraction",
+                       processor_kwargs={"model_max_length": CROSS_ENCODER_MAX_LENGTH})
+    body.max_seq_length = CROSS_ENCODER_MAX_LENGTH
+    head = Dense(body.get_embedding_dimension(), 1, activation_function=None,
+                 module_output_name="scores")
+    return [body, Pooling.load(base, subfolder=pooling, local_files_only=True), head]
+
+
+def head_learning_rates(model: Any, config: TrainConfig) -> dict[str, float]:
+    """``learning_rate_mapping`` for the Trainer: the fresh head's parameters (the linear head
+    of a pooled model, or the classifier) at ``config.head_learning_rate``."""
+    from sentence_transformers.base.modules import Dense
+
+    heads = [module for module in model if isinstance(module, Dense)]
+    mine = {id(p) for head in heads for p in head.parameters()}
+    names = [n for n, p in model.named_parameters()
+             if id(p) in mine or (not heads and ".classifier." in n)]
+    if not names:
+        return {}
+    # The Trainer matches against the loss module's names ("model." + these): anchor the ends.
+    return {"|".join(rf"(^|\.){re.escape(name)}$" for name in names): config.head_learning_rate}

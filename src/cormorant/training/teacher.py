@@ -122,7 +122,11 @@ def load_teacher(spec: str) -> Teacher:
 
 
 def is_cross_encoder(path: Path) -> bool:
-    """A sequence-classification checkpoint (what ``train --kind cross-encoder`` writes)."""
+    """What ``train --kind cross-encoder`` writes: a sentence-transformers CrossEncoder folder
+    (pooled head) or a ``*ForSequenceClassification`` checkpoint."""
+    st_config = path / "config_sentence_transformers.json"
+    if st_config.is_file() and json.loads(st_config.read_text()).get("model_type") == "CrossEncoder":
+        return True
     config = path / "config.json"
     if not config.is_file():
         return False
