@@ -7,11 +7,13 @@ classes balanced. The result loads as ``rerank(model=DIR)`` and as a TAS-Balance
 The scoring head reads the pair the way the base model was trained to be read. A
 sentence-transformers bi-encoder (all-MiniLM-L6-v2) was trained with mean pooling and never
 used its [CLS] token, so the usual sequence-classification head (pooler over [CLS]) starts from
-features that say nothing about the pair: with it, the loss on SciFact stayed at its constant-
-prediction value (1.04) for a whole epoch, at 2e-5 and at 1e-4. Here such a base gets its own
-pooling followed by a fresh linear head; any other encoder gets the standard classification
-head. Either fresh head trains at ``head_learning_rate`` (its weights start near zero, so at the
-body's rate the body sees almost no gradient through it for most of a short run).
+features that say nothing about the pair. Such a base gets its own pooling followed by a fresh
+linear head; any other encoder gets the standard classification head. Either fresh head trains
+at ``head_learning_rate``: its weights start near zero, so at the body's rate the body sees
+almost no gradient through it for most of a short run. On a toy lexical task (16 steps) this
+took the loss from 0.69 to 0.54 where the [CLS] head reached 0.68; on SciFact's 728 training
+queries neither head had moved the loss off its constant-prediction value (1.04) after 40
+steps: that little data is hard for a cross-encoder that starts from a bi-encoder.
 """
 
 from __future__ import annotations
