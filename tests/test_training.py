@@ -238,6 +238,22 @@ def test_cross_encoder_on_a_bi_encoder_keeps_its_pooling_and_speeds_up_only_the_
     assert rate == 5e-4 and fast == {f"2.linear.{n}" for n, _ in head.linear.named_parameters()}
 
 
+@pytest.mark.parametrize("kind, negatives", [("bi-encoder", "random"),
+                                             ("cross-encoder", "bm25")])
+def test_fractional_epochs_train_that_share_of_a_pass(train_dir, tiny_encoder, tmp_path, kind,
+                                                      negatives) -> None:
+    from cormorant.training.trainer import train
+
+    def steps(epochs: float) -> int:
+        out = tmp_path / f"{kind}-{epochs}"
+        return train(config(train_dir, out, tiny_encoder, kind=kind, negatives=negatives,
+                            epochs=epochs, dev_fraction=0)).steps
+
+    one, half, one_and_half = steps(1), steps(0.5), steps(1.5)
+    assert one >= 4
+    assert half == pytest.approx(one / 2, abs=1) and one_and_half == pytest.approx(1.5 * one, abs=1)
+
+
 def test_training_is_seeded_and_logs_loss_and_dev_metrics(train_dir, tiny_encoder, tmp_path) -> None:
     from cormorant.training.trainer import train
 

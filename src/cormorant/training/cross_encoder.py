@@ -28,7 +28,7 @@ from typing import Any
 
 from cormorant.training.config import TrainConfig
 from cormorant.training.evaluation import DevEvaluator, DevSet, cross_encoder_scorer
-from cormorant.training.strategies import Context, _epochs, _steps, negatives_for
+from cormorant.training.strategies import Context, _epochs, _steps, epoch_share, negatives_for
 
 log = logging.getLogger(__name__)
 DEFAULT_NEGATIVES = "bm25"
@@ -69,7 +69,7 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
                               every=config.eval_steps
                               or _steps(len(rows["query"]) // _epochs(config), config),
-                              learning_rate=config.learning_rate,
+                              learning_rate=config.learning_rate, share=epoch_share(config),
                               learning_rate_mapping=head_learning_rates(model, config))
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(NEGATIVES_PER_QUERY)))
     csv_log = CSVLogger(work / "logs" / "train_log.csv")

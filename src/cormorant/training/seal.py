@@ -47,6 +47,7 @@ def train_seal(config: TrainConfig) -> Any:
 
     from cormorant.retrieval.seal.generator import Generator, resolve_generator
     from cormorant.training.data import TrainingSet
+    from cormorant.training.strategies import epoch_share
     from cormorant.training.trainer import (
         CSVLogger,
         TrainResult,
@@ -70,7 +71,8 @@ def train_seal(config: TrainConfig) -> Any:
     log.info("seal: %d training pairs from %d queries", len(pairs), len(data.queries))
     args = training_arguments(TrainingArguments, config, work, None,
                               every=max(1, len(features) // config.batch_size),
-                              learning_rate=config.learning_rate, remove_unused_columns=False,
+                              learning_rate=config.learning_rate, share=epoch_share(config),
+                              remove_unused_columns=False,
                               max_grad_norm=1.0)
     generator.model.train()
     csv_log = CSVLogger(work / "logs" / "train_log.csv")

@@ -48,6 +48,9 @@ class Plan:
     document_encoder: str | None = None
     learning_rate: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    # The share of ``rows`` the Trainer runs through; None: what ``--epochs`` asks of rows built
+    # for ceil(epochs) passes (see :func:`epoch_share`).
+    share: float | None = None
 
 
 class Strategy:
@@ -75,6 +78,17 @@ def strategy(name: str) -> Strategy:
 
 def _epochs(config: TrainConfig) -> int:
     return max(1, int(np.ceil(config.epochs)))
+
+
+def epoch_share(config: TrainConfig) -> float:
+    """Rows hold ceil(epochs) passes, each drawn afresh; the Trainer runs this share of them,
+    so ``--epochs 0.5`` trains half a pass and ``--epochs 1.5`` one and a half.
+
+    Example:
+        >>> epoch_share(TrainConfig(dataset=Path("d"), out=Path("o"), epochs=1.5))
+        0.75
+    """
+    return float(config.epochs) / _epochs(config)
 
 
 def _steps(rows: int, config: TrainConfig) -> int:
@@ -332,7 +346,7 @@ class DistillQuery(Strategy):
         return Plan(rows, QueryDistillLoss(model, targets), batch_sampler="batch_sampler",
                     fixed_documents=fixed, document_encoder=teacher.path,
                     learning_rate=ctx.config.distill_learning_rate,
-                    steps_per_epoch=_steps(len(texts), ctx.config),
+                    steps_per_epoch=_steps(len(texts), ctx.config), share=1.0,
                     notes={"distill_texts": len(texts)})
 
 

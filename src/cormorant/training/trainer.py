@@ -26,7 +26,7 @@ from cormorant.retrieval.encoders import TRAINING_RECORDS
 from cormorant.training.config import TrainConfig
 from cormorant.training.data import TrainingSet
 from cormorant.training.evaluation import DevEvaluator, DevSet, bi_encoder_scorer
-from cormorant.training.strategies import Context, Plan, strategy
+from cormorant.training.strategies import Context, Plan, epoch_share, strategy
 
 log = logging.getLogger(__name__)
 ROLE_FILE = "cormorant.json"
@@ -142,7 +142,8 @@ def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluato
                               every=config.eval_steps or plan.steps_per_epoch,
                               learning_rate=plan.learning_rate or config.learning_rate,
                               batch_sampler=plan.batch_sampler, max_grad_norm=1.0,
-                              dataloader_drop_last=False)
+                              dataloader_drop_last=False,
+                              share=epoch_share(config) if plan.share is None else plan.share)
     dataset = Dataset.from_dict(plan.rows)
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
@@ -152,8 +153,9 @@ def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluato
 
 
 def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any, every: int,
-                       learning_rate: float, **extra: Any) -> Any:
-    """The Trainer arguments every kind shares: one pass over the rows (they hold every epoch),
+                       learning_rate: float, share: float = 1.0, **extra: Any) -> Any:
+    """The Trainer arguments every kind shares: ``share`` of one pass over the rows (they hold
+    every epoch: ceil(epochs) passes, so a fractional ``--epochs`` runs part of them),
     evaluation and checkpoints every ``every`` steps keeping the best dev nDCG@10, CSV and
     TensorBoard logs, CUDA and fp16 when there is a GPU."""
     import torch
@@ -161,7 +163,7 @@ def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any
     cuda = torch.cuda.is_available()
     tensorboard_dir(work)
     return cls(
-        output_dir=str(work / "checkpoints"), num_train_epochs=1, max_steps=config.max_steps,
+        output_dir=str(work / "checkpoints"), num_train_epochs=share, max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, learning_rate=learning_rate,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         fp16=cuda if config.fp16 is None else config.fp16, use_cpu=not cuda,
