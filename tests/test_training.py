@@ -304,6 +304,35 @@ def test_cli_trains_from_a_config_file(train_dir, tiny_encoder, tmp_path) -> Non
     assert all(len(json.loads(line)["negatives"]) <= 2 for line in negatives)
 
 
+@pytest.mark.parametrize("negatives", ["star", "in-batch"])
+def test_torchrun_data_parallel_training_writes_one_model(train_dir, tiny_encoder, tmp_path,
+                                                         negatives) -> None:
+    """Two CPU processes (gloo) stand in for two GPUs: the contrastive loss is built to gather
+    every rank's embeddings, and only the main process writes the model and reports."""
+    import os
+
+    from cormorant.data import load_dataset
+    from cormorant.retrieval.assemble import build_pipeline
+
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
+         "-m", "cormorant.cli", "train", "--dataset", str(train_dir), "--negatives", negatives,
+         "--base-model", str(tiny_encoder), "--out", str(out), "--batch-size", "4"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(f"trained {negatives} for") == 1
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    if negatives == "in-batch":  # decided when the loss is built, before the Trainer starts
+        assert summary["gathered_across_processes"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # no work dir, no temp copy
+    run = build_pipeline(f"dense(model={out})", load_dataset(train_dir).corpus).search(
+        {"q": "heart marker0x1 effect"}, k=3)
+    assert len(run["q"]) == 3
+
+
 @pytest.mark.parametrize("args, message", [
     (["--split", "dev"], "has no split 'dev'"),
     (["--base-model", "/nonexistent/model"], "cannot load encoder"),

@@ -269,6 +269,7 @@ def train(
     checkpoint is kept; OUT appears only when training finishes.
     """
     from cormorant.training.config import TrainConfig
+    from cormorant.training.trainer import is_main_process
     from cormorant.training.trainer import train as run_training
 
     given = {"dataset": dataset, "out": out, "negatives": negatives, "kind": kind,
@@ -282,6 +283,8 @@ def train(
     else:
         settings = TrainConfig.from_dict({k: v for k, v in given.items() if v is not None})
     result = run_training(settings)
+    if not is_main_process():
+        return  # torchrun's other ranks: the main process reports
     best = max((v for _, v in result.dev_history), default=None)
     typer.echo(f"trained {settings.negatives if settings.kind == 'bi-encoder' else settings.kind}"
                f" for {result.steps} steps in {result.seconds:.0f}s"

@@ -47,14 +47,34 @@ def work_dir(out: Path) -> Path:
     return out.with_name(out.name + ".work")
 
 
+def distributed_state() -> Any | None:
+    """accelerate's state of the process group when ``torchrun`` started several processes
+    (one per GPU); None for a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def is_main_process() -> bool:
+    """True unless this is one of ``torchrun``'s other ranks (which write and print nothing)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def prepare_out(config: TrainConfig) -> Path:
-    """Check ``--out`` before any work: refuse to clobber, and leave a resumable work dir."""
+    """Check ``--out`` before any work: refuse to clobber, and leave a resumable work dir.
+    Under ``torchrun`` only the main process clears the work dir, and the others wait for it."""
     work = work_dir(config.out)
     if config.out.exists() and not config.overwrite:
         raise CormorantError(f"{config.out} already exists (use --overwrite to replace it)")
-    if work.exists() and not config.resume:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
+    state = distributed_state()
+    if state is None or state.is_main_process:
+        if work.exists() and not config.resume:
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+    if state is not None:
+        state.wait_for_everyone()
     return work
 
 
@@ -128,6 +148,8 @@ def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
     seconds = time.perf_counter() - start
     model.max_seq_length = full_length
     summary = {"strategy": name, "seconds": round(seconds, 1), **plan.notes}
+    if hasattr(plan.loss, "gather_across_devices"):  # the contrastive losses decide at build time
+        summary["gathered_across_processes"] = bool(plan.loss.gather_across_devices)
     write_output(config, model, work, summary, evaluator, plan.negatives, plan.document_encoder)
     return TrainResult(config.out, seconds, trainer.state.global_step,
                        evaluator.history if evaluator else [], losses.values)
@@ -209,7 +231,14 @@ def write_output(config: TrainConfig, model: Any, work: Path, summary: dict[str,
                  evaluator: DevEvaluator | None, negatives: Any = None,
                  document_encoder: str | None = None) -> None:
     """Write the model, its document tower (for a query tower) and the training records into
-    ``config.out`` atomically, then drop the work directory."""
+    ``config.out`` atomically, then drop the work directory. Under ``torchrun`` the main
+    process writes, once every process is done with the checkpoints."""
+    state = distributed_state()
+    if state is not None:
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return
+    summary = {**summary, "processes": state.num_processes if state is not None else 1}
     with atomic_directory(config.out, overwrite=True) as tmp:
         model.save(str(tmp))
         if document_encoder:
