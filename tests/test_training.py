@@ -75,6 +75,23 @@ def test_bm25_mining_finds_hard_negatives_and_round_trips(data: TrainingSet, tmp
     assert again.by_query == negatives.by_query and again.method == "bm25"
 
 
+def test_cross_encoder_pairs_are_one_positive_to_three_negatives_per_query_and_epoch(
+        data: TrainingSet, tmp_path: Path) -> None:
+    from cormorant.training.cross_encoder import NEGATIVES_PER_QUERY, pair_rows
+
+    negatives = mine(data, "bm25", MiningConfig(num_negatives=5))
+    cfg = TrainConfig(dataset=tmp_path, out=tmp_path / "o", epochs=2)
+    rows = pair_rows(data, negatives, NEGATIVES_PER_QUERY, cfg)
+    text_of = {text: qid for qid, text in data.queries.items()}
+    by_doc = {text: doc for doc, text in data.texts.items()}
+    groups = Counter((text_of[q], label) for q, label in zip(rows["query"], rows["label"]))
+    for qid in data.queries:
+        assert groups[(qid, 1.0)] == 2 and groups[(qid, 0.0)] == 2 * NEGATIVES_PER_QUERY
+    for query, document, label in zip(rows["query"], rows["document"], rows["label"]):
+        relevant = by_doc[document] in data.relevant(text_of[query])
+        assert relevant == (label == 1.0)  # a negative is never a judged positive
+
+
 def test_negatives_file_with_unknown_documents_is_refused(data: TrainingSet, tmp_path: Path) -> None:
     qid = next(iter(data.queries))
     path = tmp_path / "bad.jsonl"
