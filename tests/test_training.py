@@ -84,10 +84,11 @@ def test_cross_encoder_pairs_are_one_positive_to_three_negatives_per_query_and_e
     rows = pair_rows(data, negatives, NEGATIVES_PER_QUERY, cfg)
     text_of = {text: qid for qid, text in data.queries.items()}
     by_doc = {text: doc for doc, text in data.texts.items()}
-    groups = Counter((text_of[q], label) for q, label in zip(rows["query"], rows["label"]))
+    groups = Counter((text_of[q], label) for q, label in zip(rows["query"], rows["label"], strict=True))
     for qid in data.queries:
         assert groups[(qid, 1.0)] == 2 and groups[(qid, 0.0)] == 2 * NEGATIVES_PER_QUERY
-    for query, document, label in zip(rows["query"], rows["document"], rows["label"]):
+    for query, document, label in zip(rows["query"], rows["document"], rows["label"],
+                                       strict=True):
         relevant = by_doc[document] in data.relevant(text_of[query])
         assert relevant == (label == 1.0)  # a negative is never a judged positive
 
