@@ -1,8 +1,8 @@
 """``cormorant train --kind cross-encoder``: a re-ranker trained from a plain encoder.
 
-Each training query gives its positives (label 1) and mined negatives (label 0) as (query,
-document) pairs; binary cross-entropy with ``pos_weight`` = negatives per positive keeps the two
-classes balanced. The result loads as ``rerank(model=DIR)`` and as a TAS-Balanced teacher.
+Each training query gives, per epoch, one of its positives (label 1) and three mined negatives
+(label 0) as (query, document) pairs; binary cross-entropy with ``pos_weight`` = negatives per
+positive keeps the two classes balanced. The result loads as ``rerank(model=DIR)`` and as a TAS-Balanced teacher.
 
 The scoring head reads the pair the way the base model was trained to be read. A
 sentence-transformers bi-encoder (all-MiniLM-L6-v2) was trained with mean pooling and never

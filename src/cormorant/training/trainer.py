@@ -59,7 +59,8 @@ def distributed_state() -> Any | None:
 
 def is_main_process() -> bool:
     """True unless this is one of ``torchrun``'s other ranks (which write and print nothing)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    state = distributed_state()
+    return state is None or state.is_main_process
 
 
 def prepare_out(config: TrainConfig) -> Path:
