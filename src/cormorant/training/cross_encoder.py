@@ -2,7 +2,8 @@
 
 Each training query gives, per epoch, one of its positives (label 1) and three mined negatives
 (label 0) as (query, document) pairs; binary cross-entropy with ``pos_weight`` = negatives per
-positive keeps the two classes balanced. The result loads as ``rerank(model=DIR)`` and as a TAS-Balanced teacher.
+positive keeps the two classes balanced. The result loads as ``rerank(model=DIR)`` and as a
+TAS-Balanced teacher.
 
 The scoring head reads the pair the way the base model was trained to be read. A
 sentence-transformers bi-encoder (all-MiniLM-L6-v2) was trained with mean pooling and never
@@ -18,7 +19,6 @@ steps: that little data is hard for a cross-encoder that starts from a bi-encode
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -117,39 +117,34 @@ def load_base(base: str) -> Any:
 
     from cormorant.errors import CormorantError
 
+    pooled = _pooled_modules(base) if (Path(base) / "modules.json").is_file() else None
+    if pooled is not None:
+        return CrossEncoder(modules=pooled)
     try:
-        pooling = _pooling_folder(Path(base))
-        if pooling is None:
-            return CrossEncoder(base, num_labels=1, max_length=CROSS_ENCODER_MAX_LENGTH,
-                                local_files_only=Path(base).exists())
-        return CrossEncoder(modules=_pooled_modules(base, pooling))
+        return CrossEncoder(base, num_labels=1, max_length=CROSS_ENCODER_MAX_LENGTH,
+                            local_files_only=Path(base).exists())
     except (OSError, ValueError) as exc:
         raise CormorantError(f"cannot load base model {base!r} for a cross-encoder:"
                              f" {str(exc).splitlines()[0]}") from None
 
 
-def _pooling_folder(folder: Path) -> str | None:
-    """The sub-folder of a sentence-transformers folder's pooling module, if it has one."""
-    modules = folder / "modules.json"
-    if not modules.is_file():
-        return None
-    for module in json.loads(modules.read_text()):
-        if module.get("type", "").endswith("Pooling"):
-            return str(module.get("path", ""))
-    return None
-
-
-def _pooled_modules(base: str, pooling: str) -> list[Any]:
-    """Transformer body, the base model's own pooling, and a linear head writing ``scores``."""
-    from sentence_transformers.base.modules import Dense, Transformer
+def _pooled_modules(base: str) -> list[Any] | None:
+    """The sentence-transformers base's modules up to its pooling and a linear head writing
+    ``scores``; None when the base has no pooling module."""
+    from sentence_transformers.base.modules import Dense
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    body = Transformer(base, transformer_task="feature-extraction",
-                       processor_kwargs={"model_max_length": CROSS_ENCODER_MAX_LENGTH})
+    from cormorant.training.strategies import load_model
+
+    modules = list(load_model(str(base)))
+    pooling = next((i for i, m in enumerate(modules) if isinstance(m, Pooling)), None)
+    if pooling is None:
+        return None
+    body = modules[0]
     body.max_seq_length = CROSS_ENCODER_MAX_LENGTH
     head = Dense(body.get_embedding_dimension(), 1, activation_function=None,
                  module_output_name="scores")
-    return [body, Pooling.load(base, subfolder=pooling, local_files_only=True), head]
+    return [*modules[:pooling + 1], head]
 
 
 def head_learning_rates(model: Any, config: TrainConfig) -> dict[str, float]:
