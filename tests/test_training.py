@@ -93,6 +93,26 @@ def test_cross_encoder_pairs_are_one_positive_to_three_negatives_per_query_and_e
         assert relevant == (label == 1.0)  # a negative is never a judged positive
 
 
+def test_listwise_cross_encoder_groups_hold_one_positive_and_distinct_negatives(
+        data: TrainingSet, tmp_path: Path) -> None:
+    from cormorant.training.cross_encoder import NEGATIVES_PER_QUERY, group_rows
+
+    # A pool of two negatives for a group of three: the third is a random non-relevant document.
+    negatives = mine(data, "bm25", MiningConfig(num_negatives=2))
+    rows = group_rows(data, negatives, NEGATIVES_PER_QUERY,
+                      TrainConfig(dataset=tmp_path, out=tmp_path / "o", epochs=2))
+    columns = ["query", "positive"] + [f"negative_{i + 1}" for i in range(NEGATIVES_PER_QUERY)]
+    assert list(rows) == columns  # the positive second: the listwise loss reads it so
+    assert Counter(rows["query"]) == Counter({text: 2 for text in data.queries.values()})
+    text_of = {text: qid for qid, text in data.queries.items()}
+    by_doc = {text: doc for doc, text in data.texts.items()}
+    for i, query in enumerate(rows["query"]):
+        relevant = data.relevant(text_of[query])
+        assert by_doc[rows["positive"][i]] in relevant
+        drawn = [by_doc[rows[c][i]] for c in columns[2:]]
+        assert len(set(drawn)) == NEGATIVES_PER_QUERY and not set(drawn) & relevant
+
+
 def test_negatives_file_with_unknown_documents_is_refused(data: TrainingSet, tmp_path: Path) -> None:
     qid = next(iter(data.queries))
     path = tmp_path / "bad.jsonl"
@@ -256,16 +276,17 @@ def test_cross_encoder_on_a_bi_encoder_keeps_its_pooling_and_speeds_up_only_the_
     assert rate == 5e-4 and fast == {f"2.linear.{n}" for n, _ in head.linear.named_parameters()}
 
 
-@pytest.mark.parametrize("kind, negatives", [("bi-encoder", "random"),
-                                             ("cross-encoder", "bm25")])
+@pytest.mark.parametrize("kind, negatives, extra", [
+    ("bi-encoder", "random", {}), ("cross-encoder", "bm25", {}),
+    ("cross-encoder", "bm25", {"cross_encoder_loss": "listwise", "batch_size": 8})])
 def test_fractional_epochs_train_that_share_of_a_pass(train_dir, tiny_encoder, tmp_path, kind,
-                                                      negatives) -> None:
+                                                      negatives, extra) -> None:
     from cormorant.training.trainer import train
 
     def steps(epochs: float) -> int:
         out = tmp_path / f"{kind}-{epochs}"
         return train(config(train_dir, out, tiny_encoder, kind=kind, negatives=negatives,
-                            epochs=epochs, dev_fraction=0)).steps
+                            epochs=epochs, dev_fraction=0, **extra)).steps
 
     one, half, one_and_half = steps(1), steps(0.5), steps(1.5)
     assert one >= 4
@@ -300,6 +321,21 @@ def test_resume_continues_from_the_last_checkpoint(train_dir, tiny_encoder, tmp_
     assert partial.steps == 2
     full = train(dataclasses.replace(cfg, resume=True))
     assert full.steps >= 8 and full.out.is_dir() and not work.exists()
+
+
+def test_dev_view_keeps_the_best_judged_positives_of_a_query_with_many(data: TrainingSet) -> None:
+    from dataclasses import replace
+
+    from cormorant.training.evaluation import DevSet
+
+    qid = next(iter(data.queries))
+    docs = sorted(data.texts)
+    grades = {d: (2 if i < 3 else 1) for i, d in enumerate(docs)}  # every document judged
+    dev = replace(data, positives={**data.positives, qid: docs}, qrels={qid: grades})
+    view = DevSet.build(dev, depth=5)
+    kept = set(view.candidates[qid]) & set(docs[:3])
+    assert kept == set(docs[:3])  # the grade-2 positives are all in the view
+    assert len(view.candidates[qid]) <= 10 < len(docs)  # 5 from BM25 + at most 5 positives
 
 
 # --- the command line and bad input ----------------------------------------------------------
