@@ -13,6 +13,7 @@ import yaml
 from cormorant.errors import CormorantError
 
 KINDS = ("bi-encoder", "cross-encoder", "seal")
+CROSS_ENCODER_LOSSES = ("bce", "listwise")
 
 
 @dataclass
@@ -62,6 +63,7 @@ class TrainConfig:
     tas_candidates: str = "bm25"
     # cross-encoder: the fresh scoring head learns faster than the pre-trained body
     head_learning_rate: float = 1e-3
+    cross_encoder_loss: str = "bce"
     # distill-query: query-only steps are ~20x cheaper than pair steps, so it runs longer
     student: str | None = None
     student_layers: int = 3
@@ -117,6 +119,8 @@ class TrainConfig:
                   (self.epochs > 0, "--epochs must be positive"),
                   (self.learning_rate > 0, "--learning-rate must be positive"),
                   (self.head_learning_rate > 0, "head_learning_rate must be positive"),
+                  (self.cross_encoder_loss in CROSS_ENCODER_LOSSES,
+                   f"cross_encoder_loss must be one of {', '.join(CROSS_ENCODER_LOSSES)}"),
                   (0 <= self.dev_fraction < 1, "--dev-fraction must be in [0, 1)"),
                   (self.num_negatives >= 1, "--num-negatives must be at least 1"),
                   (self.max_length >= 8, "--max-length must be at least 8 tokens"),

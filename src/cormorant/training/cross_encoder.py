@@ -28,12 +28,16 @@ from typing import Any
 
 from cormorant.training.config import TrainConfig
 from cormorant.training.evaluation import DevEvaluator, DevSet, cross_encoder_scorer
-from cormorant.training.strategies import Context, _epochs, _steps, epoch_share, negatives_for
+from cormorant.training.strategies import Context, _epochs, epoch_share, negatives_for
 
 log = logging.getLogger(__name__)
 DEFAULT_NEGATIVES = "bm25"
 CROSS_ENCODER_MAX_LENGTH = 256
 NEGATIVES_PER_QUERY = 3
+# listwise: each group also meets this many other queries' documents of the batch (random
+# negatives), so a group scores 1 + 3 + 4 pairs.
+IN_BATCH_NEGATIVES = 4
+GROUP_PAIRS = 1 + NEGATIVES_PER_QUERY + IN_BATCH_NEGATIVES
 
 
 def train_cross_encoder(config: TrainConfig) -> Any:
@@ -41,7 +45,10 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import (
+        BinaryCrossEntropyLoss,
+        MultipleNegativesRankingLoss,
+    )
 
     from cormorant.retrieval.encoders import resolve_model
     from cormorant.training.trainer import (
@@ -59,19 +66,26 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     data, dev = split_dev(config)
     method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
     negatives = negatives_for(Context(config, data, base, work), method)
-    rows = pair_rows(data, negatives, NEGATIVES_PER_QUERY, config)
+    listwise = config.cross_encoder_loss == "listwise"
+    rows = group_rows(data, negatives, NEGATIVES_PER_QUERY, config) if listwise \
+        else pair_rows(data, negatives, NEGATIVES_PER_QUERY, config)
     model = load_base(base)
     # Pairs are cut to --max-length while training (like bi-encoder documents); the saved model
     # re-ranks at its full length.
     model.max_seq_length = min(config.max_length, CROSS_ENCODER_MAX_LENGTH)
     evaluator = DevEvaluator(DevSet.build(dev, config.dev_candidates), cross_encoder_scorer) \
         if dev is not None else None
+    # A step scores about --batch-size pairs either way: a listwise row is a whole group.
+    batch = max(2, config.batch_size // GROUP_PAIRS) if listwise else config.batch_size
+    per_epoch = len(rows["query"]) // _epochs(config)
     args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
-                              every=config.eval_steps
-                              or _steps(len(rows["query"]) // _epochs(config), config),
+                              every=config.eval_steps or max(1, -(-per_epoch // batch)),
                               learning_rate=config.learning_rate, share=epoch_share(config),
+                              batch_size=batch,
                               learning_rate_mapping=head_learning_rates(model, config))
-    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(NEGATIVES_PER_QUERY)))
+    loss = MultipleNegativesRankingLoss(model, num_negatives=IN_BATCH_NEGATIVES, scale=1.0,
+                                        activation_fn=None) if listwise \
+        else BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(NEGATIVES_PER_QUERY)))
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
                                   loss=loss, evaluator=evaluator, callbacks=[csv_log])
@@ -79,7 +93,8 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     model.max_seq_length = CROSS_ENCODER_MAX_LENGTH
-    summary = {"kind": "cross-encoder", "negatives": method, "seconds": round(seconds, 1)}
+    summary = {"kind": "cross-encoder", "negatives": method, "loss": config.cross_encoder_loss,
+               "seconds": round(seconds, 1)}
     write_output(config, model, work, summary, evaluator, negatives)
     return TrainResult(config.out, seconds, trainer.state.global_step,
                        evaluator.history if evaluator else [], csv_log.values)
@@ -105,6 +120,43 @@ def pair_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig) ->
                 rows["document"].append(data.texts[doc])
                 rows["label"].append(label)
     return rows
+
+
+def group_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig
+               ) -> dict[str, list]:
+    """Listwise rows (query, positive, negative_1 .. negative_k): per query and epoch one
+    positive and ``per_query`` distinct mined negatives, drawn as in :func:`pair_rows`.
+
+    A query whose mined pool is short is topped up with random corpus documents that are not
+    judged relevant to it, so every row has the same columns.
+    """
+    rng = random.Random(config.seed)
+    doc_ids = list(data.texts)
+    rows: dict[str, list] = {"query": [], "positive": []}
+    rows.update({f"negative_{i + 1}": [] for i in range(per_query)})
+    for _ in range(_epochs(config)):
+        for qid, text in data.queries.items():
+            pool = negatives.ids(qid)
+            drawn = rng.sample(pool, min(per_query, len(pool)))
+            if len(drawn) < per_query:
+                drawn += _top_up(drawn, data.relevant(qid), doc_ids, per_query, rng)
+            rows["query"].append(text)
+            rows["positive"].append(data.texts[rng.choice(data.positives[qid])])
+            for i, doc in enumerate(drawn):
+                rows[f"negative_{i + 1}"].append(data.texts[doc])
+    return rows
+
+
+def _top_up(drawn: list[str], relevant: set[str], doc_ids: list[str], size: int,
+            rng: random.Random) -> list[str]:
+    """Random non-relevant documents to fill ``drawn`` to ``size`` (repeating them only when
+    the corpus has too few)."""
+    spare = [d for d in doc_ids if d not in relevant and d not in drawn]
+    extra = rng.sample(spare, min(len(spare), size - len(drawn)))
+    pool = drawn + extra or spare or doc_ids
+    while len(drawn) + len(extra) < size:
+        extra.append(rng.choice(pool))
+    return extra
 
 
 def load_base(base: str) -> Any:

@@ -176,18 +176,20 @@ def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluato
 
 
 def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any, every: int,
-                       learning_rate: float, share: float = 1.0, **extra: Any) -> Any:
+                       learning_rate: float, share: float = 1.0, batch_size: int | None = None,
+                       **extra: Any) -> Any:
     """The Trainer arguments every kind shares: ``share`` of one pass over the rows (they hold
     every epoch: ceil(epochs) passes, so a fractional ``--epochs`` runs part of them),
     evaluation and checkpoints every ``every`` steps keeping the best dev nDCG@10, CSV and
-    TensorBoard logs, CUDA and fp16 when there is a GPU."""
+    TensorBoard logs, CUDA and fp16 when there is a GPU. ``batch_size`` (rows per step)
+    defaults to ``config.batch_size``."""
     import torch
 
     cuda = torch.cuda.is_available()
     tensorboard_dir(work)
     return cls(
         output_dir=str(work / "checkpoints"), num_train_epochs=share, max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size, learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size or config.batch_size, learning_rate=learning_rate,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         fp16=cuda if config.fp16 is None else config.fp16, use_cpu=not cuda,
         seed=config.seed, data_seed=config.seed,
