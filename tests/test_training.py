@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -306,6 +307,33 @@ def test_training_is_seeded_and_logs_loss_and_dev_metrics(train_dir, tiny_encode
     # Before training (step 0, the starting point) and after each of the two epochs.
     assert [step for step, _ in one.dev_history] == [0, 9, 17]
     assert not (tmp_path / "a.work").exists()
+
+
+def test_start_was_best_compares_the_start_with_every_checkpoint() -> None:
+    from cormorant.training.trainer import start_was_best
+
+    assert start_was_best([(0, 0.7), (10, 0.6), (20, 0.7)])  # a tie keeps the start
+    assert not start_was_best([(0, 0.7), (10, 0.6), (20, 0.71)])
+    assert not start_was_best([(10, 0.6)])  # resumed: no start to compare with
+
+
+def test_a_run_that_only_hurts_dev_writes_the_starting_weights(train_dir, tiny_encoder,
+                                                                tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from cormorant.training.trainer import train
+
+    # A learning rate this high wrecks the tiny encoder in its first steps.
+    result = train(config(train_dir, tmp_path / "wrecked", tiny_encoder, negatives="in-batch",
+                          learning_rate=5.0, warmup_ratio=0.0))
+    (start, *later) = [value for _, value in result.dev_history]
+    assert max(later) < start
+    summary = json.loads((result.out / "training" / "summary.json").read_text())
+    assert summary["kept"] == "start"
+    written = load_file(result.out / "model.safetensors")
+    base = load_file(tiny_encoder / "model.safetensors")
+    assert written.keys() == base.keys()
+    assert all(torch.equal(written[k], base[k]) for k in base)
 
 
 def test_resume_continues_from_the_last_checkpoint(train_dir, tiny_encoder, tmp_path) -> None:

@@ -142,18 +142,35 @@ def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
         dev_set = DevSet.build(dev, config.dev_candidates)
         evaluator = DevEvaluator(dev_set, bi_encoder_scorer(plan.fixed_documents))
     start = time.perf_counter()
+    starting_weights = None
     if evaluator is not None and not config.resume:
-        evaluator(model, steps=0)  # the starting point, for the log: is training helping?
+        evaluator(model, steps=0)  # the starting point: is training helping?
+        starting_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     trainer, losses = _trainer(config, model, plan, evaluator, work)
     trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     model.max_seq_length = full_length
     summary = {"strategy": name, "seconds": round(seconds, 1), **plan.notes}
+    if starting_weights is not None and start_was_best(evaluator.history):
+        model.load_state_dict(starting_weights)
+        summary["kept"] = "start"
     if hasattr(plan.loss, "gather_across_devices"):  # the contrastive losses decide at build time
         summary["gathered_across_processes"] = bool(plan.loss.gather_across_devices)
     write_output(config, model, work, summary, evaluator, plan.negatives, plan.document_encoder)
     return TrainResult(config.out, seconds, trainer.state.global_step,
                        evaluator.history if evaluator else [], losses.values)
+
+
+def start_was_best(history: list[tuple[int, float]]) -> bool:
+    """True when no checkpoint beat the dev score of the starting weights (step 0): the
+    Trainer picks the best among its checkpoints only, and the start is not one of them."""
+    start = [value for step, value in history if step == 0]
+    later = [value for step, value in history if step != 0]
+    if not start or not later or max(later) > start[0]:
+        return False
+    log.warning("training did not improve dev nDCG@10 (start %.4f, best checkpoint %.4f):"
+                " writing the starting weights", start[0], max(later))
+    return True
 
 
 def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluator | None,
