@@ -279,7 +279,7 @@ def test_cross_encoder_on_a_bi_encoder_keeps_its_pooling_and_speeds_up_only_the_
 
 @pytest.mark.parametrize("kind, negatives, extra", [
     ("bi-encoder", "random", {}), ("cross-encoder", "bm25", {}),
-    ("cross-encoder", "bm25", {"cross_encoder_loss": "listwise", "batch_size": 8})])
+    ("cross-encoder", "bm25", {"cross_encoder_loss": "bce"})])
 def test_fractional_epochs_train_that_share_of_a_pass(train_dir, tiny_encoder, tmp_path, kind,
                                                       negatives, extra) -> None:
     from cormorant.training.trainer import train

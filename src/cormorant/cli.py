@@ -247,7 +247,8 @@ def train(
     epochs: Annotated[float | None, typer.Option(help="Passes over the training queries (1).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Queries per batch (32).")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (2e-5).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        help="Peak learning rate (2e-5; cross-encoder 7e-5).")] = None,
     max_length: Annotated[int | None, typer.Option(
         help="Tokens per text while training (128); the saved model keeps its own length.")] = None,
     teacher: Annotated[str | None, typer.Option(

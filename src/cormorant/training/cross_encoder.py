@@ -80,7 +80,7 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     per_epoch = len(rows["query"]) // _epochs(config)
     args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
                               every=config.eval_steps or max(1, -(-per_epoch // batch)),
-                              learning_rate=config.learning_rate, share=epoch_share(config),
+                              learning_rate=config.peak_learning_rate, share=epoch_share(config),
                               batch_size=batch,
                               learning_rate_mapping=head_learning_rates(model, config))
     loss = MultipleNegativesRankingLoss(model, num_negatives=IN_BATCH_NEGATIVES, scale=1.0,

@@ -71,7 +71,7 @@ def train_seal(config: TrainConfig) -> Any:
     log.info("seal: %d training pairs from %d queries", len(pairs), len(data.queries))
     args = training_arguments(TrainingArguments, config, work, None,
                               every=max(1, len(features) // config.batch_size),
-                              learning_rate=config.learning_rate, share=epoch_share(config),
+                              learning_rate=config.peak_learning_rate, share=epoch_share(config),
                               remove_unused_columns=False,
                               max_grad_norm=1.0)
     generator.model.train()

@@ -180,7 +180,7 @@ def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluato
 
     args = training_arguments(SentenceTransformerTrainingArguments, config, work, evaluator,
                               every=config.eval_steps or plan.steps_per_epoch,
-                              learning_rate=plan.learning_rate or config.learning_rate,
+                              learning_rate=plan.learning_rate or config.peak_learning_rate,
                               batch_sampler=plan.batch_sampler, max_grad_norm=1.0,
                               dataloader_drop_last=False,
                               share=epoch_share(config) if plan.share is None else plan.share)
