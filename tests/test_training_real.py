@@ -54,3 +54,33 @@ def test_training_on_scifact_lowers_the_loss_and_the_model_reloads(tmp_path: Pat
     queries = {q: t for q, t in list(load_dataset(data).split("train").queries.items())[:5]}
     run = stage.search(queries, k=10)
     assert all(len(hits) == 10 for hits in run.values())
+
+
+def test_cross_encoder_on_scifact_learns_to_rank_its_training_queries(tmp_path: Path) -> None:
+    from cormorant.data import load_dataset
+    from cormorant.eval.measures import evaluate
+    from cormorant.retrieval.assemble import build_pipeline
+    from cormorant.retrieval.encoders import resolve_model
+    from cormorant.training.config import TrainConfig
+    from cormorant.training.cross_encoder import load_base
+    from cormorant.training.trainer import train
+
+    data = scifact_slice(tmp_path / "slice")
+    result = train(TrainConfig(dataset=data, out=tmp_path / "ce", kind="cross-encoder",
+                               negatives="bm25", batch_size=16, epochs=3, dev_fraction=0.0,
+                               max_length=96, learning_rate=1e-4))
+    first, last = sum(result.losses[:2]) / 2, sum(result.losses[-2:]) / 2
+    assert last < first * 0.8, result.losses  # the listwise loss leaves chance (ln 8)
+    load_base(resolve_model(None)).save(str(tmp_path / "untrained"))  # same body, fresh head
+    ds = load_dataset(data)
+    split = ds.split("train")
+
+    def reranked(model: Path) -> float:
+        pipe = build_pipeline(f"bm25 % 20 >> rerank(model={model})", ds.corpus)
+        run = pipe.search(split.queries, k=20)
+        return evaluate(run, split.qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+
+    trained, untrained = reranked(result.out), reranked(tmp_path / "untrained")
+    # Its own training queries: BM25's top 20 re-ranked far better than by the fresh head.
+    # (Not better than BM25 itself: 0.74 against 0.77 when this was written.)
+    assert trained > untrained + 0.1, (untrained, trained)
