@@ -1,9 +1,12 @@
 """``cormorant train --kind cross-encoder``: a re-ranker trained from a plain encoder.
 
-Each training query gives, per epoch, one of its positives (label 1) and three mined negatives
-(label 0) as (query, document) pairs; binary cross-entropy with ``pos_weight`` = negatives per
-positive keeps the two classes balanced. The result loads as ``rerank(model=DIR)`` and as a
-TAS-Balanced teacher.
+Each training query gives, per epoch, one of its positives and three mined negatives. The
+default loss is listwise (``cross_encoder_loss: listwise``): a softmax over the positive, those
+three and four in-batch negatives (other queries' documents), as in localized contrastive
+estimation (Gao et al., ECIR 2021). ``bce`` scores the same documents pointwise (label 1 / 0)
+with binary cross-entropy, ``pos_weight`` = negatives per positive; on SciFact and NFCorpus it
+never left its constant-prediction loss, where the listwise loss learned on SciFact. The
+result loads as ``rerank(model=DIR)`` and as a TAS-Balanced teacher.
 
 The scoring head reads the pair the way the base model was trained to be read. A
 sentence-transformers bi-encoder (all-MiniLM-L6-v2) was trained with mean pooling and never
