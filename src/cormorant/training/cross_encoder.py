@@ -23,9 +23,11 @@ steps: that little data is hard for a cross-encoder that starts from a bi-encode
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,7 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     batch = max(2, config.batch_size // GROUP_PAIRS) if listwise else config.batch_size
     per_epoch = len(rows["query"]) // _epochs(config)
     args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
-                              every=config.eval_steps or max(1, -(-per_epoch // batch)),
+                              every=config.eval_steps or max(1, math.ceil(per_epoch / batch)),
                               learning_rate=config.peak_learning_rate, share=epoch_share(config),
                               batch_size=batch,
                               learning_rate_mapping=head_learning_rates(model, config))
@@ -111,55 +113,58 @@ def pair_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig) ->
     the cost at one row group per query: NFCorpus judges ~40 positives per training query, and
     taking several of each made an epoch 409 steps (over an hour on 2 cores).
     """
-    rng = random.Random(config.seed)
     rows: dict[str, list] = {"query": [], "document": [], "label": []}
-    for _ in range(_epochs(config)):
-        for qid, text in data.queries.items():
-            pool = negatives.ids(qid)
-            drawn = [(rng.choice(data.positives[qid]), 1.0)]
-            drawn += [(doc, 0.0) for doc in rng.sample(pool, min(per_query, len(pool)))]
-            for doc, label in drawn:
-                rows["query"].append(text)
-                rows["document"].append(data.texts[doc])
-                rows["label"].append(label)
+    for text, positive, drawn in _draws(data, negatives, per_query, config, fill=False):
+        for doc, label in [(positive, 1.0), *((doc, 0.0) for doc in drawn)]:
+            rows["query"].append(text)
+            rows["document"].append(data.texts[doc])
+            rows["label"].append(label)
     return rows
 
 
 def group_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig
                ) -> dict[str, list]:
-    """Listwise rows (query, positive, negative_1 .. negative_k): per query and epoch one
-    positive and ``per_query`` distinct mined negatives, drawn as in :func:`pair_rows`.
+    """Listwise rows (query, positive, negative_1 .. negative_k), drawn as in :func:`pair_rows`.
 
     A query whose mined pool is short is topped up with random corpus documents that are not
     judged relevant to it, so every row has the same columns.
     """
-    rng = random.Random(config.seed)
-    doc_ids = list(data.texts)
     rows: dict[str, list] = {"query": [], "positive": []}
     rows.update({f"negative_{i + 1}": [] for i in range(per_query)})
+    for text, positive, drawn in _draws(data, negatives, per_query, config, fill=True):
+        rows["query"].append(text)
+        rows["positive"].append(data.texts[positive])
+        for i, doc in enumerate(drawn):
+            rows[f"negative_{i + 1}"].append(data.texts[doc])
+    return rows
+
+
+def _draws(data: Any, negatives: Any, per_query: int, config: TrainConfig, fill: bool
+           ) -> Iterator[tuple[str, str, list[str]]]:
+    """(query text, positive id, negative ids) per query and epoch, seeded: one positive and
+    up to ``per_query`` distinct negatives from the mined pool; ``fill`` tops a short pool up
+    to ``per_query`` with random documents not judged relevant."""
+    rng = random.Random(config.seed)
+    doc_ids = list(data.texts)
     for _ in range(_epochs(config)):
         for qid, text in data.queries.items():
+            positive = rng.choice(data.positives[qid])
             pool = negatives.ids(qid)
             drawn = rng.sample(pool, min(per_query, len(pool)))
-            if len(drawn) < per_query:
+            if fill and len(drawn) < per_query:
                 drawn += _top_up(drawn, data.relevant(qid), doc_ids, per_query, rng)
-            rows["query"].append(text)
-            rows["positive"].append(data.texts[rng.choice(data.positives[qid])])
-            for i, doc in enumerate(drawn):
-                rows[f"negative_{i + 1}"].append(data.texts[doc])
-    return rows
+            yield text, positive, drawn
 
 
 def _top_up(drawn: list[str], relevant: set[str], doc_ids: list[str], size: int,
             rng: random.Random) -> list[str]:
-    """Random non-relevant documents to fill ``drawn`` to ``size`` (repeating them only when
-    the corpus has too few)."""
-    spare = [d for d in doc_ids if d not in relevant and d not in drawn]
-    extra = rng.sample(spare, min(len(spare), size - len(drawn)))
-    pool = drawn + extra or spare or doc_ids
-    while len(drawn) + len(extra) < size:
-        extra.append(rng.choice(pool))
-    return extra
+    """Random non-relevant documents to fill ``drawn`` to ``size``, repeated only when the
+    corpus has too few."""
+    spare = [d for d in doc_ids if d not in relevant and d not in drawn] or drawn or doc_ids
+    need = size - len(drawn)
+    if len(spare) >= need:
+        return rng.sample(spare, need)
+    return [*spare, *rng.choices(spare, k=need - len(spare))]
 
 
 def load_base(base: str) -> Any:
