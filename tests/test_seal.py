@@ -59,6 +59,81 @@ def test_suffix_array_save_load_memory_mapped(tmp_path):
     assert loaded.count((2, 3)) == 2 and loaded.docs((3, 1)) == [1]
 
 
+# ---------------------------------------------------------------------- sharded build
+@settings(max_examples=60, deadline=None)
+@given(docs=corpora, shard_tokens=st.integers(1, 20),
+       probe=st.lists(st.integers(0, 5), min_size=1, max_size=4))
+def test_sharded_index_answers_what_one_index_answers(docs, shard_tokens, probe):
+    from cormorant.retrieval.seal.sharded import ShardedIndex
+
+    one = SubstringIndex.build(docs, vocab_size=6)
+    sharded = ShardedIndex.build(docs, vocab_size=6, shard_tokens=shard_tokens)
+    assert sum(s.num_documents for s in sharded.shards) == len(docs) == sharded.num_documents
+    assert all(s.total_tokens <= shard_tokens or s.num_documents == 1 for s in sharded.shards)
+    grams = {tuple(doc[i:i + n]) for doc in docs for n in (1, 2, 3)
+             for i in range(len(doc) - n + 1)} | {tuple(probe)}
+    for gram in grams:
+        found = brute_positions(docs, gram)
+        assert sharded.count(gram) == len(found) == one.count(gram)
+        assert sharded.docs(gram) == sorted({d for d, _ in found})
+        assert sorted(sharded.positions(gram).tolist()) == sorted(one.positions(gram).tolist())
+        assert sharded.next_tokens(gram) == one.next_tokens(gram)
+    assert sharded.next_tokens(()) == one.next_tokens(())
+    assert sharded.total_tokens == one.total_tokens
+    assert sharded.token_counts().tolist() == one.token_counts().tolist()
+    assert sharded.doc_starts.tolist() == one.doc_starts.tolist()
+    assert [sharded.document(r).tolist() for r in range(len(docs))] == docs
+
+
+def test_sharded_scores_equal_one_index_scores():
+    from cormorant.retrieval.seal.sharded import ShardedIndex
+
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 12, size=rng.integers(3, 15)).tolist() for _ in range(30)]
+    ngrams = sorted({tuple(d[i:i + 2]) for d in docs[:10] for i in range(len(d) - 1)})[:25]
+    weights = rng.uniform(0.1, 3.0, size=len(ngrams)).tolist()
+    unigrams = {t: 0.3 for t in range(0, 12, 3)}
+    one = SubstringIndex.build(docs, vocab_size=12)
+    sharded = ShardedIndex.build(docs, vocab_size=12, shard_tokens=25)
+    assert len(sharded.shards) > 5
+    expected = score_documents(one, ngrams, weights, unigrams)
+    got = score_documents(sharded, ngrams, weights, unigrams)
+    assert got.keys() == expected.keys() and expected
+    assert all(got[d] == pytest.approx(expected[d]) for d in expected)
+
+
+def test_sharded_build_spills_shards_and_save_moves_them(tmp_path):
+    from cormorant.retrieval.seal.sharded import ShardedIndex
+
+    docs = [[1, 2, 3], [2, 3, 1], [3, 3], [1]]
+    index = ShardedIndex.build(docs, vocab_size=4, shard_tokens=4)
+    assert len(index.shards) == 3
+    # Every shard was sorted, written and reopened memory-mapped: none stays in RAM.
+    assert all(isinstance(s.suffix_array, np.memmap) for s in index.shards)
+    spill = index._spill
+    meta = index.save(tmp_path)
+    assert [s["documents"] for s in meta["shards"]] == [1, 1, 2]
+    assert not any(spill.iterdir())  # moved, not copied
+    loaded = ShardedIndex.load(tmp_path, meta)
+    assert loaded.count((2, 3)) == 2 and loaded.docs((3, 1)) == [1]
+    assert loaded.document(2).tolist() == [3, 3]
+    del index
+    import gc
+
+    gc.collect()
+    assert not spill.exists()
+
+
+def test_one_shard_stays_in_memory_and_keeps_the_old_file_names(tmp_path):
+    from cormorant.retrieval.seal.sharded import ShardedIndex
+
+    index = ShardedIndex.build([[1, 2, 3], [2, 3, 1]], vocab_size=4)
+    assert len(index.shards) == 1 and not isinstance(index.shards[0].suffix_array, np.memmap)
+    meta = index.save(tmp_path)
+    assert "shards" not in meta and (tmp_path / "suffix_array.npy").is_file()
+    assert ShardedIndex.load(tmp_path, meta).count((2, 3)) == 2
+
+
 # ------------------------------------------------------------------------------ scoring
 def test_weight_is_zero_unless_the_query_makes_the_ngram_likelier():
     assert ngram_weight(math.log(0.01), math.log(0.01)) == 0.0
@@ -155,6 +230,26 @@ def test_stage_in_pipeline_and_save_load_round_trip(tmp_path, tiny_generator):
     assert all(fused[q] for q in QUERIES)  # bm25 fills in where seal has nothing
     reranked = open_index(tmp_path / "idx", pipeline=f"bm25 >> {spec}").pipeline.search(QUERIES, k=3)
     assert set(reranked) == set(QUERIES)
+
+
+def test_stage_built_in_shards_searches_like_one_index(tmp_path, tiny_generator):
+    from cormorant.errors import IndexFormatError
+    from cormorant.retrieval.assemble import build_pipeline, open_index, save_index
+    from cormorant.types import Corpus, Document
+
+    corpus = Corpus.from_documents([Document(i, x, t) for i, t, x in DOCS], name="tiny")
+    spec = f"seal(model={tiny_generator}, beams=3, max_length=4)"
+    expected = build_pipeline(spec, corpus).search(QUERIES, k=3)
+    save_index(f"seal(model={tiny_generator}, shard_tokens=40)", corpus, tmp_path / "idx")
+    files = {p.name for p in tmp_path.glob("idx/*/*")}
+    assert "shard-0001.suffix_array.npy" in files
+    # The index's checksums cover every shard file: a damaged shard is caught on open.
+    handle = open_index(tmp_path / "idx", pipeline=spec)
+    assert handle.pipeline.search(QUERIES, k=3) == expected
+    damaged = next(tmp_path.glob("idx/*/shard-0001.tokens.npy"))
+    damaged.write_bytes(damaged.read_bytes()[:-4])
+    with pytest.raises(IndexFormatError, match="checksum"):
+        open_index(tmp_path / "idx", pipeline=spec)
 
 
 def test_other_tokenizer_is_refused(tmp_path, tiny_generator):

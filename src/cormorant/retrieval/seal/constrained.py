@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cormorant.retrieval.seal.generator import Generator
-from cormorant.retrieval.seal.substring import SubstringIndex
+from cormorant.retrieval.seal.substring import NgramIndex
 
 Ngram = tuple[int, ...]
 
@@ -52,7 +52,7 @@ class CorpusConstraint(_logits_processor_base()):  # type: ignore[misc]
         >>> model.generate(..., logits_processor=LogitsProcessorList([constraint]))  # doctest: +SKIP
     """
 
-    def __init__(self, index: SubstringIndex, prefix_length: int, eos_token_id: int,
+    def __init__(self, index: NgramIndex, prefix_length: int, eos_token_id: int,
                  beams: int = 1) -> None:
         self.index, self.prefix_length = index, prefix_length
         self.eos_token_id, self.beams = eos_token_id, beams
@@ -108,7 +108,7 @@ class Decoded:
     first: Any
 
 
-def generate_ngrams(generator: Generator, index: SubstringIndex, queries: Sequence[str],
+def generate_ngrams(generator: Generator, index: NgramIndex, queries: Sequence[str],
                     settings: DecodeSettings | None = None) -> list[list[Ngram]]:
     """Constrained beam search per query; every n-gram it returns occurs in the corpus.
 
@@ -119,7 +119,7 @@ def generate_ngrams(generator: Generator, index: SubstringIndex, queries: Sequen
     return [sorted(decode(generator, index, query, settings).log_probs) for query in queries]
 
 
-def decode(generator: Generator, index: SubstringIndex, query: str,
+def decode(generator: Generator, index: NgramIndex, query: str,
            settings: DecodeSettings | None = None) -> Decoded:
     """Constrained beam search for one query: every n-gram of every step, scored."""
     import torch

@@ -33,14 +33,15 @@ from cormorant.retrieval.seal.scoring import (
     ngram_weight,
     score_documents,
 )
-from cormorant.retrieval.seal.substring import SubstringIndex
+from cormorant.retrieval.seal.sharded import SHARD_TOKENS, ShardedIndex
 from cormorant.types import Corpus, Queries, Run
 
 log = logging.getLogger(__name__)
 IDS_FILE = "doc_ids.json"
 UNIGRAMS = 5000  # first-step tokens kept as unigram keys (the paper's top 5000)
 _DEFAULTS: dict[str, Any] = {"beams": 15, "max_length": 10, "alpha": 2.0, "beta": 0.8,
-                             "smoothing": 5.0, "unigrams": UNIGRAMS, "query_ngrams": True}
+                             "smoothing": 5.0, "unigrams": UNIGRAMS, "query_ngrams": True,
+                             "shard_tokens": SHARD_TOKENS}
 
 
 class SealRetriever(Retriever):
@@ -53,7 +54,7 @@ class SealRetriever(Retriever):
 
     name: ClassVar[str] = "seal"
 
-    def __init__(self, generator: Generator, index: SubstringIndex, doc_ids: list[str],
+    def __init__(self, generator: Generator, index: ShardedIndex, doc_ids: list[str],
                  params: dict[str, Any], depth: int = DEFAULT_DEPTH,
                  model_path: str | None = None) -> None:
         super().__init__(params, depth)
@@ -75,12 +76,15 @@ class SealRetriever(Retriever):
     def build(cls, corpus: Corpus, *, model: str | None = None, beams: int = 15,
               max_length: int = 10, alpha: float = 2.0, beta: float = 0.8,
               smoothing: float = 5.0, unigrams: int = UNIGRAMS, query_ngrams: bool = True,
-              depth: int = DEFAULT_DEPTH) -> SealRetriever:
+              shard_tokens: int = SHARD_TOKENS, depth: int = DEFAULT_DEPTH) -> SealRetriever:
+        """Tokenize the corpus with the generator's tokenizer and suffix-sort it, in shards of
+        at most ``shard_tokens`` tokens (the memory a build needs: about 9 bytes a token of
+        one shard; see :mod:`cormorant.retrieval.seal.sharded`)."""
         from tqdm import tqdm
 
         params = _params(model=model, beams=beams, max_length=max_length, alpha=alpha,
                          beta=beta, smoothing=smoothing, unigrams=unigrams,
-                         query_ngrams=query_ngrams)
+                         query_ngrams=query_ngrams, shard_tokens=shard_tokens)
         _check_options({**_DEFAULTS, **params})
         path = resolve_generator(model)
         generator = Generator.load(path)
@@ -92,7 +96,7 @@ class SealRetriever(Retriever):
                 doc_ids.append(doc.doc_id)
                 yield generator.tokenize(generator.document_text(doc.title, doc.text))
 
-        index = SubstringIndex.build(documents(), generator.vocab_size)
+        index = ShardedIndex.build(documents(), generator.vocab_size, int(shard_tokens))
         return cls(generator, index, doc_ids, params, depth, path)
 
     def save(self, directory: Path) -> dict[str, Any]:
@@ -106,21 +110,21 @@ class SealRetriever(Retriever):
     def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,
              beams: int = 15, max_length: int = 10, alpha: float = 2.0, beta: float = 0.8,
              smoothing: float = 5.0, unigrams: int = UNIGRAMS, query_ngrams: bool = True,
-             depth: int = DEFAULT_DEPTH) -> SealRetriever:
+             shard_tokens: int = SHARD_TOKENS, depth: int = DEFAULT_DEPTH) -> SealRetriever:
         path = resolve_generator(model)
         generator = Generator.load(path)
         if tokenizer_fingerprint(generator.tokenizer) != meta["tokenizer"]:
             raise PipelineError(f"index {directory.parent} was built with the tokenizer of"
                                 f" {meta.get('generator')!r}; generator {path!r} tokenizes"
                                 " differently (rebuild the index with that model)")
-        index = SubstringIndex.load(directory, meta["suffix_array"])
+        index = ShardedIndex.load(directory, meta["suffix_array"])
         try:
             doc_ids = json.loads((directory / IDS_FILE).read_text())
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"{directory}: cannot read document ids ({exc})") from None
         params = _params(model=model, beams=beams, max_length=max_length, alpha=alpha,
                          beta=beta, smoothing=smoothing, unigrams=unigrams,
-                         query_ngrams=query_ngrams)
+                         query_ngrams=query_ngrams, shard_tokens=shard_tokens)
         return cls(generator, index, doc_ids, params, depth, path)
 
     @classmethod
@@ -184,7 +188,7 @@ class SealRetriever(Retriever):
         present = self.index.next_token_array(())
         present = present[present < log_probs.shape[0]]
         top = present[np.argsort(-log_probs[present], kind="stable")[:self.unigrams]]
-        counts = np.diff(self.index.first_ranges)[top]
+        counts = self.index.token_counts()[top]
         weights = ngram_weight(log_probs[top], corpus_log_prob(counts, self.index.total_tokens,
                                                                self.scoring.smoothing))
         return {int(t): float(w) for t, w in zip(top, weights, strict=True)
@@ -224,7 +228,8 @@ def _check_options(options: dict[str, Any]) -> None:
               (float(options["alpha"]) > 0, "alpha must be positive"),
               (0 <= float(options["beta"]) <= 1, "beta must be in [0, 1]"),
               (float(options["smoothing"]) > 0, "smoothing must be positive"),
-              (int(options["unigrams"]) >= 0, "unigrams must be 0 or more")]
+              (int(options["unigrams"]) >= 0, "unigrams must be 0 or more"),
+              (int(options["shard_tokens"]) >= 1, "shard_tokens must be at least 1")]
     for ok, message in checks:
         if not ok:
             raise PipelineError(f"seal: {message}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cormorant.retrieval.seal.substring import SubstringIndex
+from cormorant.retrieval.seal.substring import NgramIndex
 
 Ngram = tuple[int, ...]
 
@@ -76,7 +76,7 @@ class _Occurrence:
     length: int
 
 
-def score_documents(index: SubstringIndex, ngrams: Sequence[Ngram], weights: Sequence[float],
+def score_documents(index: NgramIndex, ngrams: Sequence[Ngram], weights: Sequence[float],
                     unigrams: dict[int, float] | None = None,
                     settings: ScoringSettings | None = None) -> dict[int, float]:
     """Document rows with their SEAL scores (positive scores only).
@@ -88,6 +88,7 @@ def score_documents(index: SubstringIndex, ngrams: Sequence[Ngram], weights: Seq
         settings: the paper's constants.
 
     Example:
+        >>> from cormorant.retrieval.seal.substring import SubstringIndex
         >>> index = SubstringIndex.build([[1, 2, 3], [1, 4]], vocab_size=5)
         >>> score_documents(index, [(2, 3), (1,)], [2.0, 1.0])
         {0: 5.0, 1: 1.0}
@@ -119,7 +120,7 @@ def score_documents(index: SubstringIndex, ngrams: Sequence[Ngram], weights: Seq
     return scores
 
 
-def _stage1(index: SubstringIndex, ngrams: Sequence[Ngram], values: list[float],
+def _stage1(index: NgramIndex, ngrams: Sequence[Ngram], values: list[float],
             types: list[frozenset[int]], counts: list[int],
             settings: ScoringSettings) -> list[int]:
     """Candidate documents: the same intersective sum over rare n-grams' first occurrences."""
@@ -156,7 +157,7 @@ def _intersect(occurrences: list[_Occurrence], types: list[frozenset[int]],
     return total, claimed, seen
 
 
-def _unigram_score(index: SubstringIndex, doc: int, claimed: set[int], seen: set[int],
+def _unigram_score(index: NgramIndex, doc: int, claimed: set[int], seen: set[int],
                    unigrams: dict[int, float], beta: float) -> float:
     if not unigrams:
         return 0.0

@@ -14,15 +14,15 @@ range of the suffix array, and everything SEAL asks is read from that range:
 The range is found one token at a time: within the range of ``prefix[:i]`` the suffixes are
 sorted by their ``i``-th token, so a ``searchsorted`` over that column narrows it. Arrays are
 saved as ``.npy`` and opened memory-mapped, so a corpus larger than memory is searched by
-reading only the pages a query touches (building still sorts the stream in memory: about
-9 bytes a token).
+reading only the pages a query touches. Building sorts the stream in memory, about 9 bytes a
+token; :mod:`cormorant.retrieval.seal.sharded` bounds that by sorting the corpus in shards.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,6 +32,23 @@ TOKENS_FILE = "tokens.npy"
 SUFFIX_FILE = "suffix_array.npy"
 STARTS_FILE = "doc_starts.npy"
 FIRST_FILE = "first_token_ranges.npy"
+FILES = (TOKENS_FILE, SUFFIX_FILE, STARTS_FILE, FIRST_FILE)
+
+
+class NgramIndex(Protocol):
+    """What decoding and scoring ask of a corpus: one :class:`SubstringIndex`, or a
+    :class:`~cormorant.retrieval.seal.sharded.ShardedIndex` of several."""
+
+    doc_starts: np.ndarray
+
+    @property
+    def total_tokens(self) -> int: ...
+    def token_counts(self) -> np.ndarray: ...
+    def count(self, ngram: Sequence[int]) -> int: ...
+    def next_token_array(self, prefix: Sequence[int]) -> np.ndarray: ...
+    def positions(self, ngram: Sequence[int], limit: int | None = None) -> np.ndarray: ...
+    def doc_of(self, positions: np.ndarray) -> np.ndarray: ...
+    def document(self, row: int) -> np.ndarray: ...
 
 
 class SubstringIndex:
@@ -76,22 +93,22 @@ class SubstringIndex:
         np.cumsum(counts, out=first[1:])
         return cls(tokens, suffix_array, np.asarray(starts, dtype=np.int64), first, vocab_size)
 
-    def save(self, directory: Path) -> dict[str, Any]:
-        """Write the arrays as ``.npy`` files; return what the index's metadata records."""
-        np.save(directory / TOKENS_FILE, np.asarray(self.tokens))
-        np.save(directory / SUFFIX_FILE, np.asarray(self.suffix_array))
-        np.save(directory / STARTS_FILE, np.asarray(self.doc_starts))
-        np.save(directory / FIRST_FILE, np.asarray(self.first_ranges))
+    def save(self, directory: Path, prefix: str = "") -> dict[str, Any]:
+        """Write the arrays as ``.npy`` files (names start with ``prefix``: one index directory
+        holds several shards); return what the index's metadata records."""
+        for name, array in zip(FILES, (self.tokens, self.suffix_array, self.doc_starts,
+                                       self.first_ranges), strict=True):
+            np.save(directory / f"{prefix}{name}", np.asarray(array))
         return {"vocab_size": self.vocab_size, "tokens": self.total_tokens,
                 "documents": self.num_documents}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], mmap: bool = True) -> SubstringIndex:
+    def load(cls, directory: Path, meta: dict[str, Any], mmap: bool = True,
+             prefix: str = "") -> SubstringIndex:
         """Open the arrays :meth:`save` wrote, memory-mapped unless ``mmap`` is false."""
         mode = "r" if mmap else None
         try:
-            arrays = [np.load(directory / name, mmap_mode=mode)
-                      for name in (TOKENS_FILE, SUFFIX_FILE, STARTS_FILE, FIRST_FILE)]
+            arrays = [np.load(directory / f"{prefix}{name}", mmap_mode=mode) for name in FILES]
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"{directory}: cannot read the suffix array ({exc})") from None
         index = cls(*arrays, vocab_size=int(meta["vocab_size"]))
@@ -127,6 +144,10 @@ class SubstringIndex:
             lo, hi = (lo + int(np.searchsorted(column, token, "left")),
                       lo + int(np.searchsorted(column, token, "right")))
         return lo, hi
+
+    def token_counts(self) -> np.ndarray:
+        """F of every single token: ``counts[t]`` is how often token ``t`` occurs."""
+        return np.diff(self.first_ranges)
 
     def count(self, ngram: Sequence[int]) -> int:
         """How often ``ngram`` occurs in the corpus (F(n)); the empty n-gram counts 0."""
