@@ -3,6 +3,7 @@ the paper's weights and intersective scoring, the stage in pipelines and on disk
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -289,6 +290,9 @@ def test_train_seal_writes_a_model_the_stage_loads(tmp_path, tiny_generator):
     assert result.returncode == 0, result.stderr
     assert (out / "config.json").is_file() and (out / "training" / "summary.json").is_file()
     assert not (tmp_path / "seal-model.work").exists()
+    # One of the three queries was held out: its pairs' loss was measured during training.
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert summary["dev_loss"] and "best dev loss" in result.stdout
 
     from cormorant.retrieval.assemble import build_pipeline
     from cormorant.types import Corpus, Document
@@ -301,6 +305,72 @@ def test_train_seal_writes_a_model_the_stage_loads(tmp_path, tiny_generator):
                     "--dataset", data, "--split", "test", "--out", tmp_path / "bad")
     assert_clean_error(bad, "not found")
     assert not (tmp_path / "bad").exists()
+
+
+def write_synthetic(folder: Path, queries: dict[str, tuple[str, str]]) -> Path:
+    """A ``cormorant data synth-queries``-style folder: query id -> (text, document id)."""
+    write_beir(folder)
+    (folder / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _) in queries.items()))
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t1\n" for q, (_, d) in queries.items()))
+    return folder
+
+
+def test_seal_dev_selection_keeps_the_lowest_dev_loss(tmp_path, tiny_generator):
+    from tests.test_cli import cormorant
+
+    data = write_beir(tmp_path / "tiny")
+    out = tmp_path / "seal-model"
+    # A rate this high makes the dev loss jump about: the kept checkpoint must be its minimum.
+    result = cormorant("train", "--kind", "seal", "--base-model", tiny_generator, "--dataset",
+                       data, "--split", "test", "--out", out, "--max-steps", "6",
+                       "--batch-size", "4", "--learning-rate", "0.05", "--config",
+                       _eval_every_step(tmp_path), cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    history = summary["dev_loss"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    best = min(history, key=lambda h: h["loss"])
+    assert summary["kept_checkpoint"].endswith(f"checkpoint-{best['step']}")
+
+
+def _eval_every_step(tmp_path: Path) -> Path:
+    config = tmp_path / "every-step.yaml"
+    config.write_text("eval_steps: 1\n")
+    return config
+
+
+def test_seal_trains_on_synthetic_queries_too(tmp_path, tiny_generator):
+    from tests.test_cli import assert_clean_error, cormorant
+
+    data = write_beir(tmp_path / "tiny")
+    synthetic = write_synthetic(tmp_path / "synth", {
+        "s1": ("which birds dive for fish", "d2"), "s2": ("what lowers cholesterol", "d3"),
+        "s3": ("vitamin d and mood", "d1")})
+    out = tmp_path / "seal-synth"
+    args = ("train", "--kind", "seal", "--base-model", tiny_generator, "--dataset", data,
+            "--split", "test", "--max-steps", "2", "--batch-size", "4")
+    result = cormorant(*args, "--out", out, "--synthetic-queries", synthetic,
+                       cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert summary["synthetic_queries"] == 3
+    plain = cormorant(*args, "--out", tmp_path / "seal-plain", cache=tmp_path / "cache")
+    assert plain.returncode == 0, plain.stderr
+    plain_pairs = json.loads((tmp_path / "seal-plain" / "training" / "summary.json")
+                             .read_text())["pairs"]
+    assert summary["pairs"] > plain_pairs  # each synthetic query added title and span pairs
+
+    foreign = write_synthetic(tmp_path / "foreign", {"s1": ("anything", "d1")})
+    (foreign / "corpus.jsonl").write_text(json.dumps({"_id": "zz", "text": "x"}) + "\n")
+    (foreign / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\ns1\tzz\t1\n")
+    bad = cormorant(*args, "--out", tmp_path / "bad", "--synthetic-queries", foreign)
+    assert_clean_error(bad, "not in the training corpus")
+    assert not (tmp_path / "bad").exists()
+    wrong_kind = cormorant("train", "--dataset", data, "--out", tmp_path / "bad2",
+                           "--synthetic-queries", synthetic)
+    assert_clean_error(wrong_kind, "--synthetic-queries is for --kind seal")
 
 
 def test_training_pairs_follow_the_query():

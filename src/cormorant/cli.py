@@ -259,6 +259,9 @@ def train(
         help="distill-query: the small query model (default: the base model's first layers).")] = None,
     dev_split: Annotated[str | None, typer.Option(
         help="Dev split for checkpoint selection (default: 10% of train held out).")] = None,
+    synthetic_queries: Annotated[Path | None, typer.Option(
+        help="seal: a folder from 'cormorant data synth-queries' whose queries add training"
+             " pairs for their documents.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and initialisation (42).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT.work's last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
@@ -278,7 +281,8 @@ def train(
              "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
              "learning_rate": learning_rate, "max_length": max_length, "teacher": teacher,
              "document_model": document_model, "student": student, "dev_split": dev_split,
-             "seed": seed, "resume": resume or None, "overwrite": overwrite or None}
+             "synthetic_queries": synthetic_queries, "seed": seed, "resume": resume or None,
+             "overwrite": overwrite or None}
     if config is not None:
         settings = TrainConfig.from_file(config, **given)
     else:
@@ -290,6 +294,8 @@ def train(
     typer.echo(f"trained {settings.negatives if settings.kind == 'bi-encoder' else settings.kind}"
                f" for {result.steps} steps in {result.seconds:.0f}s"
                + (f", best dev nDCG@10 {best:.4f}" if best is not None else "")
+               + (f", best dev loss {result.best_dev_loss:.4f}"
+                  if result.best_dev_loss is not None else "")
                + f" -> {result.out}")
 
 

@@ -72,6 +72,8 @@ class TrainConfig:
     distill_epochs: int = 2
     distill_learning_rate: float = 1e-4
     distill_titles: bool = True
+    # seal: queries written by `cormorant data synth-queries` add pairs for their documents
+    synthetic_queries: Path | None = None
     # in-batch
     cached: bool = False
     mini_batch_size: int = 16
@@ -108,7 +110,8 @@ class TrainConfig:
         for required in ("dataset", "out"):
             if raw.get(required) is None:
                 raise CormorantError(f"training needs --{required} (or '{required}:' in the config)")
-        values = {k: (Path(v) if k in ("dataset", "out", "negatives_file") and v is not None
+        values = {k: (Path(v) if k in ("dataset", "out", "negatives_file", "synthetic_queries")
+                      and v is not None
                       else v) for k, v in raw.items()}
         config = cls(**values)
         config.validate()
@@ -126,7 +129,10 @@ class TrainConfig:
                   (0 <= self.dev_fraction < 1, "--dev-fraction must be in [0, 1)"),
                   (self.num_negatives >= 1, "--num-negatives must be at least 1"),
                   (self.max_length >= 8, "--max-length must be at least 8 tokens"),
-                  (self.student_layers >= 1, "--student-layers must be at least 1")]
+                  (self.student_layers >= 1, "--student-layers must be at least 1"),
+                  (self.synthetic_queries is None or self.kind == "seal",
+                   "--synthetic-queries is for --kind seal (a bi-encoder trains on the folder"
+                   " itself: --dataset SYNTH_DIR)")]
         for ok, message in checks:
             if not ok:
                 raise CormorantError(message)

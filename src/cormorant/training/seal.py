@@ -8,7 +8,14 @@ Rows are (prompt, n-gram) pairs, the prompt being the one the ``seal`` stage dec
   are the likeliest, but not the only ones, as in the paper's fuzzy-match sampling);
 - unsupervised, per sampled corpus document: span → title, title → span, and span → another
   span of the same document (the paper's passage-to-title and span-to-span pairs), so the
-  model learns the corpus itself, not only the documents training queries reach.
+  model learns the corpus itself, not only the documents training queries reach;
+- optionally, synthetic queries (``--synthetic-queries``, a ``cormorant data synth-queries``
+  folder) with the title and ``SPANS_PER_SYNTHETIC_QUERY`` spans of their document, the
+  document-side queries Pradeep et al. (2023) found central to generative retrieval at scale.
+
+Dev selection: held-out training queries (``--dev-split``, else ``--dev-fraction``, as for the
+other kinds) give supervised pairs whose teacher-forced loss is measured four times a run; the
+checkpoint with the lowest is kept. A retrieval metric would mean decoding, seconds a query.
 
 A causal model is trained on ``prompt + n-gram`` with the loss on the n-gram only; a seq2seq
 model reads the prompt and writes the n-gram. The output is a normal Hugging Face model folder
@@ -23,6 +30,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cormorant.training.config import TrainConfig
@@ -30,6 +38,13 @@ from cormorant.training.config import TrainConfig
 log = logging.getLogger(__name__)
 SPAN_WORDS = 10
 SPANS_PER_QUERY = 10
+# A synthetic query covers one document, and there are several per document: fewer spans each
+# keep the corpus's share of the pairs from swamping the labelled queries.
+SPANS_PER_SYNTHETIC_QUERY = 3
+# Dev selection is by teacher-forced loss on held-out queries' pairs (decoding for a retrieval
+# metric costs seconds a query here); this many pairs keep one evaluation under a minute.
+DEV_SPANS = 3
+DEV_PAIRS = 400
 UNSUPERVISED_DOCS = 2000  # corpus documents sampled for unsupervised pairs (bounds CPU time)
 STOPWORDS = frozenset("""a an and are as at be but by for from has have if in into is it its of
 on or that the their there these this to was were what which while who will with""".split())
@@ -46,57 +61,112 @@ def train_seal(config: TrainConfig) -> Any:
     from transformers import Trainer, TrainingArguments
 
     from cormorant.retrieval.seal.generator import Generator, resolve_generator
-    from cormorant.training.data import TrainingSet
     from cormorant.training.strategies import epoch_share
     from cormorant.training.trainer import (
         CSVLogger,
         TrainResult,
         _last_checkpoint,
         prepare_out,
+        split_dev,
         training_arguments,
         write_output,
     )
 
     base = resolve_generator(config.base_model)
     generator = Generator.load(base)
+    data, dev = split_dev(config)
+    synthetic = load_synthetic(config.synthetic_queries, data.corpus) \
+        if config.synthetic_queries else None
     work = prepare_out(config)
-    data = TrainingSet.load(config.dataset, config.split)
     rng = random.Random(config.seed)
     documents = {d.doc_id: d for d in data.corpus}
     pairs = supervised_pairs(data.queries, data.positives, documents, rng) \
         + unsupervised_pairs(documents, rng)
+    if synthetic is not None:
+        pairs += supervised_pairs(synthetic.queries, synthetic.positives, documents, rng,
+                                  SPANS_PER_SYNTHETIC_QUERY)
     pairs = pairs * max(1, math.ceil(config.epochs))
     rng.shuffle(pairs)
     features = [encode_pair(generator, p, config.max_length) for p in pairs]
-    log.info("seal: %d training pairs from %d queries", len(pairs), len(data.queries))
-    args = training_arguments(TrainingArguments, config, work, None,
-                              every=max(1, len(features) // config.batch_size),
+    dev_rows = None
+    if dev is not None:
+        dev_rng = random.Random(config.seed + 1)
+        dev_pairs = supervised_pairs(dev.queries, dev.positives, documents, dev_rng, DEV_SPANS)
+        dev_pairs = dev_rng.sample(dev_pairs, min(DEV_PAIRS, len(dev_pairs)))
+        dev_rows = _Rows([encode_pair(generator, p, config.max_length) for p in dev_pairs])
+    log.info("seal: %d training pairs from %d queries%s, %s", len(pairs), len(data.queries),
+             f" and {len(synthetic.queries)} synthetic queries" if synthetic else "",
+             f"{len(dev_rows)} dev pairs from {len(dev.queries)} queries" if dev_rows
+             else "no dev set")
+    every = max(1, len(features) // config.batch_size)
+    if config.eval_steps:
+        every = config.eval_steps
+    elif dev_rows is not None:
+        every = max(1, math.ceil(_planned_steps(config, len(features)) / 4))  # four checks
+    args = training_arguments(TrainingArguments, config, work, dev_rows, every=every,
                               learning_rate=config.peak_learning_rate, share=epoch_share(config),
-                              remove_unused_columns=False,
-                              max_grad_norm=1.0)
+                              best=("eval_loss", False), remove_unused_columns=False,
+                              max_grad_norm=1.0, per_device_eval_batch_size=config.batch_size)
     generator.model.train()
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
     trainer = Trainer(model=generator.model, args=args, train_dataset=_Rows(features),
+                      eval_dataset=dev_rows,
                       data_collator=Collator(generator.tokenizer.pad_token_id), callbacks=[csv_log])
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     generator.model.eval()
+    history = [{"step": e["step"], "loss": round(e["eval_loss"], 4)}
+               for e in trainer.state.log_history if "eval_loss" in e]
     summary = {"kind": "seal", "base_model": base, "pairs": len(pairs),
-               "seconds": round(seconds, 1)}
+               "synthetic_queries": len(synthetic.queries) if synthetic else 0,
+               "seconds": round(seconds, 1), "dev_loss": history,
+               "kept_checkpoint": Path(trainer.state.best_model_checkpoint).name
+               if trainer.state.best_model_checkpoint else "last step"}
+    if history:
+        log.info("seal: dev loss %s; kept %s", " -> ".join(str(h["loss"]) for h in history),
+                 summary["kept_checkpoint"])
     write_output(config, generator, work, summary, evaluator=None)
-    return TrainResult(config.out, seconds, trainer.state.global_step, [], csv_log.values)
+    return TrainResult(config.out, seconds, trainer.state.global_step, [], csv_log.values,
+                       best_dev_loss=min((h["loss"] for h in history), default=None))
+
+
+def load_synthetic(path: Path, corpus: Any) -> Any:
+    """The train split of a ``cormorant data synth-queries`` folder, its documents checked
+    against the training corpus (synthetic queries only add pairs for documents it holds)."""
+    from cormorant.errors import DataError
+    from cormorant.training.data import TrainingSet
+
+    synthetic = TrainingSet.load(path, "train")
+    known = {d.doc_id for d in corpus}
+    unknown = sorted({d for docs in synthetic.positives.values() for d in docs} - known)
+    if unknown:
+        raise DataError(f"--synthetic-queries {path}: {len(unknown)} document id(s) are not in"
+                        f" the training corpus (first: {unknown[0]!r}); generate the queries"
+                        " from the same corpus")
+    return synthetic
+
+
+def _planned_steps(config: TrainConfig, rows: int) -> int:
+    """Optimizer steps the run will take: ``--max-steps``, else the share of the rows."""
+    from cormorant.training.strategies import epoch_share
+
+    if config.max_steps > 0:
+        return config.max_steps
+    return max(1, math.ceil(rows * epoch_share(config) / config.batch_size))
 
 
 def supervised_pairs(queries: dict[str, str], positives: dict[str, list[str]],
-                     documents: dict[str, Any], rng: random.Random) -> list[Pair]:
-    """Query → title of its first positive, and query → spans of it that overlap the query."""
+                     documents: dict[str, Any], rng: random.Random,
+                     spans: int = SPANS_PER_QUERY) -> list[Pair]:
+    """Query → title of its first positive, and query → ``spans`` spans of it that overlap
+    the query."""
     pairs = []
     for qid, query in queries.items():
         doc = documents[positives[qid][0]]
         if doc.title:
             pairs.append(Pair(query, f" {doc.title}"))
-        for span in query_spans(query, doc.text, rng, SPANS_PER_QUERY):
+        for span in query_spans(query, doc.text, rng, spans):
             pairs.append(Pair(query, f" {span}"))
     return pairs
 

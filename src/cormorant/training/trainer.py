@@ -41,6 +41,7 @@ class TrainResult:
     steps: int
     dev_history: list[tuple[int, float]]
     losses: list[float]
+    best_dev_loss: float | None = None  # --kind seal selects by dev loss, not nDCG@10
 
 
 def work_dir(out: Path) -> Path:
@@ -194,12 +195,14 @@ def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluato
 
 def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any, every: int,
                        learning_rate: float, share: float = 1.0, batch_size: int | None = None,
+                       best: tuple[str, bool] = ("eval_dev_ndcg@10", True),
                        **extra: Any) -> Any:
     """The Trainer arguments every kind shares: ``share`` of one pass over the rows (they hold
     every epoch: ceil(epochs) passes, so a fractional ``--epochs`` runs part of them),
-    evaluation and checkpoints every ``every`` steps keeping the best dev nDCG@10, CSV and
-    TensorBoard logs, CUDA and fp16 when there is a GPU. ``batch_size`` (rows per step)
-    defaults to ``config.batch_size``."""
+    evaluation and checkpoints every ``every`` steps keeping the best dev checkpoint by
+    ``best`` (metric, greater is better; default dev nDCG@10), CSV and TensorBoard logs, CUDA
+    and fp16 when there is a GPU. ``batch_size`` (rows per step) defaults to
+    ``config.batch_size``."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -213,8 +216,8 @@ def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any
         eval_strategy="steps" if evaluator else "no", eval_steps=every,
         save_strategy="steps", save_steps=every, save_total_limit=2,
         load_best_model_at_end=evaluator is not None,
-        metric_for_best_model="eval_dev_ndcg@10" if evaluator else None,
-        greater_is_better=True, logging_steps=log_every(every, config.max_steps),
+        metric_for_best_model=best[0] if evaluator else None,
+        greater_is_better=best[1], logging_steps=log_every(every, config.max_steps),
         report_to=_reporters(), disable_tqdm=False, **extra)
 
 
