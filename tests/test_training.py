@@ -277,6 +277,27 @@ def test_cross_encoder_on_a_bi_encoder_keeps_its_pooling_and_speeds_up_only_the_
     assert rate == 5e-4 and fast == {f"2.linear.{n}" for n, _ in head.linear.named_parameters()}
 
 
+def test_cross_encoder_groups_of_mined_negatives_only(train_dir, tiny_encoder, tmp_path) -> None:
+    from cormorant.errors import CormorantError
+    from cormorant.training.trainer import train
+
+    # LCE's groups: the positive and seven mined negatives, no other queries' documents.
+    result = train(config(train_dir, tmp_path / "lce", tiny_encoder, kind="cross-encoder",
+                          negatives="bm25", cross_encoder_mined=7, cross_encoder_in_batch=0,
+                          batch_size=16, max_steps=2))
+    summary = json.loads((result.out / "training" / "summary.json").read_text())
+    assert summary["group"] == {"mined": 7, "in_batch": 0} and result.steps == 2
+    from cormorant.training.cross_encoder import listwise_loss, load_base
+
+    model = load_base(str(tiny_encoder))
+    columns = [["pos a", "pos b", "pos c"], ["neg a", "neg b", "neg c"]]
+    assert list(listwise_loss(model, 0).get_in_batch_negatives(["a", "b", "c"], columns)) == []
+    assert len(list(listwise_loss(model, 2).get_in_batch_negatives(["a", "b", "c"], columns))) == 2
+    with pytest.raises(CormorantError, match="cannot exceed --num-negatives"):
+        config(train_dir, tmp_path / "x", tiny_encoder, kind="cross-encoder",
+               cross_encoder_mined=9).validate()
+
+
 @pytest.mark.parametrize("kind, negatives, extra", [
     ("bi-encoder", "random", {}), ("cross-encoder", "bm25", {}),
     ("cross-encoder", "bm25", {"cross_encoder_loss": "bce"})])

@@ -66,6 +66,8 @@ class TrainConfig:
     # cross-encoder: the fresh scoring head learns faster than the pre-trained body
     head_learning_rate: float = 1e-3
     cross_encoder_loss: str = "listwise"
+    cross_encoder_mined: int = 3  # mined negatives per query and epoch (listwise and bce)
+    cross_encoder_in_batch: int = 4  # listwise: other queries' documents in each group
     # distill-query: query-only steps are ~20x cheaper than pair steps, so it runs longer
     student: str | None = None
     student_layers: int = 3
@@ -128,6 +130,10 @@ class TrainConfig:
                    f"cross_encoder_loss must be one of {', '.join(CROSS_ENCODER_LOSSES)}"),
                   (0 <= self.dev_fraction < 1, "--dev-fraction must be in [0, 1)"),
                   (self.num_negatives >= 1, "--num-negatives must be at least 1"),
+                  (self.cross_encoder_mined >= 1, "cross_encoder_mined must be at least 1"),
+                  (self.cross_encoder_in_batch >= 0, "cross_encoder_in_batch must be 0 or more"),
+                  (self.cross_encoder_mined <= self.num_negatives,
+                   "cross_encoder_mined cannot exceed --num-negatives (the mined pool)"),
                   (self.max_length >= 8, "--max-length must be at least 8 tokens"),
                   (self.student_layers >= 1, "--student-layers must be at least 1"),
                   (self.synthetic_queries is None or self.kind == "seal",

@@ -1,12 +1,16 @@
 """``cormorant train --kind cross-encoder``: a re-ranker trained from a plain encoder.
 
-Each training query gives, per epoch, one of its positives and three mined negatives. The
-default loss is listwise (``cross_encoder_loss: listwise``): a softmax over the positive, those
-three and four in-batch negatives (other queries' documents), as in localized contrastive
-estimation (Gao et al., ECIR 2021). ``bce`` scores the same documents pointwise (label 1 / 0)
-with binary cross-entropy, ``pos_weight`` = negatives per positive; on SciFact and NFCorpus it
-never left its constant-prediction loss, where the listwise loss learned on SciFact. The
-result loads as ``rerank(model=DIR)`` and as a TAS-Balanced teacher.
+Each training query gives, per epoch, one of its positives and three mined negatives
+(``cross_encoder_mined``). The default loss is listwise (``cross_encoder_loss: listwise``): a
+softmax over the positive, those three and four in-batch negatives (``cross_encoder_in_batch``,
+other queries' documents), after localized contrastive estimation (Gao et al., ECIR 2021), whose
+groups hold mined negatives only (``cross_encoder_mined: 7``, ``cross_encoder_in_batch: 0``).
+In-batch negatives are not checked against the query's judgments: where queries share many
+positives (NFCorpus), some are relevant, which mined-only groups avoid. ``bce`` scores the
+same documents pointwise (label 1 / 0) with binary cross-entropy, ``pos_weight`` = negatives
+per positive; on SciFact and NFCorpus it never left its constant-prediction loss, where the
+listwise loss learned on SciFact. The result loads as ``rerank(model=DIR)`` and as a
+TAS-Balanced teacher.
 
 The scoring head reads the pair the way the base model was trained to be read. A
 sentence-transformers bi-encoder (all-MiniLM-L6-v2) was trained with mean pooling and never
@@ -38,11 +42,10 @@ from cormorant.training.strategies import Context, _epochs, epoch_share, negativ
 log = logging.getLogger(__name__)
 DEFAULT_NEGATIVES = "bm25"
 CROSS_ENCODER_MAX_LENGTH = 256
-NEGATIVES_PER_QUERY = 3
+NEGATIVES_PER_QUERY = 3  # the defaults of cross_encoder_mined and cross_encoder_in_batch
 # listwise: each group also meets this many other queries' documents of the batch (random
 # negatives), so a group scores 1 + 3 + 4 pairs.
 IN_BATCH_NEGATIVES = 4
-GROUP_PAIRS = 1 + NEGATIVES_PER_QUERY + IN_BATCH_NEGATIVES
 
 
 def train_cross_encoder(config: TrainConfig) -> Any:
@@ -50,10 +53,7 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import (
-        BinaryCrossEntropyLoss,
-        MultipleNegativesRankingLoss,
-    )
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from cormorant.retrieval.encoders import resolve_model
     from cormorant.training.trainer import (
@@ -72,8 +72,9 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
     negatives = negatives_for(Context(config, data, base, work), method)
     listwise = config.cross_encoder_loss == "listwise"
-    rows = group_rows(data, negatives, NEGATIVES_PER_QUERY, config) if listwise \
-        else pair_rows(data, negatives, NEGATIVES_PER_QUERY, config)
+    mined, in_batch = config.cross_encoder_mined, config.cross_encoder_in_batch
+    rows = group_rows(data, negatives, mined, config) if listwise \
+        else pair_rows(data, negatives, mined, config)
     model = load_base(base)
     # Pairs are cut to --max-length while training (like bi-encoder documents); the saved model
     # re-ranks at its full length.
@@ -81,16 +82,16 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     evaluator = DevEvaluator(DevSet.build(dev, config.dev_candidates), cross_encoder_scorer) \
         if dev is not None else None
     # A step scores about --batch-size pairs either way: a listwise row is a whole group.
-    batch = max(2, config.batch_size // GROUP_PAIRS) if listwise else config.batch_size
+    batch = max(2, config.batch_size // (1 + mined + in_batch)) if listwise \
+        else config.batch_size
     per_epoch = len(rows["query"]) // _epochs(config)
     args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
                               every=config.eval_steps or max(1, math.ceil(per_epoch / batch)),
                               learning_rate=config.peak_learning_rate, share=epoch_share(config),
                               batch_size=batch,
                               learning_rate_mapping=head_learning_rates(model, config))
-    loss = MultipleNegativesRankingLoss(model, num_negatives=IN_BATCH_NEGATIVES, scale=1.0,
-                                        activation_fn=None) if listwise \
-        else BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(NEGATIVES_PER_QUERY)))
+    loss = listwise_loss(model, in_batch) if listwise \
+        else BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(mined)))
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
                                   loss=loss, evaluator=evaluator, callbacks=[csv_log])
@@ -99,10 +100,28 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     seconds = time.perf_counter() - start
     model.max_seq_length = CROSS_ENCODER_MAX_LENGTH
     summary = {"kind": "cross-encoder", "negatives": method, "loss": config.cross_encoder_loss,
+               "group": {"mined": mined, "in_batch": in_batch if listwise else 0},
                "seconds": round(seconds, 1)}
     write_output(config, model, work, summary, evaluator, negatives)
     return TrainResult(config.out, seconds, trainer.state.global_step,
                        evaluator.history if evaluator else [], csv_log.values)
+
+
+def listwise_loss(model: Any, in_batch: int) -> Any:
+    """Softmax cross-entropy over each group (sentence-transformers' cross-encoder
+    ``MultipleNegativesRankingLoss``, raw scores, scale 1), with ``in_batch`` of the batch's
+    other documents added to each group; 0 keeps the mined group alone, as LCE has it."""
+    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+
+    if in_batch > 0:
+        return MultipleNegativesRankingLoss(model, num_negatives=in_batch, scale=1.0,
+                                            activation_fn=None)
+
+    class MinedGroupsOnly(MultipleNegativesRankingLoss):
+        def get_in_batch_negatives(self, anchors: Any, candidates: Any) -> Iterator[list[str]]:
+            return iter(())  # the library's sampler cannot draw zero of them
+
+    return MinedGroupsOnly(model, num_negatives=None, scale=1.0, activation_fn=None)
 
 
 def pair_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig) -> dict[str, list]:
