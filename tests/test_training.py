@@ -293,9 +293,9 @@ def test_cross_encoder_groups_of_mined_negatives_only(train_dir, tiny_encoder, t
     columns = [["pos a", "pos b", "pos c"], ["neg a", "neg b", "neg c"]]
     assert list(listwise_loss(model, 0).get_in_batch_negatives(["a", "b", "c"], columns)) == []
     assert len(list(listwise_loss(model, 2).get_in_batch_negatives(["a", "b", "c"], columns))) == 2
-    with pytest.raises(CormorantError, match="cannot exceed --num-negatives"):
+    with pytest.raises(CormorantError, match="cross_encoder_in_batch must be 0 or more"):
         config(train_dir, tmp_path / "x", tiny_encoder, kind="cross-encoder",
-               cross_encoder_mined=9).validate()
+               cross_encoder_in_batch=-1)
 
 
 @pytest.mark.parametrize("kind, negatives, extra", [

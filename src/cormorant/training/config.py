@@ -132,8 +132,6 @@ class TrainConfig:
                   (self.num_negatives >= 1, "--num-negatives must be at least 1"),
                   (self.cross_encoder_mined >= 1, "cross_encoder_mined must be at least 1"),
                   (self.cross_encoder_in_batch >= 0, "cross_encoder_in_batch must be 0 or more"),
-                  (self.cross_encoder_mined <= self.num_negatives,
-                   "cross_encoder_mined cannot exceed --num-negatives (the mined pool)"),
                   (self.max_length >= 8, "--max-length must be at least 8 tokens"),
                   (self.student_layers >= 1, "--student-layers must be at least 1"),
                   (self.synthetic_queries is None or self.kind == "seal",
