@@ -43,7 +43,11 @@ def test_suffix_array_matches_brute_force(docs, probe):
         assert index.docs(gram) == sorted({d for d, _ in found})
         follow = sorted({docs[d][i + len(gram)] for d, i in found if i + len(gram) < len(docs[d])})
         assert index.next_tokens(gram) == follow
+        opening = sorted({doc[len(gram)] for doc in docs
+                          if tuple(doc[:len(gram)]) == gram and len(doc) > len(gram)})
+        assert index.next_tokens_at_start(gram).tolist() == opening
     assert index.next_tokens(()) == sorted({t for doc in docs for t in doc})
+    assert index.next_tokens_at_start(()).tolist() == sorted({doc[0] for doc in docs if doc})
     assert index.total_tokens == sum(map(len, docs))
 
 
@@ -79,7 +83,10 @@ def test_sharded_index_answers_what_one_index_answers(docs, shard_tokens, probe)
         assert sharded.docs(gram) == sorted({d for d, _ in found})
         assert sorted(sharded.positions(gram).tolist()) == sorted(one.positions(gram).tolist())
         assert sharded.next_tokens(gram) == one.next_tokens(gram)
+        assert sharded.next_tokens_at_start(gram).tolist() == \
+            one.next_tokens_at_start(gram).tolist()
     assert sharded.next_tokens(()) == one.next_tokens(())
+    assert sharded.next_tokens_at_start(()).tolist() == one.next_tokens_at_start(()).tolist()
     assert sharded.total_tokens == one.total_tokens
     assert sharded.token_counts().tolist() == one.token_counts().tolist()
     assert sharded.doc_starts.tolist() == one.doc_starts.tolist()
@@ -384,6 +391,19 @@ def test_training_pairs_follow_the_query():
     assert any("vitamin d deficiency" in s for s in spans)
 
 
+def test_training_pairs_hold_title_keys_under_the_title_prompt():
+    import random
+
+    from cormorant.training.seal import TITLE_COPIES, supervised_pairs
+    from cormorant.types import Document
+
+    docs = {"d1": Document("d1", "Vitamin D deficiency is common. " * 5, "Vitamin D")}
+    pairs = supervised_pairs({"q": "vitamin d"}, {"q": ["d1"]}, docs, random.Random(0))
+    titled = [p for p in pairs if p.titles]
+    assert len(titled) == TITLE_COPIES and {p.target for p in titled} == {" Vitamin D @@"}
+    assert any(p.target == " Vitamin D" and not p.titles for p in pairs)  # also a body n-gram
+
+
 def test_seq2seq_generator_decodes_corpus_ngrams(tmp_path):
     from cormorant.retrieval.seal.constrained import decode
     from cormorant.retrieval.seal.retriever import SealRetriever
@@ -406,6 +426,35 @@ def test_seq2seq_generator_decodes_corpus_ngrams(tmp_path):
     for ngram in some:
         assert forced[ngram] == pytest.approx(decoded.log_probs[ngram], abs=1e-3)
     assert set(seal.search(QUERIES, k=2)) == set(QUERIES)
+
+
+def test_title_keys_are_whole_titles_of_corpus_documents(generator):
+    from cormorant.retrieval.seal.constrained import DecodeSettings, decode_titles
+
+    docs = [generator.tokenize(generator.document_text(t, x)) for _, t, x in DOCS]
+    titles = {tuple(generator.tokenize(f" {t} @@")) for _, t, _ in DOCS}
+    index = SubstringIndex.build(docs, vocab_size=generator.vocab_size)
+    for query in QUERIES.values():
+        keys = decode_titles(generator, index, query, DecodeSettings(4, 15, 4))
+        assert keys, query  # four beams over six titles always close some
+        assert set(keys) <= titles  # a whole title, from a document's start, up to its @@
+        assert all(v < 0 for v in keys.values())
+
+
+def test_stage_with_title_keys(tmp_path, tiny_generator):
+    from cormorant.retrieval.seal.retriever import SealRetriever
+    from cormorant.types import Corpus, Document
+
+    corpus = Corpus.from_documents([Document(i, x, t) for i, t, x in DOCS], name="tiny")
+    plain = SealRetriever.build(corpus, model=str(tiny_generator), beams=3, max_length=4)
+    titled = SealRetriever.build(corpus, model=str(tiny_generator), beams=3, max_length=4,
+                                 titles=True)
+    end = plain.generator.title_end
+    assert not any(k[-len(end):] == end for k in plain.keys(QUERIES["q1"]))
+    assert any(k[-len(end):] == end for k in titled.keys(QUERIES["q1"]))
+    assert set(titled.search(QUERIES, k=3)) == set(QUERIES)
+    assert titled.params == {"model": str(tiny_generator), "beams": 3, "max_length": 4,
+                             "titles": True}
 
 
 def test_beam_log_probs_equal_teacher_forcing(generator):

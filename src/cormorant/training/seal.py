@@ -2,10 +2,12 @@
 
 Rows are (prompt, n-gram) pairs, the prompt being the one the ``seal`` stage decodes with:
 
-- supervised, per training query and its first positive document: the title, and
-  ``SPANS_PER_QUERY`` spans of ``SPAN_WORDS`` words whose start is drawn with probability
-  ∝ exp(overlap with the query), never at a stop word (the spans that best match the query
-  are the likeliest, but not the only ones, as in the paper's fuzzy-match sampling);
+- supervised, per training query and its first positive document: the title as an n-gram,
+  the title as a title key (`` title @@`` under the title prompt, ``TITLE_COPIES`` copies, as
+  the paper has it), and ``SPANS_PER_QUERY`` spans of ``SPAN_WORDS`` words whose start is
+  drawn with probability ∝ exp(overlap with the query), never at a stop word (the spans that
+  best match the query are the likeliest, but not the only ones, as in the paper's fuzzy-match
+  sampling);
 - unsupervised, per sampled corpus document: span → title, title → span, and span → another
   span of the same document (the paper's passage-to-title and span-to-span pairs), so the
   model learns the corpus itself, not only the documents training queries reach;
@@ -33,11 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cormorant.retrieval.seal.generator import TITLE_END
 from cormorant.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 SPAN_WORDS = 10
 SPANS_PER_QUERY = 10
+TITLE_COPIES = 3  # the paper's copies of each query -> title pair
 # A synthetic query covers one document, and there are several per document: fewer spans each
 # keep the corpus's share of the pairs from swamping the labelled queries.
 SPANS_PER_SYNTHETIC_QUERY = 3
@@ -54,6 +58,7 @@ on or that the their there these this to was were what which while who will with
 class Pair:
     source: str
     target: str
+    titles: bool = False  # put to the model with the title prompt (a title key to write)
 
 
 def train_seal(config: TrainConfig) -> Any:
@@ -166,6 +171,9 @@ def supervised_pairs(queries: dict[str, str], positives: dict[str, list[str]],
         doc = documents[positives[qid][0]]
         if doc.title:
             pairs.append(Pair(query, f" {doc.title}"))
+            # Title keys, as the paper trains them: the whole title and its end marker, under
+            # the title prompt, in TITLE_COPIES copies.
+            pairs += [Pair(query, f" {doc.title}{TITLE_END}", titles=True)] * TITLE_COPIES
         for span in query_spans(query, doc.text, rng, spans):
             pairs.append(Pair(query, f" {span}"))
     return pairs
@@ -202,7 +210,7 @@ def query_spans(query: str, text: str, rng: random.Random, count: int) -> list[s
 
 def encode_pair(generator: Any, pair: Pair, max_length: int) -> dict[str, list[int]]:
     """Token ids and labels: the loss falls on the target n-gram only."""
-    prompt = generator.prompt_ids(pair.source)
+    prompt = generator.prompt_ids(pair.source, titles=pair.titles)
     target = generator.tokenize(pair.target)[:max(1, max_length // 2)]
     if generator.seq2seq:
         return {"input_ids": prompt[:max_length], "labels": target}

@@ -8,6 +8,11 @@ document's end) may only end.
 
 The paper keeps every candidate of every step, not only the final beams (short n-grams are
 often the best keys), so the processor also records each beam's prefix as it goes.
+
+Title mode (:func:`decode_titles`, the paper's title keys): the first step may only write a
+token that opens a document, each later one only what follows the beam's prefix *at a document
+start*, and a beam that has written the `` @@`` closing a title may only end. So every title
+key is the whole title of at least one document.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from cormorant.retrieval.seal.generator import Generator
 from cormorant.retrieval.seal.substring import NgramIndex
 
 Ngram = tuple[int, ...]
+TITLE_LENGTH = 15  # the paper's longest title key, in tokens
 
 
 def _logits_processor_base() -> type:
@@ -53,9 +59,11 @@ class CorpusConstraint(_logits_processor_base()):  # type: ignore[misc]
     """
 
     def __init__(self, index: NgramIndex, prefix_length: int, eos_token_id: int,
-                 beams: int = 1) -> None:
+                 beams: int = 1, title_end: Ngram | None = None) -> None:
         self.index, self.prefix_length = index, prefix_length
         self.eos_token_id, self.beams = eos_token_id, beams
+        # Title mode: beams open a document and stop once they have written its title's end.
+        self.title_end = title_end
         self.seen: set[Ngram] = set()
         self.log_probs: dict[Ngram, float] = {(): 0.0}
         self.first: Any = None
@@ -69,7 +77,7 @@ class CorpusConstraint(_logits_processor_base()):  # type: ignore[misc]
         for row, generated in enumerate(prefixes):
             if generated:
                 self.seen.add(generated)
-            allowed = self.index.next_token_array(generated)
+            allowed = self._allowed(generated)
             allowed = allowed[allowed < scores.shape[-1]]
             if allowed.size:
                 mask[row, torch.from_numpy(allowed)] = 0.0
@@ -80,6 +88,15 @@ class CorpusConstraint(_logits_processor_base()):  # type: ignore[misc]
         masked = scores + mask
         self._record(prefixes, masked)
         return masked
+
+    def _allowed(self, generated: Ngram) -> Any:
+        import numpy as np
+
+        if self.title_end is None:
+            return self.index.next_token_array(generated)
+        if is_title(generated, self.title_end):
+            return np.zeros(0, dtype=np.int64)  # the title is whole: only the end token
+        return self.index.next_tokens_at_start(generated)
 
     def _record(self, prefixes: list[Ngram], masked: Any) -> None:
         import torch
@@ -93,6 +110,11 @@ class CorpusConstraint(_logits_processor_base()):  # type: ignore[misc]
                                     strict=True):
                 if value != float("-inf") and token != self.eos_token_id:
                     self.log_probs.setdefault(generated + (token,), base + value)
+
+
+def is_title(ngram: Ngram, end: Ngram) -> bool:
+    """A title key: at least one token before the end marker, and the marker last."""
+    return len(ngram) > len(end) and ngram[-len(end):] == end
 
 
 def _strip(ids: list[int], eos: int) -> list[int]:
@@ -122,13 +144,47 @@ def generate_ngrams(generator: Generator, index: NgramIndex, queries: Sequence[s
 def decode(generator: Generator, index: NgramIndex, query: str,
            settings: DecodeSettings | None = None) -> Decoded:
     """Constrained beam search for one query: every n-gram of every step, scored."""
+    settings = settings or DecodeSettings()
+    constraint, found = _beam_search(generator, index, generator.prompt_ids(query), settings)
+    # Each kept n-gram was allowed by the index at every step, so it occurs; the count check is
+    # cheap insurance against a generate() path that skips processors.
+    scores = {n: constraint.log_probs[n] for n in found
+              if n in constraint.log_probs and index.count(n) > 0}
+    return Decoded(scores, constraint.first)
+
+
+def decode_titles(generator: Generator, index: NgramIndex, query: str,
+                  settings: DecodeSettings | None = None) -> dict[Ngram, float]:
+    """Title keys (the paper's title mode): whole titles, `` title @@``, each the opening of
+    some document, with s(n) = log P(n | q) under the title prompt.
+
+    Example:
+        >>> decode_titles(gen, index, "vitamin d and depression")  # doctest: +SKIP
+        {(10954, 422, 3394, 48): -1.7, ...}
+    """
+    settings = settings or DecodeSettings(max_length=TITLE_LENGTH)
+    end = generator.title_end
+    constraint, found = _beam_search(generator, index, generator.prompt_ids(query, titles=True),
+                                     settings, title_end=end)
+    # Every beam child that closes a title counts, not only the finished beams.
+    closed = {n for n in constraint.log_probs if is_title(n, end)} | \
+        {n for n in found if is_title(n, end)}
+    return {n: constraint.log_probs[n] for n in closed
+            if n in constraint.log_probs and index.count(n) > 0}
+
+
+def _beam_search(generator: Generator, index: NgramIndex, prompt_ids: list[int],
+                 settings: DecodeSettings, title_end: Ngram | None = None
+                 ) -> tuple[CorpusConstraint, set[Ngram]]:
+    """Run ``generate`` under the constraint; the constraint (what it recorded) and every
+    n-gram a beam held."""
     import torch
     from transformers import LogitsProcessorList
 
-    settings = settings or DecodeSettings()
-    prompt = torch.tensor([generator.prompt_ids(query)])
+    prompt = torch.tensor([prompt_ids])
     prefix = 1 if generator.seq2seq else prompt.shape[1]
-    constraint = CorpusConstraint(index, prefix, generator.eos_token_id, settings.beams)
+    constraint = CorpusConstraint(index, prefix, generator.eos_token_id, settings.beams,
+                                  title_end)
     kwargs: dict[str, Any] = {}
     if not generator.seq2seq:
         kwargs["attention_mask"] = torch.ones_like(prompt)
@@ -145,8 +201,4 @@ def decode(generator: Generator, index: NgramIndex, query: str,
         ngram = tuple(_strip(row[prefix:], generator.eos_token_id))
         if ngram:
             found.add(ngram)
-    # Each kept n-gram was allowed by the index at every step, so it occurs; the count check is
-    # cheap insurance against a generate() path that skips processors.
-    scores = {n: constraint.log_probs[n] for n in found
-              if n in constraint.log_probs and index.count(n) > 0}
-    return Decoded(scores, constraint.first)
+    return constraint, found

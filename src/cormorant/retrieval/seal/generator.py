@@ -28,6 +28,10 @@ DEFAULT_GENERATOR = "SmolLM2-135M-Instruct"
 PROMPT = "Query: {query}\nText from a relevant document:"
 """How a query is put to the generator; training writes the same prompt. The paper's BART reads
 ``q || body || +``; a plain sentence suits a small instruction-tuned decoder better untrained."""
+TITLE_PROMPT = "Query: {query}\nTitle of a relevant document:"
+"""The prompt of title keys (the paper's ``q || title || +``): the model writes a whole title,
+from a document's start, up to the ``@@`` that ends it in the indexed text."""
+TITLE_END = " @@"
 
 
 def resolve_generator(model: str | None) -> str:
@@ -58,6 +62,7 @@ class Generator:
     seq2seq: bool
     prompt: str = PROMPT
     max_query_tokens: int = 64
+    title_prompt: str = TITLE_PROMPT
 
     @classmethod
     def load(cls, path: str, prompt: str = PROMPT) -> Generator:
@@ -94,10 +99,17 @@ class Generator:
         is tokenised as it is inside a sentence)."""
         return f" {title} @@ {text}" if title else f" {text}"
 
-    def prompt_ids(self, query: str) -> list[int]:
-        """The tokens a query is put to the model as (cut to ``max_query_tokens``)."""
+    @property
+    def title_end(self) -> tuple[int, ...]:
+        """The tokens of `` @@``, which close a title in :meth:`document_text`."""
+        return tuple(self.tokenize(TITLE_END))
+
+    def prompt_ids(self, query: str, titles: bool = False) -> list[int]:
+        """The tokens a query is put to the model as (cut to ``max_query_tokens``); ``titles``
+        asks for a title key instead of a body n-gram."""
         words = self.tokenize(query.strip())[:self.max_query_tokens]  # a long query is cut
-        ids = self.tokenize(self.prompt.format(query=self.tokenizer.decode(words)))
+        template = self.title_prompt if titles else self.prompt
+        ids = self.tokenize(template.format(query=self.tokenizer.decode(words)))
         if self.seq2seq and self.tokenizer.eos_token_id is not None:
             ids = ids + [self.tokenizer.eos_token_id]
         return ids

@@ -25,7 +25,13 @@ import numpy as np
 from cormorant.errors import IndexFormatError, PipelineError
 from cormorant.pipeline import DEFAULT_DEPTH
 from cormorant.retrieval.base import Retriever
-from cormorant.retrieval.seal.constrained import DecodeSettings, Ngram, decode
+from cormorant.retrieval.seal.constrained import (
+    TITLE_LENGTH,
+    DecodeSettings,
+    Ngram,
+    decode,
+    decode_titles,
+)
 from cormorant.retrieval.seal.generator import Generator, resolve_generator
 from cormorant.retrieval.seal.scoring import (
     ScoringSettings,
@@ -41,7 +47,7 @@ IDS_FILE = "doc_ids.json"
 UNIGRAMS = 5000  # first-step tokens kept as unigram keys (the paper's top 5000)
 _DEFAULTS: dict[str, Any] = {"beams": 15, "max_length": 10, "alpha": 2.0, "beta": 0.8,
                              "smoothing": 5.0, "unigrams": UNIGRAMS, "query_ngrams": True,
-                             "shard_tokens": SHARD_TOKENS}
+                             "shard_tokens": SHARD_TOKENS, "titles": False}
 
 
 class SealRetriever(Retriever):
@@ -70,13 +76,17 @@ class SealRetriever(Retriever):
                                        beta=float(options["beta"]))
         self.unigrams = int(options["unigrams"])
         self.query_ngrams = bool(options["query_ngrams"])
+        self.titles = bool(options["titles"])
+        self.title_decode = DecodeSettings(beams=self.decode.beams, max_length=TITLE_LENGTH,
+                                           returned=self.decode.beams)
 
     # ---------------------------------------------------------------------- index life
     @classmethod
     def build(cls, corpus: Corpus, *, model: str | None = None, beams: int = 15,
               max_length: int = 10, alpha: float = 2.0, beta: float = 0.8,
               smoothing: float = 5.0, unigrams: int = UNIGRAMS, query_ngrams: bool = True,
-              shard_tokens: int = SHARD_TOKENS, depth: int = DEFAULT_DEPTH) -> SealRetriever:
+              shard_tokens: int = SHARD_TOKENS, titles: bool = False,
+              depth: int = DEFAULT_DEPTH) -> SealRetriever:
         """Tokenize the corpus with the generator's tokenizer and suffix-sort it, in shards of
         at most ``shard_tokens`` tokens (the memory a build needs: about 9 bytes a token of
         one shard; see :mod:`cormorant.retrieval.seal.sharded`)."""
@@ -84,7 +94,7 @@ class SealRetriever(Retriever):
 
         params = _params(model=model, beams=beams, max_length=max_length, alpha=alpha,
                          beta=beta, smoothing=smoothing, unigrams=unigrams,
-                         query_ngrams=query_ngrams, shard_tokens=shard_tokens)
+                         query_ngrams=query_ngrams, shard_tokens=shard_tokens, titles=titles)
         _check_options({**_DEFAULTS, **params})
         path = resolve_generator(model)
         generator = Generator.load(path)
@@ -110,7 +120,8 @@ class SealRetriever(Retriever):
     def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,
              beams: int = 15, max_length: int = 10, alpha: float = 2.0, beta: float = 0.8,
              smoothing: float = 5.0, unigrams: int = UNIGRAMS, query_ngrams: bool = True,
-             shard_tokens: int = SHARD_TOKENS, depth: int = DEFAULT_DEPTH) -> SealRetriever:
+             shard_tokens: int = SHARD_TOKENS, titles: bool = False,
+             depth: int = DEFAULT_DEPTH) -> SealRetriever:
         path = resolve_generator(model)
         generator = Generator.load(path)
         if tokenizer_fingerprint(generator.tokenizer) != meta["tokenizer"]:
@@ -124,7 +135,7 @@ class SealRetriever(Retriever):
             raise IndexFormatError(f"{directory}: cannot read document ids ({exc})") from None
         params = _params(model=model, beams=beams, max_length=max_length, alpha=alpha,
                          beta=beta, smoothing=smoothing, unigrams=unigrams,
-                         query_ngrams=query_ngrams, shard_tokens=shard_tokens)
+                         query_ngrams=query_ngrams, shard_tokens=shard_tokens, titles=titles)
         return cls(generator, index, doc_ids, params, depth, path)
 
     @classmethod
@@ -158,6 +169,9 @@ class SealRetriever(Retriever):
         """Document rows with their SEAL scores for one query."""
         decoded = decode(self.generator, self.index, query, self.decode)
         s = dict(decoded.log_probs)
+        if self.titles:
+            for key, value in self.title_keys(query).items():
+                s.setdefault(key, value)
         if self.query_ngrams:
             extra = [n for n in query_word_ngrams(self.generator, query)
                      if n not in s and self.index.count(n) > 0]
@@ -176,10 +190,20 @@ class SealRetriever(Retriever):
     def keys(self, query: str) -> list[Ngram]:
         """The n-grams a query is matched by: decoded ones plus the query's own word n-grams."""
         found = set(decode(self.generator, self.index, query, self.decode).log_probs)
+        if self.titles:
+            found |= set(self.title_keys(query))
         if self.query_ngrams:
             found |= {n for n in query_word_ngrams(self.generator, query)
                       if self.index.count(n) > 0}
         return sorted(found)
+
+    def title_keys(self, query: str) -> dict[Ngram, float]:
+        """Whole titles the generator writes for ``query`` (title mode), with log P(n | q).
+
+        A title key is scored as any n-gram (its corpus count, the weight formula, α) and
+        matches where the document holds it: at its start, `` title @@``.
+        """
+        return decode_titles(self.generator, self.index, query, self.title_decode)
 
     def unigram_weights(self, log_probs: np.ndarray | None, generated: set[int]) -> dict[int, float]:
         """Top first-step tokens weighted like n-grams (no α); generated unigrams get 0."""

@@ -8,7 +8,7 @@ laid end to end are exactly the stream one index would hold, so stream offsets a
 rows are global and every answer equals the one-index answer:
 
 - ``count``: the sum over shards (an n-gram never crosses a document, so never a shard);
-- ``next_tokens``: the union over shards;
+- ``next_tokens`` / ``next_tokens_at_start``: the union over shards;
 - ``positions`` / ``doc_of`` / ``document``: shard answers shifted by the shard's offset.
 
 A corpus that fits in one shard (every BEIR corpus at the default) is a single index, written
@@ -60,7 +60,7 @@ class ShardedIndex:
             [s.doc_starts[:-1] + base for s, base in zip(shards, self.offsets, strict=False)]
             + [self.offsets[-1:]]).astype(np.int64)
         self._counts: np.ndarray | None = None
-        self._successors: dict[tuple[int, ...], np.ndarray] = {}
+        self._successors: dict[tuple, np.ndarray] = {}
         self._spill = spill  # shards sorted during build wait here until save() moves them
         if spill is not None:
             weakref.finalize(self, shutil.rmtree, spill, True)
@@ -149,6 +149,16 @@ class ShardedIndex:
             if len(self._successors) > 100_000:
                 self._successors.clear()
             found = [s.next_token_array(key) for s in self.shards]
+            self._successors[key] = np.unique(np.concatenate(found)).astype(np.int64)
+        return self._successors[key]
+
+    def next_tokens_at_start(self, prefix: Sequence[int]) -> np.ndarray:
+        """Tokens that follow ``prefix`` where it opens a document, united over shards."""
+        if len(self.shards) == 1:
+            return self.shards[0].next_tokens_at_start(prefix)
+        key = ("start", *(int(t) for t in prefix))
+        if key not in self._successors:
+            found = [s.next_tokens_at_start(prefix) for s in self.shards]
             self._successors[key] = np.unique(np.concatenate(found)).astype(np.int64)
         return self._successors[key]
 

@@ -46,6 +46,7 @@ class NgramIndex(Protocol):
     def token_counts(self) -> np.ndarray: ...
     def count(self, ngram: Sequence[int]) -> int: ...
     def next_token_array(self, prefix: Sequence[int]) -> np.ndarray: ...
+    def next_tokens_at_start(self, prefix: Sequence[int]) -> np.ndarray: ...
     def positions(self, ngram: Sequence[int], limit: int | None = None) -> np.ndarray: ...
     def doc_of(self, positions: np.ndarray) -> np.ndarray: ...
     def document(self, row: int) -> np.ndarray: ...
@@ -67,7 +68,7 @@ class SubstringIndex:
         # first_ranges[t] .. first_ranges[t + 1]: the suffixes that start with token t.
         self.first_ranges = first_ranges
         self.vocab_size = vocab_size
-        self._successors: dict[tuple[int, ...], np.ndarray] = {}
+        self._successors: dict[tuple, np.ndarray] = {}
 
     # ------------------------------------------------------------------ building and files
     @classmethod
@@ -182,6 +183,32 @@ class SubstringIndex:
             self._successors.clear()  # a bound on memory over a long-lived service
         self._successors[key] = found
         return found
+
+    def next_tokens_at_start(self, prefix: Sequence[int]) -> np.ndarray:
+        """The distinct tokens that follow ``prefix`` where it opens a document, ascending
+        (int64): what title decoding may write next, titles being the documents' first words.
+
+        Example:
+            >>> index = SubstringIndex.build([[5, 6, 7], [7, 6, 5]], vocab_size=10)
+            >>> index.next_tokens_at_start([]).tolist(), index.next_tokens_at_start([6]).tolist()
+            ([5, 7], [])
+        """
+        key = ("start", *(int(t) for t in prefix))
+        if key in self._successors:
+            return self._successors[key]
+        starts = np.asarray(self.doc_starts[:-1])
+        if len(key) == 1:
+            at = starts
+        else:
+            found = self.positions(key[1:])
+            slot = np.minimum(np.searchsorted(starts, found), max(len(starts) - 1, 0))
+            at = found[starts[slot] == found] if len(starts) else found[:0]
+        following = np.asarray(self.tokens[at + len(key) - 1]) if at.size else at
+        following = np.unique(following[following < self.vocab_size]).astype(np.int64)
+        if len(self._successors) > 100_000:
+            self._successors.clear()
+        self._successors[key] = following
+        return following
 
     def positions(self, ngram: Sequence[int], limit: int | None = None) -> np.ndarray:
         """Stream offsets where ``ngram`` starts (at most ``limit`` of them, in suffix order)."""
