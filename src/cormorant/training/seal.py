@@ -83,31 +83,15 @@ def train_seal(config: TrainConfig) -> Any:
     synthetic = load_synthetic(config.synthetic_queries, data.corpus) \
         if config.synthetic_queries else None
     work = prepare_out(config)
-    rng = random.Random(config.seed)
     documents = {d.doc_id: d for d in data.corpus}
-    pairs = supervised_pairs(data.queries, data.positives, documents, rng) \
-        + unsupervised_pairs(documents, rng)
-    if synthetic is not None:
-        pairs += supervised_pairs(synthetic.queries, synthetic.positives, documents, rng,
-                                  SPANS_PER_SYNTHETIC_QUERY)
-    pairs = pairs * max(1, math.ceil(config.epochs))
-    rng.shuffle(pairs)
+    pairs = training_pairs(data, synthetic, documents, config)
     features = [encode_pair(generator, p, config.max_length) for p in pairs]
-    dev_rows = None
-    if dev is not None:
-        dev_rng = random.Random(config.seed + 1)
-        dev_pairs = supervised_pairs(dev.queries, dev.positives, documents, dev_rng, DEV_SPANS)
-        dev_pairs = dev_rng.sample(dev_pairs, min(DEV_PAIRS, len(dev_pairs)))
-        dev_rows = _Rows([encode_pair(generator, p, config.max_length) for p in dev_pairs])
+    dev_rows = _dev_rows(generator, dev, documents, config) if dev is not None else None
     log.info("seal: %d training pairs from %d queries%s, %s", len(pairs), len(data.queries),
              f" and {len(synthetic.queries)} synthetic queries" if synthetic else "",
              f"{len(dev_rows)} dev pairs from {len(dev.queries)} queries" if dev_rows
              else "no dev set")
-    every = max(1, len(features) // config.batch_size)
-    if config.eval_steps:
-        every = config.eval_steps
-    elif dev_rows is not None:
-        every = max(1, math.ceil(_planned_steps(config, len(features)) / 4))  # four checks
+    every = _eval_interval(config, len(features), dev_rows is not None)
     args = training_arguments(TrainingArguments, config, work, dev_rows, every=every,
                               learning_rate=config.peak_learning_rate, share=epoch_share(config),
                               best=("eval_loss", False), remove_unused_columns=False,
@@ -134,6 +118,39 @@ def train_seal(config: TrainConfig) -> Any:
     write_output(config, generator, work, summary, evaluator=None)
     return TrainResult(config.out, seconds, trainer.state.global_step, [], csv_log.values,
                        best_dev_loss=min((h["loss"] for h in history), default=None))
+
+
+def training_pairs(data: Any, synthetic: Any, documents: dict[str, Any],
+                   config: TrainConfig) -> list[Pair]:
+    """Supervised, unsupervised and synthetic-query pairs, repeated per epoch, shuffled."""
+    rng = random.Random(config.seed)
+    pairs = supervised_pairs(data.queries, data.positives, documents, rng) \
+        + unsupervised_pairs(documents, rng)
+    if synthetic is not None:
+        pairs += supervised_pairs(synthetic.queries, synthetic.positives, documents, rng,
+                                  SPANS_PER_SYNTHETIC_QUERY)
+    pairs = pairs * max(1, math.ceil(config.epochs))
+    rng.shuffle(pairs)
+    return pairs
+
+
+def _dev_rows(generator: Any, dev: Any, documents: dict[str, Any],
+              config: TrainConfig) -> _Rows:
+    """A seeded sample of the dev queries' supervised pairs, encoded."""
+    rng = random.Random(config.seed + 1)
+    pairs = supervised_pairs(dev.queries, dev.positives, documents, rng, DEV_SPANS)
+    pairs = rng.sample(pairs, min(DEV_PAIRS, len(pairs)))
+    return _Rows([encode_pair(generator, p, config.max_length) for p in pairs])
+
+
+def _eval_interval(config: TrainConfig, rows: int, has_dev: bool) -> int:
+    """Steps between dev evaluations (and checkpoints): ``eval_steps``, else four a run with
+    a dev set, else one checkpoint a pass."""
+    if config.eval_steps:
+        return config.eval_steps
+    if has_dev:
+        return max(1, math.ceil(_planned_steps(config, rows) / 4))
+    return max(1, rows // config.batch_size)
 
 
 def load_synthetic(path: Path, corpus: Any) -> Any:
