@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cormorant.retrieval.seal.generator import Generator
 from cormorant.retrieval.seal.substring import NgramIndex
 
@@ -89,9 +91,7 @@ class CorpusConstraint(_logits_processor_base()):  # type: ignore[misc]
         self._record(prefixes, masked)
         return masked
 
-    def _allowed(self, generated: Ngram) -> Any:
-        import numpy as np
-
+    def _allowed(self, generated: Ngram) -> np.ndarray:
         if self.title_end is None:
             return self.index.next_token_array(generated)
         if is_title(generated, self.title_end):
@@ -164,13 +164,12 @@ def decode_titles(generator: Generator, index: NgramIndex, query: str,
     """
     settings = settings or DecodeSettings(max_length=TITLE_LENGTH)
     end = generator.title_end
-    constraint, found = _beam_search(generator, index, generator.prompt_ids(query, titles=True),
-                                     settings, title_end=end)
-    # Every beam child that closes a title counts, not only the finished beams.
-    closed = {n for n in constraint.log_probs if is_title(n, end)} | \
-        {n for n in found if is_title(n, end)}
-    return {n: constraint.log_probs[n] for n in closed
-            if n in constraint.log_probs and index.count(n) > 0}
+    constraint, _ = _beam_search(generator, index, generator.prompt_ids(query, titles=True),
+                                 settings, title_end=end)
+    # Every beam child that closes a title counts, not only the finished beams (each finished
+    # beam was recorded as a child on its way).
+    return {n: value for n, value in constraint.log_probs.items()
+            if is_title(n, end) and index.count(n) > 0}
 
 
 def _beam_search(generator: Generator, index: NgramIndex, prompt_ids: list[int],

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cormorant.retrieval.seal.substring import FILES, SubstringIndex
+from cormorant.retrieval.seal.substring import FILES, SubstringIndex, SuccessorCache
 
 log = logging.getLogger(__name__)
 # 2^27 tokens: about 3 GB while a shard sorts (numpy's peak, ~24 bytes a token), 1 GB on
@@ -60,7 +60,7 @@ class ShardedIndex:
             [s.doc_starts[:-1] + base for s, base in zip(shards, self.offsets, strict=False)]
             + [self.offsets[-1:]]).astype(np.int64)
         self._counts: np.ndarray | None = None
-        self._successors: dict[tuple, np.ndarray] = {}
+        self._successors = SuccessorCache()
         self._spill = spill  # shards sorted during build wait here until save() moves them
         if spill is not None:
             weakref.finalize(self, shutil.rmtree, spill, True)
@@ -145,22 +145,16 @@ class ShardedIndex:
         if len(self.shards) == 1:
             return self.shards[0].next_token_array(prefix)
         key = tuple(int(t) for t in prefix)
-        if key not in self._successors:
-            if len(self._successors) > 100_000:
-                self._successors.clear()
-            found = [s.next_token_array(key) for s in self.shards]
-            self._successors[key] = np.unique(np.concatenate(found)).astype(np.int64)
-        return self._successors[key]
+        return self._successors.get(key, lambda: np.unique(np.concatenate(
+            [s.next_token_array(key) for s in self.shards])))
 
     def next_tokens_at_start(self, prefix: Sequence[int]) -> np.ndarray:
         """Tokens that follow ``prefix`` where it opens a document, united over shards."""
         if len(self.shards) == 1:
             return self.shards[0].next_tokens_at_start(prefix)
-        key = ("start", *(int(t) for t in prefix))
-        if key not in self._successors:
-            found = [s.next_tokens_at_start(prefix) for s in self.shards]
-            self._successors[key] = np.unique(np.concatenate(found)).astype(np.int64)
-        return self._successors[key]
+        key = tuple(int(t) for t in prefix)
+        return self._successors.get(("start", *key), lambda: np.unique(np.concatenate(
+            [s.next_tokens_at_start(key) for s in self.shards])))
 
     def positions(self, ngram: Sequence[int], limit: int | None = None) -> np.ndarray:
         """Global stream offsets where ``ngram`` starts (at most ``limit``; shard order, then

@@ -20,7 +20,7 @@ token; :mod:`cormorant.retrieval.seal.sharded` bounds that by sorting the corpus
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +33,23 @@ SUFFIX_FILE = "suffix_array.npy"
 STARTS_FILE = "doc_starts.npy"
 FIRST_FILE = "first_token_ranges.npy"
 FILES = (TOKENS_FILE, SUFFIX_FILE, STARTS_FILE, FIRST_FILE)
+
+
+class SuccessorCache:
+    """Answers to "which tokens may follow this prefix", kept per prefix: decoding asks the
+    same prefixes once per beam and step. Cleared past ``limit`` entries, a bound on memory
+    over a long-lived service."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._found: dict[tuple, np.ndarray] = {}
+
+    def get(self, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if key not in self._found:
+            if len(self._found) >= self.limit:
+                self._found.clear()
+            self._found[key] = np.asarray(compute(), dtype=np.int64)
+        return self._found[key]
 
 
 class NgramIndex(Protocol):
@@ -68,7 +85,7 @@ class SubstringIndex:
         # first_ranges[t] .. first_ranges[t + 1]: the suffixes that start with token t.
         self.first_ranges = first_ranges
         self.vocab_size = vocab_size
-        self._successors: dict[tuple, np.ndarray] = {}
+        self._successors = SuccessorCache()
 
     # ------------------------------------------------------------------ building and files
     @classmethod
@@ -168,21 +185,16 @@ class SubstringIndex:
         """:meth:`next_tokens` as an int64 array (cached: decoding asks for each prefix once
         per beam and step)."""
         key = tuple(int(t) for t in prefix)
-        if key in self._successors:
-            return self._successors[key]
+        return self._successors.get(key, lambda: self._following(key))
+
+    def _following(self, key: tuple[int, ...]) -> np.ndarray:
         if not key:
-            found = np.flatnonzero(np.diff(self.first_ranges) > 0)
-        else:
-            lo, hi = self.range(key)
-            column = np.asarray(self.tokens[np.asarray(self.suffix_array[lo:hi]) + len(key)])
-            # Sorted within the range: the distinct values are where the column changes.
-            found = column[np.flatnonzero(np.diff(column, prepend=-1))] if hi > lo else column
-            found = found[found < self.vocab_size]
-        found = found.astype(np.int64)
-        if len(self._successors) > 100_000:
-            self._successors.clear()  # a bound on memory over a long-lived service
-        self._successors[key] = found
-        return found
+            return np.flatnonzero(np.diff(self.first_ranges) > 0)
+        lo, hi = self.range(key)
+        column = np.asarray(self.tokens[np.asarray(self.suffix_array[lo:hi]) + len(key)])
+        # Sorted within the range: the distinct values are where the column changes.
+        found = column[np.flatnonzero(np.diff(column, prepend=-1))] if hi > lo else column
+        return found[found < self.vocab_size]
 
     def next_tokens_at_start(self, prefix: Sequence[int]) -> np.ndarray:
         """The distinct tokens that follow ``prefix`` where it opens a document, ascending
@@ -193,22 +205,18 @@ class SubstringIndex:
             >>> index.next_tokens_at_start([]).tolist(), index.next_tokens_at_start([6]).tolist()
             ([5, 7], [])
         """
-        key = ("start", *(int(t) for t in prefix))
-        if key in self._successors:
-            return self._successors[key]
+        ids = tuple(int(t) for t in prefix)
+        return self._successors.get(("start", *ids), lambda: self._opening(ids))
+
+    def _opening(self, ids: tuple[int, ...]) -> np.ndarray:
         starts = np.asarray(self.doc_starts[:-1])
-        if len(key) == 1:
-            at = starts
-        else:
-            found = self.positions(key[1:])
+        at = starts
+        if ids:
+            found = self.positions(ids)
             slot = np.minimum(np.searchsorted(starts, found), max(len(starts) - 1, 0))
             at = found[starts[slot] == found] if len(starts) else found[:0]
-        following = np.asarray(self.tokens[at + len(key) - 1]) if at.size else at
-        following = np.unique(following[following < self.vocab_size]).astype(np.int64)
-        if len(self._successors) > 100_000:
-            self._successors.clear()
-        self._successors[key] = following
-        return following
+        following = np.asarray(self.tokens[at + len(ids)]) if at.size else at
+        return np.unique(following[following < self.vocab_size])
 
     def positions(self, ngram: Sequence[int], limit: int | None = None) -> np.ndarray:
         """Stream offsets where ``ngram`` starts (at most ``limit`` of them, in suffix order)."""
