@@ -44,6 +44,12 @@ def test_prompt_has_the_examples_then_the_document_and_an_empty_query() -> None:
         few_shot_prompt(shots + [Example("d", "q")], "x")
 
 
+def test_prompt_clips_documents_and_examples_to_their_word_budgets() -> None:
+    config = SynthConfig(doc_words=3, example_words=2)
+    prompt = few_shot_prompt([Example("one two three four", "q")], "a b c d e", config)
+    assert prompt == "Document: one two\nQuery: q\n\nDocument: a b c\nQuery:"
+
+
 def test_load_examples_checks_the_file(tmp_path: Path) -> None:
     good = examples_file(tmp_path / "ok.jsonl", [{"query": "birds", "doc_id": "d2"},
                                                  {"query": "q", "document": "text"}])
@@ -138,11 +144,13 @@ def test_cli_writes_a_filtered_dataset(tmp_path: Path) -> None:
     # echo answers with the document's last words: BM25 finds most documents from them.
     done = cli("data", "synth-queries", "--dataset", str(data), "--examples", str(shots),
                "--out", str(tmp_path / "out"), "--llm", "echo", "--per-doc", "2",
-               "--filter-k", "1", env={"CORMORANT_CACHE": str(tmp_path / "cache")})
+               "--filter-k", "1", "--doc-words", "30",
+               env={"CORMORANT_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr
     assert "queries kept of 12 generated" in done.stdout
     info = json.loads((tmp_path / "out" / "synthetic.json").read_text())
     assert info["generated"] == 12 and info["kept"] + info["filtered"] + info["duplicates"] <= 12
+    assert (info["doc_words"], info["example_words"], info["examples"]) == (30, 80, 1)
     assert (tmp_path / "out" / "qrels" / "train.tsv").read_text().startswith("query-id\tcorpus-id")
 
 
@@ -150,6 +158,7 @@ def test_cli_writes_a_filtered_dataset(tmp_path: Path) -> None:
     ({"--examples": "missing.jsonl"}, "examples file"),
     ({"--filter-pipeline": "nope"}, "unknown stage 'nope'"),
     ({"--per-doc": "0"}, "per-doc"),
+    ({"--doc-words": "0"}, "--doc-words"),
     ({"--llm": "zzz:model"}, "unknown language-model backend"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, change: dict, message: str) -> None:

@@ -339,10 +339,14 @@ def data_synth_queries(
     examples: Annotated[Path, typer.Option(help="JSONL of 1-8 examples: {\"query\", \"document\"}"
                                                 " or {\"query\", \"doc_id\"}.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (BEIR layout).")],
-    llm: Annotated[str, typer.Option(help="<backend>:<model>, e.g. transformers:smollm2,"
+    llm: Annotated[str, typer.Option(help="BACKEND:MODEL, e.g. transformers:smollm2,"
                                           " openai:NAME (with --llm-url).")] = "transformers:smollm2",
     llm_url: Annotated[str | None, typer.Option(help="openai backend: the server's /v1 URL.")] = None,
     per_doc: Annotated[int, typer.Option(help="Sampled queries per document.")] = 8,
+    doc_words: Annotated[int, typer.Option(
+        help="Words of each document in its prompt (small models stay on topic with fewer).")] = 120,
+    example_words: Annotated[int, typer.Option(
+        help="Words of each example's document in the prompt.")] = 80,
     max_docs: Annotated[int | None, typer.Option(help="A seeded sample of this many documents.")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     filter_pipeline: Annotated[str, typer.Option(
@@ -365,6 +369,7 @@ def data_synth_queries(
     if out.exists() and not overwrite:
         raise CormorantError(f"{out} already exists (use --overwrite to replace it)")
     config = syn.SynthConfig(per_doc=per_doc, temperature=temperature, max_docs=max_docs,
+                             doc_words=doc_words, example_words=example_words,
                              filter_k=filter_k, seed=seed)
     if filter_k:
         validate(filter_pipeline)
@@ -378,7 +383,9 @@ def data_synth_queries(
         result = syn.round_trip_filter(result, build_pipeline(filter_pipeline, ds.corpus), filter_k)
     syn.write_dataset(result, ds.corpus, out, split, overwrite,
                       {"llm": llm, "filter": filter_pipeline if filter_k else None,
-                       "filter_k": filter_k, "documents": len(docs), "per_doc": per_doc})
+                       "filter_k": filter_k, "documents": len(docs), "per_doc": per_doc,
+                       "doc_words": doc_words, "example_words": example_words,
+                       "examples": len(shots)})
     typer.echo(f"{len(result.queries):,} queries kept of {result.generated:,} generated"
                f" ({result.duplicates} duplicates, {result.filtered} filtered) -> {out}")
 

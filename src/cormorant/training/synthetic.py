@@ -70,6 +70,8 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if self.per_doc < 1 or self.max_new_tokens < 1 or self.filter_k < 0:
             raise DataError("per-doc and max-new-tokens must be >= 1, filter-k >= 0")
+        if self.doc_words < 1 or self.example_words < 1:
+            raise DataError("--doc-words and --example-words must be at least 1")
         if self.max_docs is not None and self.max_docs < 1:
             raise DataError(f"--max-docs must be at least 1, got {self.max_docs}")
 
