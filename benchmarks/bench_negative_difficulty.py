@@ -46,16 +46,12 @@ def measure(name: str, size: int) -> dict[str, Any]:
     rng = random.Random(0)
     data = full.subset(sorted(rng.sample(sorted(full.queries), min(size, len(full.queries)))))
     pools = {"bm25 top": mine(data, "bm25", MiningConfig(num_negatives=GROUP)),
-             "bm25 from rank 30": mine(data, "bm25", MiningConfig(num_negatives=GROUP, range_min=30))}
-    groups = {label: {} for label in [*pools, "random"]}
-    doc_ids = sorted(data.texts)
+             "bm25 from rank 30": mine(data, "bm25", MiningConfig(num_negatives=GROUP, range_min=30)),
+             "random": mine(data, "random", MiningConfig(num_negatives=GROUP))}
     positive = {q: rng.choice(data.positives[q]) for q in data.queries}
-    for q in data.queries:
-        for label, negatives in pools.items():
-            if len(negatives.ids(q)) >= GROUP:
-                groups[label][q] = negatives.ids(q)[:GROUP]
-        relevant = data.relevant(q)
-        groups["random"][q] = rng.sample([d for d in doc_ids if d not in relevant], GROUP)
+    # A query BM25 finds fewer than GROUP non-positives for has no full group: left out.
+    groups = {label: {q: negatives.ids(q) for q in data.queries if len(negatives.ids(q)) >= GROUP}
+              for label, negatives in pools.items()}
     model = SentenceTransformer(resolve_model(None), device="cpu")
     needed = sorted({d for g in groups.values() for ids in g.values() for d in ids}
                     | set(positive.values()))

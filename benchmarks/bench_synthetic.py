@@ -4,8 +4,8 @@
    llama-cpp-python) writes ``--per-doc`` queries for each of a seeded sample of ``--docs``
    SciFact documents from the few-shot examples in ``--examples`` (default: the first two of four
    seeded-random SciFact training claims, ``benchmarks/promptagator-scifact-examples-random2.jsonl``),
-   each document clipped to ``--doc-words`` words in the prompt; round-trip filter: BM25 over
-   the whole corpus must return the source document first
+   each document (and each example's document) clipped to ``--doc-words`` words in the prompt;
+   round-trip filter: BM25 over the whole corpus must return the source document first
    (``--filter-k``).
 2. ``cormorant train`` (in-batch negatives, defaults) on that folder alone: no labelled query.
 3. The trained model and zero-shot all-MiniLM-L6-v2 on SciFact test (nDCG@10, R@100), paired

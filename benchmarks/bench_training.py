@@ -34,8 +34,8 @@ TAS_BI_TEACHER = "tas-balanced-bi"
 STRATEGIES = ["bm25", "star", "adore", "distill-query", "dense", "in-batch", CROSS_ENCODER,
               "tas-balanced", TAS_BI_TEACHER, "random"]
 RERANK_DEPTH = 20
-# The cross-encoder's negatives and length where the default (BM25's top, one epoch) cannot
-# work here. On NFCorpus zero-shot MiniLM puts the drawn positive above BM25's top 7
+# The cross-encoder's negatives and run length where the default (BM25's top, one epoch)
+# cannot work here. On NFCorpus zero-shot MiniLM puts the drawn positive above BM25's top 7
 # non-positives 12.6% of the time, chance for 8 (benchmarks/bench_negative_difficulty.py): the
 # listwise loss stayed at ln 8 over 240 steps. Against random documents it is 48%.
 # One NFCorpus epoch is ~55 min here, so the run is cut at 200 steps (800 queries).
