@@ -314,6 +314,24 @@ def test_train_seal_writes_a_model_the_stage_loads(tmp_path, tiny_generator):
     assert not (tmp_path / "bad").exists()
 
 
+def test_seal_dev_set_without_pairs_trains_without_dev(tmp_path, tiny_generator, monkeypatch):
+    """Dev queries that yield no pairs must not leave best-checkpoint selection without a
+    metric: the run trains as one without a dev set and keeps its last step."""
+    from cormorant.training import seal as seal_training
+    from cormorant.training.config import TrainConfig
+    from cormorant.training.trainer import train
+
+    monkeypatch.setattr(seal_training, "_dev_rows", lambda *a: seal_training._Rows([]))
+    out = tmp_path / "seal-model"
+    result = train(TrainConfig(dataset=write_beir(tmp_path / "tiny"), split="test", out=out,
+                               kind="seal", base_model=str(tiny_generator), max_steps=2,
+                               batch_size=4))
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert result.steps == 2 and result.best_dev_loss is None
+    assert summary["dev_loss"] == [] and summary["kept_checkpoint"] == "last step"
+    assert (out / "config.json").is_file()
+
+
 def write_synthetic(folder: Path, queries: dict[str, tuple[str, str]]) -> Path:
     """A ``cormorant data synth-queries``-style folder: query id -> (text, document id)."""
     write_beir(folder)

@@ -87,6 +87,12 @@ def train_seal(config: TrainConfig) -> Any:
     pairs = training_pairs(data, synthetic, documents, config)
     features = [encode_pair(generator, p, config.max_length) for p in pairs]
     dev_rows = _dev_rows(generator, dev, documents, config) if dev is not None else None
+    if dev_rows is not None and not len(dev_rows):
+        # Dev queries whose documents have neither title nor text give no pairs; evaluating
+        # nothing would leave "best checkpoint" without a metric, so train without a dev set.
+        log.warning("seal: the %d dev queries gave no pairs (their documents have no title"
+                    " and no text); training without a dev set", len(dev.queries))
+        dev_rows = None
     log.info("seal: %d training pairs from %d queries%s, %s", len(pairs), len(data.queries),
              f" and {len(synthetic.queries)} synthetic queries" if synthetic else "",
              f"{len(dev_rows)} dev pairs from {len(dev.queries)} queries" if dev_rows
