@@ -22,11 +22,17 @@ $(STAMP): pyproject.toml
 
 # llama-cpp-python has no wheel for these machines and compiles from source (~10 minutes on 2
 # cores). Build it once into $(WHEELS) (kept by `make clean`), then install from there.
-WHEELS := .whl
+# Not -march=native: on a host that reports AMX, ggml then emits AMX tile instructions, and in
+# a VM that does not grant AMX state the first generation dies with a general protection fault
+# (ldtilecfg in libggml-cpu.so, seen here). AVX2/FMA/F16C is what every x86 machine we use has.
+WHEELS := .whl/avx2
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 llama-cpp: $(STAMP)
-	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || nice -n 10 $(BIN)/python -m pip wheel \
-		--no-deps -w $(WHEELS) "llama-cpp-python>=0.3"
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		nice -n 10 $(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELS) "llama-cpp-python>=0.3"
 	$(BIN)/python -m pip install -q --find-links $(WHEELS) llama-cpp-python
+	# Replace a copy built another way (e.g. -march=native) by this one.
+	$(BIN)/python -m pip install -q --no-deps --force-reinstall $(WHEELS)/llama_cpp_python-*.whl
 
 install: $(STAMP)
 
