@@ -11,6 +11,7 @@ import time
 import httpx
 import yaml
 
+from cormorant.service.settings import Limits
 from tests.service.conftest import ALLOWED, READ_KEY, WRITE_KEY, key_config
 from tests.service.server import ServerProcess
 
@@ -79,9 +80,10 @@ def test_acknowledged_writes_survive_sigkill(tmp_path, index_dir):
                 assert got.status_code == 200 and got.json()["title"] == title, doc_id
         sample = [d for d in acknowledged if d not in delete_sent][::7]
         # In chunks: a quiet machine acknowledges hundreds of writes in two seconds, more than
-        # the service's 64 queries a request (settings.max_batch).
-        for start in range(0, len(sample), 64):
-            chunk = sample[start:start + 64]
+        # the service takes in one request (its queries-a-request limit, read, not restated).
+        per_request = Limits().max_batch
+        for start in range(0, len(sample), per_request):
+            chunk = sample[start:start + per_request]
             found = c.post("/v1/indexes/tiny/search", json={
                 "queries": [acknowledged[d] for d in chunk], "k": 1, "pipeline": "bm25"})
             assert found.status_code == 200, found.text
