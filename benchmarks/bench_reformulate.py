@@ -102,6 +102,9 @@ def main() -> None:
                   "wall_s": round(wall, 2), "ms_per_query": round(1000 * wall / len(qids), 1),
                   "generations": llm.misses - before_miss,
                   "model_s_per_query": round((llm.generate_seconds - before_s) / len(qids), 2)}
+        critic = critic_accuracy(stage, split.qrels)
+        if critic:
+            record["critic"] = critic
         results[text] = record
         print(f"{text}: nDCG@10 {scored.metrics['nDCG@10']:.4f}  {record['ms_per_query']} ms/q"
               f"  ({record['generations']} new generations)")
@@ -157,21 +160,61 @@ def markdown(payload: dict[str, Any]) -> str:
         lines.append(f"| `{text}` | {m['nDCG@10']:.4f} | {m['R@100']:.4f} | {m['RR@10']:.4f} |"
                      f" {versus} | {delta} | {wtl} | {made} | {per} |"
                      f" {record['ms_per_query']:,.0f} |")
+    critics = {text: r["critic"] for text, r in payload["runs"].items() if r.get("critic")}
+    if critics:
+        lines += ["", "| pipeline | pairs judged | said yes | judged relevant (base rate) |"
+                  " relevant among yes (precision) | recall | queries with none kept |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for text, c in critics.items():
+            precision = f"{c['precision']:.0%}" if c["precision"] is not None else "-"
+            recall = f"{c['recall']:.0%}" if c["recall"] is not None else "-"
+            lines.append(f"| `{text}` | {c['judged']} | {c['said_yes']} |"
+                         f" {c['relevant_judged']} ({c['base_rate']:.0%}) |"
+                         f" {c['relevant_said_yes']} ({precision}) | {recall} |"
+                         f" {c['queries_none_kept']} |")
     return "\n".join(lines)
+
+
+def critic_accuracy(stage: Any, qrels: dict[str, dict[str, int]]) -> dict[str, Any] | None:
+    """How the critic's yes/no judgements of the last search agree with the qrels.
+
+    ``precision`` (judged relevant among its "yes") is worth reading against ``base_rate``
+    (judged relevant among all the pairs it saw): a critic at chance has the two equal.
+    """
+    verdicts = [v for node in _stages(stage) for v in getattr(node, "verdicts", {}).items()]
+    if not verdicts:
+        return None
+    pairs = [(qrels.get(q, {}).get(d, 0) > 0, said) for q, docs in verdicts
+             for d, said in docs.items()]
+    yes = [relevant for relevant, said in pairs if said]
+    relevant = sum(r for r, _ in pairs)
+    return {"judged": len(pairs), "said_yes": len(yes), "relevant_judged": relevant,
+            "relevant_said_yes": sum(yes),
+            "precision": round(sum(yes) / len(yes), 4) if yes else None,
+            "recall": round(sum(yes) / relevant, 4) if relevant else None,
+            "base_rate": round(relevant / len(pairs), 4),
+            "queries_none_kept": sum(not any(docs.values()) for _, docs in verdicts)}
+
+
+def _stages(stage: Any) -> list[Any]:
+    """``stage`` and every stage nested in it."""
+    found, todo = [], [stage]
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        todo.extend(getattr(node, attr) for attr in ("first", "second", "stage")
+                    if hasattr(node, attr))
+        todo.extend(getattr(node, "stages", []))
+    return found
 
 
 def _attach(stage: Any, llm: Any) -> None:
     """Give every language-model stage of ``stage`` the one shared model."""
     from cormorant.retrieval.reformulate import _LLMStage
 
-    todo = [stage]
-    while todo:
-        node = todo.pop()
+    for node in _stages(stage):
         if isinstance(node, _LLMStage):
             node._llm = llm
-        todo.extend(getattr(node, attr) for attr in ("first", "second", "stage")
-                    if hasattr(node, attr))
-        todo.extend(getattr(node, "stages", []))
 
 
 if __name__ == "__main__":

@@ -131,6 +131,8 @@ def test_critic_keeps_only_documents_the_model_calls_relevant() -> None:
     final = [p for p in model.prompts if p.startswith("Based on")]
     assert len(final) == 1 and "Sleep Poor sleep" in final[0] and "Exercise Regular" in final[0]
     assert "Vitamin D" not in final[0]
+    # Every judgement is kept for analysis, the "no" as well as the "yes".
+    assert stage.verdicts == {"q": {"d1": False, "d4": True, "d6": True}}
 
 
 def test_genqr_fusion_is_rrf_over_one_run_per_reformulation() -> None:

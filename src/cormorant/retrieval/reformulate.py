@@ -273,6 +273,9 @@ class GenQREnsemble(_LLMStage):
                                                                      fb_depth)
         self.qrels = read_qrels(qrels) if qrels else None
         self.instructions = INSTRUCTIONS[:n]
+        # critic only: the last search's judgements, query id -> document id -> said relevant.
+        # Kept so an evaluation can measure the critic against the qrels.
+        self.verdicts: dict[str, dict[str, bool]] = {}
         # The paper decodes with a repetition penalty of 1.2 [P]; small models loop without it.
         self.generation = self.generation.with_(repetition_penalty=repetition_penalty)
 
@@ -343,13 +346,19 @@ class GenQREnsemble(_LLMStage):
 
     def critic(self, queries: Queries, ids: dict[str, list[str]],
                texts: dict[str, str]) -> dict[str, list[str]]:
-        """Keep the feedback documents the model calls relevant (at most ``fb_docs``)."""
+        """Keep the feedback documents the model calls relevant (at most ``fb_docs``).
+
+        Every judgement is also recorded in :attr:`verdicts` (replaced on each call).
+        """
         pairs = [(q, d) for q, docs in ids.items() for d in docs if d in texts]
         prompts = [CRITIC_PROMPT.format(query=queries[q], document=texts[d]) for q, d in pairs]
         answers = self.generate(prompts, self.generation.with_(max_new_tokens=3, stop=("\n",)))
         kept: dict[str, list[str]] = {q: [] for q in ids}
+        self.verdicts = {q: {} for q in ids}
         for (q, d), answer in zip(pairs, answers, strict=True):
-            if answer.strip().lower().startswith("yes") and len(kept[q]) < self.fb_docs:
+            relevant = answer.strip().lower().startswith("yes")
+            self.verdicts[q][d] = relevant
+            if relevant and len(kept[q]) < self.fb_docs:
                 kept[q].append(d)
         return kept
 
