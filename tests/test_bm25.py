@@ -35,3 +35,32 @@ def test_save_load_same_results_and_settings_checked(beir_dir, tmp_path):
 def test_unknown_stemmer(beir_dir):
     with pytest.raises(PipelineError, match="no stemmer for 'klingon'"):
         BM25Retriever.build(load_dataset(beir_dir).corpus, stemmer="klingon")
+
+
+def test_bm25_does_not_start_jax(beir_dir, tmp_path):
+    """bm25s runs a JAX top-k at import when JAX is installed; on a GPU machine that takes 75%
+    of the GPU's memory and torch in the same process runs out (seen on an H200). A stand-in
+    ``jax`` that fails loudly on import shows that building and searching never imports it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "site" / "jax"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit('jax was imported')\n")
+    (fake / "lax.py").write_text("")
+    script = (
+        "import json, sys\n"
+        "from cormorant.data import load_dataset\n"
+        "from cormorant.retrieval.bm25 import BM25Retriever\n"
+        f"corpus = load_dataset({str(beir_dir)!r}).corpus\n"
+        "run = BM25Retriever.build(corpus).search({'q': 'vitamin d depression'}, k=2)\n"
+        "import bm25s.selection\n"
+        "print(json.dumps([list(run['q']), 'jax' in sys.modules, bm25s.selection.JAX_IS_AVAILABLE]))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found, jax_loaded, jax_used = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found[0] == "d1" and not jax_loaded and not jax_used

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,11 +25,33 @@ log = logging.getLogger(__name__)
 
 
 def _import_bm25s() -> Any:
-    import bm25s
+    """bm25s, imported without JAX unless the process already uses JAX.
+
+    bm25s runs a JAX top-k at import when JAX is installed. On a GPU machine that starts JAX's
+    GPU backend, which takes 75% of the GPU's memory at once: torch in the same process (an
+    encoder, a training run mining BM25 negatives) then fails with "CUDA out of memory", and
+    other processes' JAX fails to start (seen on an H200 with JAX in the image). Without JAX,
+    bm25s selects the top k with numpy, which is how every number in docs/ was measured.
+    """
+    if "bm25s" not in sys.modules and "jax" not in sys.modules:
+        with _modules_hidden("jax"):
+            import bm25s
+    else:
+        import bm25s
 
     # bm25s sets its logger to DEBUG on import and logs every index build; keep logs readable.
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
+
+
+@contextmanager
+def _modules_hidden(name: str) -> Iterator[None]:
+    """``import name`` (and its submodules) raises ImportError inside the block."""
+    sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found"
+    try:
+        yield
+    finally:
+        del sys.modules[name]
 IDS_FILE = "doc_ids.json"
 
 
