@@ -198,7 +198,9 @@ def test_adore_keeps_documents_fixed_and_retrieves_with_the_current_query_encode
     model = ADORE().model(ctx)
     plan = ADORE().plan(ctx, model)
     vectors_before = plan.loss.doc_vectors.clone()
-    features = [model.tokenize(plan.rows["query"][:6])]
+    # on the model's device, as the Trainer's collator puts them (a GPU machine's CUDA)
+    features = [{k: v.to(model.device) if isinstance(v, torch.Tensor) else v
+                 for k, v in model.tokenize(plan.rows["query"][:6]).items()}]
     plan.loss(features, torch.arange(6))
     first = plan.loss.last_negatives
     with torch.no_grad():
@@ -423,11 +425,15 @@ def test_torchrun_data_parallel_training_writes_one_model(train_dir, tiny_encode
         [str(torchrun), "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
          "-m", "cormorant.cli", "train", "--dataset", str(train_dir), "--negatives", negatives,
          "--base-model", str(tiny_encoder), "--out", str(out), "--batch-size", "4"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        capture_output=True, text=True, timeout=300,
+        # CPU processes even on a GPU machine: two ranks cannot share one GPU over NCCL
+        # (test_training_gpu.py launches one process per GPU there).
+        env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count(f"trained {negatives} for") == 1
     summary = json.loads((out / "training" / "summary.json").read_text())
     assert summary["processes"] == 2
+    assert summary["hardware"]["backend"] == "gloo"
     if negatives == "in-batch":  # decided when the loss is built, before the Trainer starts
         assert summary["gathered_across_processes"] is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # no work dir, no temp copy
@@ -453,6 +459,18 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(train_dir, tiny_encoder, t
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_fp16_without_a_gpu_is_refused_before_any_work(train_dir, tiny_encoder, tmp_path) -> None:
+    conf = tmp_path / "fp16.yaml"
+    conf.write_text("fp16: true\n")
+    out = tmp_path / "m"
+    done = cli("train", "--dataset", str(train_dir), "--out", str(out), "--base-model",
+               str(tiny_encoder), "--config", str(conf))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "fp16: true needs a CUDA GPU" in done.stderr
+    assert not out.exists() and not (tmp_path / "m.work").exists()
 
 
 def test_cli_refuses_queries_without_positives_and_unknown_negative_ids(train_dir, tiny_encoder,

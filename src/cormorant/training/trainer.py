@@ -97,6 +97,7 @@ def train(config: TrainConfig) -> TrainResult:
     """Train a bi-encoder with ``config.negatives``; ``star+adore`` chains the two."""
     from cormorant.retrieval.encoders import resolve_model
 
+    hardware(config)  # fp16 asked for on a machine without a GPU: say so before any work
     if config.kind == "cross-encoder":
         from cormorant.training.cross_encoder import train_cross_encoder
 
@@ -201,17 +202,15 @@ def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any
     every epoch: ceil(epochs) passes, so a fractional ``--epochs`` runs part of them),
     evaluation and checkpoints every ``every`` steps keeping the best dev checkpoint by
     ``best`` (metric, greater is better; default dev nDCG@10), CSV and TensorBoard logs, CUDA
-    and fp16 when there is a GPU. ``batch_size`` (rows per step) defaults to
+    and fp16 when there is a GPU (:func:`hardware`). ``batch_size`` (rows per step) defaults to
     ``config.batch_size``."""
-    import torch
-
-    cuda = torch.cuda.is_available()
+    device = hardware(config)
     tensorboard_dir(work)
     return cls(
         output_dir=str(work / "checkpoints"), num_train_epochs=share, max_steps=config.max_steps,
         per_device_train_batch_size=batch_size or config.batch_size, learning_rate=learning_rate,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
-        fp16=cuda if config.fp16 is None else config.fp16, use_cpu=not cuda,
+        fp16=device["precision"] == "fp16", use_cpu=device["device"] == "cpu",
         seed=config.seed, data_seed=config.seed,
         eval_strategy="steps" if evaluator else "no", eval_steps=every,
         save_strategy="steps", save_steps=every, save_total_limit=2,
@@ -219,6 +218,32 @@ def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any
         metric_for_best_model=best[0] if evaluator else None,
         greater_is_better=best[1], logging_steps=log_every(every, config.max_steps),
         report_to=_reporters(), disable_tqdm=False, **extra)
+
+
+def hardware(config: TrainConfig) -> dict[str, Any]:
+    """Where training runs and in which precision: the GPU(s) with fp16 autocast when CUDA is
+    present (``fp16: false`` keeps fp32), else the CPU in fp32. Recorded in ``summary.json``.
+
+    Example:
+        >>> hardware(TrainConfig(dataset=Path("d"), out=Path("o"), fp16=False))["precision"]
+        'fp32'
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        found = {"device": "cuda", "gpu": torch.cuda.get_device_name(0),
+                 "gpus": torch.cuda.device_count(),
+                 "precision": "fp32" if config.fp16 is False else "fp16",
+                 # this process's peak so far (at the end of training: its training peak)
+                 "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20)}
+    elif config.fp16:
+        raise CormorantError("fp16: true needs a CUDA GPU, and this machine has none"
+                             " (leave fp16 unset: a GPU then trains in fp16, a CPU in fp32)")
+    else:
+        found = {"device": "cpu", "precision": "fp32", "gpus": 0}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        found["backend"] = torch.distributed.get_backend()  # under torchrun: nccl, gloo on CPUs
+    return found
 
 
 def log_every(eval_steps: int, max_steps: int) -> int:
@@ -261,7 +286,8 @@ def write_output(config: TrainConfig, model: Any, work: Path, summary: dict[str,
         state.wait_for_everyone()
         if not state.is_main_process:
             return
-    summary = {**summary, "processes": state.num_processes if state is not None else 1}
+    summary = {**summary, "processes": state.num_processes if state is not None else 1,
+               "hardware": hardware(config)}
     with atomic_directory(config.out, overwrite=True) as tmp:
         model.save(str(tmp))
         if document_encoder:
