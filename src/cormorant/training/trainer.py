@@ -242,7 +242,11 @@ def hardware(config: TrainConfig) -> dict[str, Any]:
     else:
         found = {"device": "cpu", "precision": "fp32", "gpus": 0}
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        found["backend"] = torch.distributed.get_backend()  # under torchrun: nccl, gloo on CPUs
+        # under torchrun: nccl on GPUs, gloo on CPUs. A group made without naming a backend
+        # reports "undefined" here; its per-device config says what it uses.
+        backend = torch.distributed.get_backend()
+        found["backend"] = backend if backend != "undefined" \
+            else torch.distributed.get_backend_config()
     return found
 
 
