@@ -4,8 +4,12 @@ with its default settings on the SciFact and NFCorpus train splits, evaluated on
 Each training runs in its own process (``cormorant train``) so its wall time and peak memory
 (max RSS) are its own. Results are appended to benchmarks/results/training.json as each row
 finishes, so an interrupted run keeps what it measured; ``--report`` renders docs/training.md.
+On a machine with a CUDA GPU, ``--gpu`` writes benchmarks/results/training-gpu.json instead
+(the Trainer picks the GPU and fp16 by itself) and the report puts those rows in a section of
+their own, beside the CPU rows' time.
 
     python benchmarks/bench_training.py --datasets scifact --only in-batch bm25 star
+    python benchmarks/bench_training.py --gpu --datasets scifact --only star adore
     python benchmarks/bench_training.py --report
 """
 
@@ -23,6 +27,7 @@ from typing import Any
 from _common import REPO, dataset_path, machine, write_json
 
 RESULTS = REPO / "benchmarks" / "results" / "training.json"
+GPU_RESULTS = REPO / "benchmarks" / "results" / "training-gpu.json"
 MODELS = Path.home() / ".cache" / "cormorant" / "bench-models"
 ZERO_SHOT = "zero-shot"
 CROSS_ENCODER = "cross-encoder"
@@ -118,40 +123,58 @@ def significance(row: dict[str, Any], zero: dict[str, Any]) -> dict[str, float]:
             "randomization_p": randomization_test(system, baseline)}
 
 
-def load_results() -> dict[str, Any]:
-    if RESULTS.is_file():
-        return json.loads(RESULTS.read_text())
+def load_results(path: Path = RESULTS) -> dict[str, Any]:
+    if path.is_file():
+        return json.loads(path.read_text())
     return {"machine": machine(), "rows": {}}
 
 
-def measure(name: str, strategies: list[str]) -> None:
+def measure(name: str, strategies: list[str], path: Path = RESULTS) -> list[str]:
+    """Train and evaluate each strategy on dataset ``name``, saving after every row. A strategy
+    whose training fails is reported and skipped, so the others still run; returns those."""
     dataset = dataset_path(name)
     models = MODELS / name
     models.mkdir(parents=True, exist_ok=True)
-    results = load_results()
+    results = load_results(path)
     rows = results["rows"].setdefault(name, {})
     # The zero-shot row costs a corpus encoding and never changes: measure it once per dataset.
     again = [] if ZERO_SHOT in rows else [ZERO_SHOT]
+    failed = []
     for strategy in [*again, *strategies]:
         print(f"[{name}] {strategy} ...", flush=True)
-        row: dict[str, Any] = {}
-        if strategy != ZERO_SHOT:
-            row.update(timed_training(train_command(strategy, dataset, models / strategy)))
-            summary = json.loads((models / strategy / "training" / "summary.json").read_text())
-            row["dev_ndcg@10"] = summary.get("dev_ndcg@10")
-        row.update(evaluate(strategy, dataset, models))
-        if strategy != ZERO_SHOT:
-            row.update(significance(row, rows[ZERO_SHOT]))
-        row["pipeline"] = pipeline_for(strategy, Path("MODELS"))
-        if strategy == CROSS_ENCODER and name in CROSS_ENCODER_OPTIONS:
-            options = CROSS_ENCODER_OPTIONS[name]
-            row["note"] = (f"{options['negatives']} negatives, {options['max_steps']} steps:"
-                           " BM25's top negatives are at chance for zero-shot here")
+        try:
+            row = measure_row(strategy, dataset, models, rows.get(ZERO_SHOT))
+        except RuntimeError as exc:
+            print(f"[{name}] {strategy} FAILED: {exc}", flush=True)
+            failed.append(f"{name}/{strategy}")
+            continue
         rows[strategy] = row
         results["machine"] = machine()
-        write_json(RESULTS, results)
+        write_json(path, results)
         print(f"[{name}] {strategy}: nDCG@10 {row['metrics']['nDCG@10']:.4f}"
               f" R@100 {row['metrics']['R@100']:.4f} train {row.get('train_s', 0):.0f}s", flush=True)
+    return failed
+
+
+def measure_row(strategy: str, dataset: Path, models: Path,
+                zero: dict[str, Any] | None) -> dict[str, Any]:
+    """One table row: train (unless zero-shot), evaluate on test, compare with zero-shot."""
+    row: dict[str, Any] = {}
+    if strategy != ZERO_SHOT:
+        row.update(timed_training(train_command(strategy, dataset, models / strategy)))
+        summary = json.loads((models / strategy / "training" / "summary.json").read_text())
+        row["dev_ndcg@10"] = summary.get("dev_ndcg@10")
+        row["hardware"] = summary.get("hardware")
+        row["peak_gpu_mb"] = (row["hardware"] or {}).get("peak_memory_mb")
+    row.update(evaluate(strategy, dataset, models))
+    if zero is not None and strategy != ZERO_SHOT:
+        row.update(significance(row, zero))
+    row["pipeline"] = pipeline_for(strategy, Path("MODELS"))
+    if strategy == CROSS_ENCODER and dataset.name in CROSS_ENCODER_OPTIONS:
+        options = CROSS_ENCODER_OPTIONS[dataset.name]
+        row["note"] = (f"{options['negatives']} negatives, {options['max_steps']} steps:"
+                       " BM25's top negatives are at chance for zero-shot here")
+    return row
 
 
 def main() -> None:
@@ -160,24 +183,80 @@ def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
     args.add_argument("--only", nargs="+", default=STRATEGIES, choices=STRATEGIES)
+    args.add_argument("--gpu", action="store_true",
+                      help=f"a GPU machine: write {GPU_RESULTS.relative_to(REPO)}; refused"
+                           " without CUDA")
     args.add_argument("--report", action="store_true", help="only render docs/training.md")
     opts = args.parse_args()
     if not opts.report:
-        for name in opts.datasets:
-            measure(name, [s for s in STRATEGIES if s in opts.only])
-    write_report(load_results())
+        path = GPU_RESULTS if opts.gpu else RESULTS
+        if opts.gpu != _cuda():
+            raise SystemExit("--gpu needs a CUDA GPU" if opts.gpu else
+                             "this machine has a CUDA GPU: pass --gpu, so its rows do not mix"
+                             " with the CPU rows")
+        failed = [f for name in opts.datasets
+                  for f in measure(name, [s for s in STRATEGIES if s in opts.only], path)]
+        if failed:
+            raise SystemExit(f"training failed for {', '.join(failed)} (see above)")
+    write_report(load_results(), load_results(GPU_RESULTS) if GPU_RESULTS.is_file() else None)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+GPU_START, GPU_END = "<!-- gpu-results:start -->", "<!-- gpu-results:end -->"
 
 
-def write_report(results: dict[str, Any]) -> None:
-    """Replace the results section of docs/training.md with tables rendered from the JSON."""
+def write_report(results: dict[str, Any], gpu: dict[str, Any] | None = None) -> None:
+    """Replace the results sections of docs/training.md with tables rendered from the JSON."""
     doc = REPO / "docs" / "training.md"
-    text = doc.read_text()
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    doc.write_text(head + START + "\n" + render(results) + END + tail)
+    text = _replace(doc.read_text(), START, END, render(results))
+    if gpu is not None:
+        text = _replace(text, GPU_START, GPU_END, render_gpu(gpu, results))
+    doc.write_text(text)
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + body + end + rest.split(end, 1)[1]
+
+
+def render_gpu(gpu: dict[str, Any], cpu: dict[str, Any]) -> str:
+    """The GPU rows beside the CPU rows of the same strategy: quality and wall time."""
+    out = []
+    for name, rows in gpu["rows"].items():
+        zero, cpu_rows = rows.get(ZERO_SHOT), cpu["rows"].get(name, {})
+        out += [f"\n### {name} on a GPU (test split)\n",
+                "| strategy | nDCG@10 | Δ vs zero-shot | p (randomisation) | R@100 | training time"
+                " (wall) | on 2 CPU cores | speed-up | nDCG@10 on 2 CPU cores | peak GPU memory |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for strategy in [ZERO_SHOT, *STRATEGIES]:
+            row = rows.get(strategy)
+            if row is None:
+                continue
+            ndcg = row["metrics"]["nDCG@10"]
+            delta = f"{ndcg - zero['metrics']['nDCG@10']:+.4f}" if zero and row is not zero else ""
+            p_r = f"{row['randomization_p']:.3g}" if "randomization_p" in row else ""
+            other = cpu_rows.get(strategy, {})
+            train = f"{row['train_s']:.0f} s" if "train_s" in row else "-"
+            cpu_train = f"{other['train_s'] / 60:.1f} min" if "train_s" in other else "-"
+            ratio = f"{other['train_s'] / row['train_s']:.0f}x" \
+                if "train_s" in other and "train_s" in row else ""
+            cpu_ndcg = f"{other['metrics']['nDCG@10']:.4f}" if "metrics" in other else "-"
+            memory = f"{row['peak_gpu_mb'] / 1024:.1f} GB" if row.get("peak_gpu_mb") else "-"
+            out.append(f"| {strategy} | {ndcg:.4f} | {delta} | {p_r} | {row['metrics']['R@100']:.4f}"
+                       f" | {train} | {cpu_train} | {ratio} | {cpu_ndcg} | {memory} |")
+    hardware = next((row["hardware"] for rows in gpu["rows"].values() for row in rows.values()
+                     if row.get("hardware")), {})
+    machine_line = gpu.get("machine", {})
+    out.append(f"\nGPU: {hardware.get('gpu', '?')} ({hardware.get('precision', '?')} autocast),"
+               f" {machine_line.get('cpus', '?')} CPU cores, Python {machine_line.get('python', '?')}."
+               " Training time is the whole `cormorant train` process, as in the CPU table.\n")
+    return "\n".join(out)
 
 
 def render(results: dict[str, Any]) -> str:
