@@ -225,6 +225,13 @@ def _replace(text: str, start: str, end: str, body: str) -> str:
     return head + start + "\n" + body + end + rest.split(end, 1)[1]
 
 
+def _versus_zero(row: dict[str, Any], zero: dict[str, Any] | None) -> tuple[str, str]:
+    """Δ nDCG@10 against the zero-shot row and the randomisation test's p, as table cells."""
+    delta = f"{row['metrics']['nDCG@10'] - zero['metrics']['nDCG@10']:+.4f}" \
+        if zero and row is not zero else ""
+    return delta, f"{row['randomization_p']:.3g}" if "randomization_p" in row else ""
+
+
 def render_gpu(gpu: dict[str, Any], cpu: dict[str, Any]) -> str:
     """The GPU rows beside the CPU rows of the same strategy: quality and wall time."""
     out = []
@@ -239,8 +246,7 @@ def render_gpu(gpu: dict[str, Any], cpu: dict[str, Any]) -> str:
             if row is None:
                 continue
             ndcg = row["metrics"]["nDCG@10"]
-            delta = f"{ndcg - zero['metrics']['nDCG@10']:+.4f}" if zero and row is not zero else ""
-            p_r = f"{row['randomization_p']:.3g}" if "randomization_p" in row else ""
+            delta, p_r = _versus_zero(row, zero)
             other = cpu_rows.get(strategy, {})
             train = f"{row['train_s']:.0f} s" if "train_s" in row else "-"
             cpu_train = f"{other['train_s'] / 60:.1f} min" if "train_s" in other else "-"
@@ -273,9 +279,8 @@ def render(results: dict[str, Any]) -> str:
                 out.append(f"| {strategy} | not run | | | | | | | |")
                 continue
             ndcg, recall = row["metrics"]["nDCG@10"], row["metrics"]["R@100"]
-            delta = f"{ndcg - zero['metrics']['nDCG@10']:+.4f}" if zero and row is not zero else ""
+            delta, p_r = _versus_zero(row, zero)
             p_t = f"{row['t_test_p']:.3g}" if "t_test_p" in row else ""
-            p_r = f"{row['randomization_p']:.3g}" if "randomization_p" in row else ""
             train = f"{row['train_s'] / 60:.1f} min" if "train_s" in row else "-"
             if "load_1min" in row:
                 train += f" (load {row['load_1min']:.0f})"
