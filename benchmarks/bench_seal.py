@@ -31,13 +31,17 @@ from _common import REPO, dataset_path, parser, timed, write_json
 
 MEASURES = ("nDCG@10", "R@100")
 DEPTH = 100
+# Seal rows: the generator (None: untrained, "trained": --trained DATASET=DIR) and the stage's
+# extra parameters. trained-titles adds the paper's title keys to the trained generator.
+SEAL_ROWS = {"untrained": (None, []), "trained": ("trained", []),
+             "trained-titles": ("trained", ["titles=true"])}
 
 
 def main() -> None:
     args = parser("SEAL against BM25 and dense", "seal.json")
     args.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
     args.add_argument("--rows", nargs="+", default=["baselines", "untrained", "trained"],
-                      choices=["baselines", "untrained", "trained", "compare"])
+                      choices=["baselines", *SEAL_ROWS, "compare"])
     args.add_argument("--queries", type=int, default=50, help="seeded sample of test queries")
     args.add_argument("--beams", type=int, default=5, help="beam width (the paper: 15)")
     args.add_argument("--max-length", type=int, default=10, help="longest decoded n-gram")
@@ -79,12 +83,13 @@ def run_dataset(name: str, opts: Any, trained: str | None, previous: dict[str, A
             _save_run(runs_dir / f"{stage}.json", run["sample"])
     index_dir, build = seal_index(name, ds.corpus, opts.index_root)
     out["seal_index"] = build or previous.get("seal_index")
-    for row, model in (("untrained", None), ("trained", trained)):
-        if row not in opts.rows or (row == "trained" and not model):
+    for row, (generator, extra) in SEAL_ROWS.items():
+        model = trained if generator == "trained" else None
+        if row not in opts.rows or (generator and not model):
             continue
         label = f"seal ({row})"
         print(f"{name}: {label} over {len(queries)} queries", flush=True)
-        run, seconds = seal_run(index_dir, model, queries, opts)
+        run, seconds = seal_run(index_dir, model, queries, opts, extra)
         out["rows"][label] = {**metrics(run, test.qrels), "seconds_per_query": seconds,
                               "model": model or "SmolLM2-135M-Instruct (untrained)"}
         _save_run(runs_dir / f"seal-{row}.json", run)
@@ -102,11 +107,12 @@ def compare(runs_dir: Path, qrels: dict) -> dict[str, float]:
     from cormorant.eval.significance import randomization_test
 
     runs = {p.stem: _load_run(p) for p in runs_dir.glob("*.json")}
-    for row in ("untrained", "trained"):
+    for row in SEAL_ROWS:
         if f"seal-{row}" in runs and "dense" in runs:
             runs[f"rrf-{row}"] = fuse(runs["dense"], runs[f"seal-{row}"])
     pairs = [("seal-trained", "seal-untrained"), ("rrf-trained", "dense"),
-             ("rrf-untrained", "dense"), ("seal-trained", "bm25")]
+             ("rrf-untrained", "dense"), ("seal-trained", "bm25"),
+             ("seal-trained-titles", "seal-trained"), ("rrf-trained-titles", "dense")]
     found = {}
     for system, baseline in pairs:
         if system not in runs or baseline not in runs:
@@ -151,10 +157,10 @@ def seal_index(name: str, corpus: Any, root: Path) -> tuple[Path, dict[str, Any]
 
 
 def seal_run(index_dir: Path, model: str | None, queries: dict[str, str],
-             opts: Any) -> tuple[Any, float]:
+             opts: Any, extra: list[str]) -> tuple[Any, float]:
     from cormorant.retrieval.assemble import open_index
 
-    params = [f"beams={opts.beams}", f"max_length={opts.max_length}"]
+    params = [f"beams={opts.beams}", f"max_length={opts.max_length}", *extra]
     if model:
         params.append(f"model={model}")
     handle = open_index(index_dir, pipeline=f"seal({', '.join(params)})")
