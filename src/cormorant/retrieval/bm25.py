@@ -52,6 +52,8 @@ def _modules_hidden(name: str) -> Iterator[None]:
         yield
     finally:
         del sys.modules[name]
+
+
 IDS_FILE = "doc_ids.json"
 
 
