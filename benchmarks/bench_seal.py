@@ -89,9 +89,11 @@ def run_dataset(name: str, opts: Any, trained: str | None, previous: dict[str, A
             continue
         label = f"seal ({row})"
         print(f"{name}: {label} over {len(queries)} queries", flush=True)
-        run, seconds = seal_run(index_dir, model, queries, opts, extra)
+        run, seconds, stage = seal_run(index_dir, model, queries, opts, extra)
         out["rows"][label] = {**metrics(run, test.qrels), "seconds_per_query": seconds,
                               "model": model or "SmolLM2-135M-Instruct (untrained)"}
+        if stage.titles:
+            out["rows"][label]["title_keys"] = title_key_stats(stage, queries)
         _save_run(runs_dir / f"seal-{row}.json", run)
         dense = _load_run(runs_dir / "dense.json")
         if dense is not None:
@@ -166,7 +168,27 @@ def seal_run(index_dir: Path, model: str | None, queries: dict[str, str],
     handle = open_index(index_dir, pipeline=f"seal({', '.join(params)})")
     start = time.perf_counter()
     run = handle.pipeline.search(queries, k=DEPTH)
-    return run, (time.perf_counter() - start) / len(queries)
+    return run, (time.perf_counter() - start) / len(queries), handle.pipeline
+
+
+def title_key_stats(stage: Any, queries: dict[str, str]) -> dict[str, Any]:
+    """What title mode added: queries with any title key, the keys, and how many got a positive
+    weight. A key counts only where log P(title | q) beats the title's corpus log-probability
+    (the paper's weight), so a long title the model finds unlikely adds nothing."""
+    import numpy as np
+
+    from cormorant.retrieval.seal.scoring import corpus_log_prob, ngram_weight
+
+    per_query = [stage.title_keys(text) for text in queries.values()]
+    keys = [(key, lp) for found in per_query for key, lp in found.items()]
+    counts = np.array([stage.index.count(key) for key, _ in keys])
+    weights = ngram_weight(np.array([lp for _, lp in keys]),
+                           corpus_log_prob(counts, stage.index.total_tokens,
+                                           stage.scoring.smoothing)) if keys else np.array([])
+    return {"queries_with_keys": sum(1 for found in per_query if found), "keys": len(keys),
+            "keys_with_positive_weight": int((weights > 0).sum()),
+            "median_log_p_key": round(float(np.median([lp for _, lp in keys])), 2) if keys else None,
+            "median_tokens_per_key": float(np.median([len(k) for k, _ in keys])) if keys else None}
 
 
 def fuse(*runs: Any) -> Any:
