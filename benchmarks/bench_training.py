@@ -225,6 +225,11 @@ def _replace(text: str, start: str, end: str, body: str) -> str:
     return head + start + "\n" + body + end + rest.split(end, 1)[1]
 
 
+def _table_head(title: str, columns: list[str]) -> list[str]:
+    """A Markdown section heading and the header rows of its table."""
+    return [f"\n### {title}\n", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def _versus_zero(row: dict[str, Any], zero: dict[str, Any] | None) -> tuple[str, str]:
     """Δ nDCG@10 against the zero-shot row and the randomisation test's p, as table cells."""
     delta = f"{row['metrics']['nDCG@10'] - zero['metrics']['nDCG@10']:+.4f}" \
@@ -237,10 +242,10 @@ def render_gpu(gpu: dict[str, Any], cpu: dict[str, Any]) -> str:
     out = []
     for name, rows in gpu["rows"].items():
         zero, cpu_rows = rows.get(ZERO_SHOT), cpu["rows"].get(name, {})
-        out += [f"\n### {name} on a GPU (test split)\n",
-                "| strategy | nDCG@10 | Δ vs zero-shot | p (randomisation) | R@100 | training time"
-                " (wall) | on 2 CPU cores | speed-up | nDCG@10 on 2 CPU cores | peak GPU memory |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+        out += _table_head(f"{name} on a GPU (test split)", [
+            "strategy", "nDCG@10", "Δ vs zero-shot", "p (randomisation)", "R@100",
+            "training time (wall)", "on 2 CPU cores", "speed-up", "nDCG@10 on 2 CPU cores",
+            "peak GPU memory"])
         for strategy in [ZERO_SHOT, *STRATEGIES]:
             row = rows.get(strategy)
             if row is None:
@@ -269,10 +274,10 @@ def render(results: dict[str, Any]) -> str:
     out = []
     for name, rows in results["rows"].items():
         zero = rows.get(ZERO_SHOT)
-        out += [f"\n### {name} (test split, {len(zero['per_query']) if zero else 0} queries)\n",
-                "| strategy | nDCG@10 | Δ vs zero-shot | p (t-test) | p (randomisation) | R@100"
-                " | training time (wall) | CPU time | peak memory |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += _table_head(
+            f"{name} (test split, {len(zero['per_query']) if zero else 0} queries)",
+            ["strategy", "nDCG@10", "Δ vs zero-shot", "p (t-test)", "p (randomisation)", "R@100",
+             "training time (wall)", "CPU time", "peak memory"])
         for strategy in [ZERO_SHOT, *STRATEGIES]:
             row = rows.get(strategy)
             if row is None:

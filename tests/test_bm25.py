@@ -49,7 +49,6 @@ def test_bm25_does_not_start_jax(beir_dir, tmp_path):
     fake = tmp_path / "site" / "jax"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise SystemExit('jax was imported')\n")
-    (fake / "lax.py").write_text("")
     script = (
         "import json, sys\n"
         "from cormorant.data import load_dataset\n"
