@@ -283,8 +283,9 @@ def render_gpu(gpu: dict[str, Any], cpu: dict[str, Any]) -> str:
                 if "train_s" in other and "train_s" in row else ""
             cpu_ndcg = f"{other['metrics']['nDCG@10']:.4f}" if "metrics" in other else "-"
             memory = f"{row['peak_gpu_mb'] / 1024:.1f} GB" if row.get("peak_gpu_mb") else "-"
-            out.append(f"| {_label(strategy, row)} | {ndcg:.4f} | {delta} | {p_r} | {row['metrics']['R@100']:.4f}"
-                       f" | {train} | {cpu_train} | {ratio} | {cpu_ndcg} | {memory} |")
+            out.append(f"| {_label(strategy, row)} | {ndcg:.4f} | {delta} | {p_r}"
+                       f" | {row['metrics']['R@100']:.4f} | {train} | {cpu_train} | {ratio}"
+                       f" | {cpu_ndcg} | {memory} |")
     hardware = next((row["hardware"] for rows in gpu["rows"].values() for row in rows.values()
                      if row.get("hardware")), {})
     machine_line = gpu.get("machine", {})
