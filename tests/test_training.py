@@ -448,6 +448,7 @@ def test_torchrun_data_parallel_training_writes_one_model(train_dir, tiny_encode
     (["--negatives", "magic"], "unknown strategy 'magic'"),
     (["--negatives", "tas-balanced"], "tas-balanced needs --teacher"),
     (["--batch-size", "1"], "--batch-size must be at least 2"),
+    (["--max-time", "-1"], "--max-time must be 0 (no limit) or a positive number of minutes"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(train_dir, tiny_encoder, tmp_path, args,
                                                       message) -> None:

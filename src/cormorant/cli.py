@@ -246,6 +246,10 @@ def train(
                                " docs/training.md); command-line options win.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the training queries (1).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    max_time: Annotated[float | None, typer.Option(
+        help="Minutes the whole run may take; training stops at the last step that fits and"
+             " keeps the best checkpoint (default: 15 on a CPU unless --max-steps is given,"
+             " no limit on a GPU; 0: no limit).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Queries per batch (32).")] = None,
     learning_rate: Annotated[float | None, typer.Option(
         help="Peak learning rate (2e-5; cross-encoder 7e-5).")] = None,
@@ -278,7 +282,8 @@ def train(
 
     given = {"dataset": dataset, "out": out, "negatives": negatives, "kind": kind,
              "split": split, "base_model": base_model, "negatives_file": negatives_file,
-             "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+             "epochs": epochs, "max_steps": max_steps, "max_time": max_time,
+             "batch_size": batch_size,
              "learning_rate": learning_rate, "max_length": max_length, "teacher": teacher,
              "document_model": document_model, "student": student, "dev_split": dev_split,
              "synthetic_queries": synthetic_queries, "seed": seed, "resume": resume or None,
@@ -291,8 +296,9 @@ def train(
     if not is_main_process():
         return  # torchrun's other ranks: the main process reports
     best = max((v for _, v in result.dev_history), default=None)
+    stopped = f" of {result.planned_steps} (time budget)" if result.planned_steps else ""
     typer.echo(f"trained {settings.negatives if settings.kind == 'bi-encoder' else settings.kind}"
-               f" for {result.steps} steps in {result.seconds:.0f}s"
+               f" for {result.steps}{stopped} steps in {result.seconds:.0f}s"
                + (f", best dev nDCG@10 {best:.4f}" if best is not None else "")
                + (f", best dev loss {result.best_dev_loss:.4f}"
                   if result.best_dev_loss is not None else "")

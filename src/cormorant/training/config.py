@@ -21,7 +21,8 @@ CROSS_ENCODER_LEARNING_RATE = 7e-5
 @dataclass
 class TrainConfig:
     """Everything a ``cormorant train`` run reads. Defaults fit a 2-core CPU: one epoch,
-    batch 32, documents cut to 128 tokens while training.
+    batch 32, documents cut to 128 tokens while training, and at most 15 minutes on a CPU
+    (``max_time``, see :mod:`cormorant.training.budget`).
 
     Example:
         >>> TrainConfig(dataset=Path("data/scifact"), out=Path("models/star"), negatives="star").kind
@@ -37,6 +38,9 @@ class TrainConfig:
     negatives_file: Path | None = None
     epochs: float = 1.0
     max_steps: int = -1
+    # Wall-clock minutes for the whole run; None: 15 on a CPU unless max_steps is set, no limit
+    # on a GPU; 0: no limit.
+    max_time: float | None = None
     batch_size: int = 32
     learning_rate: float | None = None  # per kind: see peak_learning_rate
     warmup_ratio: float = 0.1
@@ -124,6 +128,8 @@ class TrainConfig:
             raise CormorantError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         checks = [(self.batch_size >= 2, "--batch-size must be at least 2 (in-batch negatives)"),
                   (self.epochs > 0, "--epochs must be positive"),
+                  (self.max_time is None or self.max_time >= 0,
+                   "--max-time must be 0 (no limit) or a positive number of minutes"),
                   (self.peak_learning_rate > 0, "--learning-rate must be positive"),
                   (self.head_learning_rate > 0, "head_learning_rate must be positive"),
                   (self.cross_encoder_loss in CROSS_ENCODER_LOSSES,

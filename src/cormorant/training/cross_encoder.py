@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cormorant.training.budget import Deadline, budget_record, planned_if_stopped
 from cormorant.training.config import TrainConfig
 from cormorant.training.evaluation import DevEvaluator, DevSet, cross_encoder_scorer
 from cormorant.training.strategies import Context, _epochs, epoch_share, negatives_for
@@ -48,8 +49,9 @@ NEGATIVES_PER_QUERY = 3  # the defaults of cross_encoder_mined and cross_encoder
 IN_BATCH_NEGATIVES = 4
 
 
-def train_cross_encoder(config: TrainConfig) -> Any:
-    """Train and write a cross-encoder; returns the same TrainResult as bi-encoders."""
+def train_cross_encoder(config: TrainConfig, deadline: Deadline | None = None) -> Any:
+    """Train and write a cross-encoder; returns the same TrainResult as bi-encoders.
+    ``deadline``: the run's time budget (default: counted from now)."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
@@ -60,12 +62,15 @@ def train_cross_encoder(config: TrainConfig) -> Any:
         CSVLogger,
         TrainResult,
         _last_checkpoint,
+        hardware,
         prepare_out,
         split_dev,
         training_arguments,
+        with_budget,
         write_output,
     )
 
+    deadline = deadline or Deadline.start(config, hardware(config)["device"])
     base = resolve_model(config.base_model)
     work = prepare_out(config)
     data, dev = split_dev(config)
@@ -93,18 +98,21 @@ def train_cross_encoder(config: TrainConfig) -> Any:
     loss = listwise_loss(model, in_batch) if listwise \
         else BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(mined)))
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
+    budget = deadline.callback()
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
-                                  loss=loss, evaluator=evaluator, callbacks=[csv_log])
+                                  loss=loss, evaluator=evaluator,
+                                  callbacks=with_budget(csv_log, budget))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     model.max_seq_length = CROSS_ENCODER_MAX_LENGTH
     summary = {"kind": "cross-encoder", "negatives": method, "loss": config.cross_encoder_loss,
                "group": {"mined": mined, "in_batch": in_batch if listwise else 0},
-               "seconds": round(seconds, 1)}
+               "seconds": round(seconds, 1), "time_budget": budget_record(budget)}
     write_output(config, model, work, summary, evaluator, negatives)
     return TrainResult(config.out, seconds, trainer.state.global_step,
-                       evaluator.history if evaluator else [], csv_log.values)
+                       evaluator.history if evaluator else [], csv_log.values,
+                       planned_steps=planned_if_stopped(budget))
 
 
 def listwise_loss(model: Any, in_batch: int) -> Any:

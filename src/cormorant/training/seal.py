@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cormorant.retrieval.seal.generator import TITLE_END
+from cormorant.training.budget import Deadline, budget_record, planned_if_stopped
 from cormorant.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,9 @@ class Pair:
     titles: bool = False  # put to the model with the title prompt (a title key to write)
 
 
-def train_seal(config: TrainConfig) -> Any:
-    """Fine-tune and write a generator; returns the TrainResult every kind returns."""
+def train_seal(config: TrainConfig, deadline: Deadline | None = None) -> Any:
+    """Fine-tune and write a generator; returns the TrainResult every kind returns.
+    ``deadline``: the run's time budget (default: counted from now)."""
     from transformers import Trainer, TrainingArguments
 
     from cormorant.retrieval.seal.generator import Generator, resolve_generator
@@ -71,12 +73,15 @@ def train_seal(config: TrainConfig) -> Any:
         CSVLogger,
         TrainResult,
         _last_checkpoint,
+        hardware,
         prepare_out,
         split_dev,
         training_arguments,
+        with_budget,
         write_output,
     )
 
+    deadline = deadline or Deadline.start(config, hardware(config)["device"])
     base = resolve_generator(config.base_model)
     generator = Generator.load(base)
     data, dev = split_dev(config)
@@ -104,9 +109,11 @@ def train_seal(config: TrainConfig) -> Any:
                               max_grad_norm=1.0, per_device_eval_batch_size=config.batch_size)
     generator.model.train()
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
+    budget = deadline.callback()
     trainer = Trainer(model=generator.model, args=args, train_dataset=_Rows(features),
                       eval_dataset=dev_rows,
-                      data_collator=Collator(generator.tokenizer.pad_token_id), callbacks=[csv_log])
+                      data_collator=Collator(generator.tokenizer.pad_token_id),
+                      callbacks=with_budget(csv_log, budget))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
@@ -117,13 +124,15 @@ def train_seal(config: TrainConfig) -> Any:
                "synthetic_queries": len(synthetic.queries) if synthetic else 0,
                "seconds": round(seconds, 1), "dev_loss": history,
                "kept_checkpoint": Path(trainer.state.best_model_checkpoint).name
-               if trainer.state.best_model_checkpoint else "last step"}
+               if trainer.state.best_model_checkpoint else "last step",
+               "time_budget": budget_record(budget)}
     if history:
         log.info("seal: dev loss %s; kept %s", " -> ".join(str(h["loss"]) for h in history),
                  summary["kept_checkpoint"])
     write_output(config, generator, work, summary, evaluator=None)
     return TrainResult(config.out, seconds, trainer.state.global_step, [], csv_log.values,
-                       best_dev_loss=min((h["loss"] for h in history), default=None))
+                       best_dev_loss=min((h["loss"] for h in history), default=None),
+                       planned_steps=planned_if_stopped(budget))
 
 
 def training_pairs(data: Any, synthetic: Any, documents: dict[str, Any],

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 from cormorant.errors import CormorantError
 from cormorant.index.format import atomic_directory
 from cormorant.retrieval.encoders import TRAINING_RECORDS
+from cormorant.training.budget import Deadline, budget_record, planned_if_stopped
 from cormorant.training.config import TrainConfig
 from cormorant.training.data import TrainingSet
 from cormorant.training.evaluation import DevEvaluator, DevSet, bi_encoder_scorer
@@ -42,6 +43,7 @@ class TrainResult:
     dev_history: list[tuple[int, float]]
     losses: list[float]
     best_dev_loss: float | None = None  # --kind seal selects by dev loss, not nDCG@10
+    planned_steps: int | None = None  # set when the time budget stopped the run early
 
 
 def work_dir(out: Path) -> Path:
@@ -97,15 +99,19 @@ def train(config: TrainConfig) -> TrainResult:
     """Train a bi-encoder with ``config.negatives``; ``star+adore`` chains the two."""
     from cormorant.retrieval.encoders import resolve_model
 
-    hardware(config)  # fp16 asked for on a machine without a GPU: say so before any work
+    # fp16 asked for on a machine without a GPU: say so before any work
+    deadline = Deadline.start(config, hardware(config)["device"])
+    if deadline.minutes is not None:
+        log.info("time budget: %g minutes for the whole run (--max-time 0 removes it)",
+                 deadline.minutes)
     if config.kind == "cross-encoder":
         from cormorant.training.cross_encoder import train_cross_encoder
 
-        return train_cross_encoder(config)
+        return train_cross_encoder(config, deadline)
     if config.kind == "seal":
         from cormorant.training.seal import train_seal
 
-        return train_seal(config)
+        return train_seal(config, deadline)
     if config.kind != "bi-encoder":
         raise CormorantError(f"--kind {config.kind} is not available yet")
     steps = config.negatives.split("+")
@@ -115,12 +121,13 @@ def train(config: TrainConfig) -> TrainResult:
     work = prepare_out(config)
     data, dev = split_dev(config)
     if len(steps) == 1:
-        return _run(config, steps[0], base, data, dev, work)
+        return _run(config, steps[0], base, data, dev, work, deadline)
+    # star+adore: each stage gets an equal share of the time left when it starts
     first = _run(_stage(config, work / steps[0]), steps[0], base, data, dev,
-                 work_dir(work / steps[0]))
+                 work_dir(work / steps[0]), deadline.share(len(steps)))
     rest = _stage(config, config.out, document_model=str(first.out))
     return _run(rest, "+".join(steps[1:]) if len(steps) > 2 else steps[1], str(first.out),
-                data, dev, work)
+                data, dev, work, deadline)
 
 
 def _stage(config: TrainConfig, out: Path, **changes: Any) -> TrainConfig:
@@ -130,7 +137,7 @@ def _stage(config: TrainConfig, out: Path, **changes: Any) -> TrainConfig:
 
 
 def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
-         dev: TrainingSet | None, work: Path) -> TrainResult:
+         dev: TrainingSet | None, work: Path, deadline: Deadline) -> TrainResult:
     work.mkdir(parents=True, exist_ok=True)
     chosen = strategy(name)
     ctx = Context(config, data, base, work)
@@ -144,15 +151,18 @@ def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
         dev_set = DevSet.build(dev, config.dev_candidates)
         evaluator = DevEvaluator(dev_set, bi_encoder_scorer(plan.fixed_documents))
     start = time.perf_counter()
-    starting_weights = None
+    starting_weights, evaluation_s = None, 0.0
     if evaluator is not None and not config.resume:
         evaluator(model, steps=0)  # the starting point: is training helping?
+        evaluation_s = time.perf_counter() - start  # what the time budget keeps for the last
         starting_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    trainer, losses = _trainer(config, model, plan, evaluator, work)
+    budget = deadline.callback(evaluation_s)
+    trainer, losses = _trainer(config, model, plan, evaluator, work, budget)
     trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     model.max_seq_length = full_length
-    summary = {"strategy": name, "seconds": round(seconds, 1), **plan.notes}
+    summary = {"strategy": name, "seconds": round(seconds, 1), **plan.notes,
+               "time_budget": budget_record(budget)}
     if starting_weights is not None and start_was_best(evaluator.history):
         model.load_state_dict(starting_weights)
         summary["kept"] = "start"
@@ -160,7 +170,8 @@ def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
         summary["gathered_across_processes"] = bool(plan.loss.gather_across_devices)
     write_output(config, model, work, summary, evaluator, plan.negatives, plan.document_encoder)
     return TrainResult(config.out, seconds, trainer.state.global_step,
-                       evaluator.history if evaluator else [], losses.values)
+                       evaluator.history if evaluator else [], losses.values,
+                       planned_steps=planned_if_stopped(budget))
 
 
 def start_was_best(history: list[tuple[int, float]]) -> bool:
@@ -176,7 +187,7 @@ def start_was_best(history: list[tuple[int, float]]) -> bool:
 
 
 def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluator | None,
-             work: Path) -> tuple[Any, CSVLogger]:
+             work: Path, budget: TrainerCallback | None = None) -> tuple[Any, CSVLogger]:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
@@ -190,8 +201,13 @@ def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluato
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
                                          loss=plan.loss, evaluator=evaluator,
-                                         callbacks=[csv_log])
+                                         callbacks=with_budget(csv_log, budget))
     return trainer, csv_log
+
+
+def with_budget(csv_log: CSVLogger, budget: TrainerCallback | None) -> list[TrainerCallback]:
+    """The callbacks every kind's Trainer gets: the CSV log, and the time budget if any."""
+    return [csv_log] if budget is None else [csv_log, budget]
 
 
 def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any, every: int,
