@@ -25,6 +25,25 @@ def test_rrf_hand_computed():
     assert max(fused, key=fused.get) == "z"
 
 
+def test_weighted_rrf_weighs_each_stage_reciprocal_ranks_by_its_factor():
+    fused = rrf(A, 0.5 * B, k=60).transform({"q": "t"}, None)["q"]
+    assert fused["x"] == pytest.approx(1 / 61)
+    assert fused["y"] == pytest.approx(1 / 62 + 0.5 / 62)
+    assert fused["z"] == pytest.approx(1 / 63 + 0.5 / 61)
+    assert max(fused, key=fused.get) == "y"  # not z, B's top document, as unweighted
+    # the weight is on the reciprocal rank: scaling B's scores alone would change nothing
+    assert rrf(A, 1.0 * B).transform({"q": "t"}, None) == rrf(A, B).transform({"q": "t"}, None)
+
+
+def test_weighted_rrf_parses_round_trips_and_refuses_non_positive_weights():
+    corpus = Corpus.from_documents([Document("d1", "heart attack risk"),
+                                    Document("d2", "sleep and bone")])
+    pipe = build_pipeline("rrf(bm25, 0.1 * bm25(k1=1.2))", corpus)
+    assert str(pipe) == "rrf(bm25, 0.1 * bm25(k1=1.2))" and pipe.weights == [1.0, 0.1]
+    with pytest.raises(PipelineError, match="rrf weights"):
+        rrf(A, -1 * B)
+
+
 def test_operators_compose():
     queries = {"q": "t"}
     assert (A + B).transform(queries, None)["q"] == {"x": 3.0, "y": 3.0, "z": 10.0}

@@ -208,12 +208,16 @@ class CombSUM(Fusion):
 
 
 class RRF(Fusion):
-    """Reciprocal-rank fusion (Cormack et al., 2009): score(d) = sum 1 / (k + rank(d)), rank from 1.
+    """Reciprocal-rank fusion (Cormack et al., 2009): score(d) = sum w / (k + rank(d)), rank from
+    1. A stage given as ``w * stage`` counts with weight ``w`` (weighted RRF; ranks are what
+    the stage itself ranks, since scaling scores does not change them); others weigh 1.
 
     Example:
         >>> a = StaticStage(Run({"q": {"x": 3.0, "y": 2.0}}))
         >>> b = StaticStage(Run({"q": {"y": 9.0}}))
         >>> RRF([a, b], k=60).transform({"q": "text"}, None)["q"]["y"] == 1 / 62 + 1 / 61
+        True
+        >>> RRF([a, 0.5 * b], k=60).transform({"q": "text"}, None)["q"]["y"] == 1 / 62 + 0.5 / 61
         True
     """
 
@@ -224,14 +228,22 @@ class RRF(Fusion):
         if isinstance(k, bool) or not isinstance(k, int | float) or k < 0:
             raise PipelineError(f"rrf k must be a non-negative number, got {k!r}")
         self.k = k
+        self.weights = [s.weight if isinstance(s, Scaled) else 1.0 for s in self.stages]
+        if any(w <= 0 for w in self.weights):
+            raise PipelineError(f"rrf weights ('w * stage') must be positive, got {self.weights}")
+
+    def transform(self, queries: Queries, candidates: Run | None) -> Run:
+        # A weighted stage's own ranking: its weight applies to the reciprocal rank instead.
+        return self.fuse([(s.stage if isinstance(s, Scaled) else s).transform(queries, candidates)
+                          for s in self.stages])
 
     def fuse(self, runs: list[Run]) -> Run:
         out = Run()
-        for run in runs:
+        for run, weight in zip(runs, self.weights, strict=True):
             for qid in run:
                 target = out.setdefault(qid, {})
                 for rank, (doc, _) in enumerate(run.ranked(qid), start=1):
-                    target[doc] = target.get(doc, 0.0) + 1.0 / (self.k + rank)
+                    target[doc] = target.get(doc, 0.0) + weight / (self.k + rank)
         return out
 
     def params(self) -> str:
