@@ -35,13 +35,18 @@ DEPTH = 100
 # extra parameters. trained-titles adds the paper's title keys to the trained generator.
 SEAL_ROWS = {"untrained": (None, []), "trained": ("trained", []),
              "trained-titles": ("trained", ["titles=true"])}
+# Weighted RRF, rrf(dense, w * seal): the weights tried, and the folds of the test queries over
+# which w is chosen (on the other folds) and measured (on the fold), so no query scores the
+# weight it helped to choose.
+WEIGHTS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
+FOLDS = 5
 
 
 def main() -> None:
     args = parser("SEAL against BM25 and dense", "seal.json")
     args.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
     args.add_argument("--rows", nargs="+", default=["baselines", "untrained", "trained"],
-                      choices=["baselines", *SEAL_ROWS, "compare"])
+                      choices=["baselines", *SEAL_ROWS, "compare", "weighted"])
     args.add_argument("--queries", type=int, default=50, help="seeded sample of test queries")
     args.add_argument("--beams", type=int, default=5, help="beam width (the paper: 15)")
     args.add_argument("--max-length", type=int, default=10, help="longest decoded n-gram")
@@ -100,7 +105,84 @@ def run_dataset(name: str, opts: Any, trained: str | None, previous: dict[str, A
             out["rows"][f"rrf(dense, seal {row})"] = metrics(fuse(dense, run), test.qrels)
     if "compare" in opts.rows:
         out["significance"] = compare(runs_dir, test.qrels)
+    if "weighted" in opts.rows:
+        out["weighted_rrf"] = weighted_fusion(runs_dir, test.qrels)
     return out
+
+
+def weighted_fusion(runs_dir: Path, qrels: dict, seal: str = "seal-trained") -> dict[str, Any]:
+    """``rrf(dense, w * seal)`` with w chosen by cross-validation over the test queries, its
+    p against dense, each weight's nDCG@10 over all queries, and two controls at the weight
+    chosen most: the seal run's documents in a random order, and random documents."""
+    from cormorant.eval.significance import randomization_test
+
+    dense, found = _load_run(runs_dir / "dense.json"), _load_run(runs_dir / f"{seal}.json")
+    if dense is None or found is None:
+        return {}
+    qids = sorted(q for q in found if q in qrels)
+    judged = {q: qrels[q] for q in qids}
+    base = _per_query(dense, judged)
+    by_weight = {w: _per_query(fuse_weighted(dense, found, w), judged) for w in WEIGHTS}
+    chosen, scored = cross_validate(by_weight, qids)
+    usual = max(set(chosen), key=chosen.count)
+    controls = {name: _mean(_per_query(fuse_weighted(dense, run, usual), judged))
+                for name, run in control_runs(dense, found, qids).items()}
+    bm25 = _load_run(runs_dir / "bm25.json")
+    if bm25 is not None:  # the lexical retriever in the same place, for scale
+        controls.update({f"bm25 in seal's place (w={w})": _mean(_per_query(
+            fuse_weighted(dense, bm25, w), judged)) for w in (usual, 1.0)})
+    return {"queries": len(qids), "folds": FOLDS, "chosen_weights": chosen,
+            "nDCG@10 (cross-validated)": round(sum(scored.values()) / len(qids), 4),
+            "dense nDCG@10": _mean(base),
+            "p vs dense": round(randomization_test([scored[q] for q in qids],
+                                                   [base[q] for q in qids]), 4),
+            "nDCG@10 by weight": {str(w): _mean(v) for w, v in by_weight.items()},
+            f"controls at w={usual}": controls}
+
+
+def cross_validate(by_weight: dict[float, dict[str, float]], qids: list[str]
+                   ) -> tuple[list[float], dict[str, float]]:
+    """Per fold, the weight best on the other folds, and each query's score under its fold's
+    weight (seeded folds)."""
+    order = random.Random(0).sample(qids, len(qids))
+    fold_of = {q: i % FOLDS for i, q in enumerate(order)}
+    chosen, scored = [], {}
+    for fold in range(FOLDS):
+        rest = [q for q in qids if fold_of[q] != fold]
+        weight = max(by_weight, key=lambda w: sum(by_weight[w][q] for q in rest))
+        chosen.append(weight)
+        scored.update({q: by_weight[weight][q] for q in qids if fold_of[q] == fold})
+    return chosen, scored
+
+
+def control_runs(dense: Any, found: Any, qids: list[str]) -> dict[str, dict]:
+    """What the seal run's order adds: its documents shuffled per query, and random documents."""
+    rng = random.Random(0)
+    shuffled = {q: dict(zip(rng.sample(list(docs), len(docs)),
+                            sorted(docs.values(), reverse=True), strict=True))
+                for q, docs in found.items()}
+    every_doc = sorted({d for docs in dense.values() for d in docs})
+    noise = {q: {d: float(-i) for i, d in enumerate(rng.sample(every_doc, DEPTH))} for q in qids}
+    return {"seal documents in random order": shuffled, "random documents": noise}
+
+
+def fuse_weighted(dense: Any, other: Any, weight: float) -> Any:
+    """``rrf(dense, weight * other)`` over two saved runs."""
+    from cormorant.pipeline import RRF, StaticStage
+    from cormorant.types import Run
+
+    other = Run(other)
+    return RRF([StaticStage(dense), weight * StaticStage(other)]).fuse([dense, other])
+
+
+def _per_query(run: Any, judged: dict) -> dict[str, float]:
+    from cormorant.eval.measures import evaluate
+
+    return {q: m["nDCG@10"] for q, m in evaluate(run, judged, ["nDCG@10"]).per_query.items()}
+
+
+def _mean(per_query: dict[str, float]) -> float:
+    return round(sum(per_query.values()) / len(per_query), 4)
 
 
 def compare(runs_dir: Path, qrels: dict) -> dict[str, float]:
