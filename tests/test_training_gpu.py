@@ -108,7 +108,7 @@ def test_custom_losses_under_fp16_autocast_match_fp32_on_the_cpu(tiny_encoder) -
                                    {0: {0}, 1: {1}, 2: {2}}),
         "adore": lambda m: ADORELoss(m, doc_vectors, {0: [1], 1: [7, 9], 2: [30]}, [0, 1, 2],
                                      top_k=10, metric_cut=10),
-        "tas": lambda m: TASBalancedLoss(m, np.array([1.0, -0.5, 2.0]), *teacher),
+        "tas": lambda m: TASBalancedLoss.per_row(m, np.array([1.0, -0.5, 2.0]), *teacher),
     }
     columns = {"star": [queries, positives, negatives], "adore": [queries],
                "tas": [queries, positives, negatives]}

@@ -94,3 +94,27 @@ def test_adore_loss_is_finite_and_nonzero_when_no_positive_is_retrieved() -> Non
     assert loss.last_negatives == [[0, 1]]
     value.backward()  # the gradient reaches the query side; document vectors have none
     assert loss.doc_vectors.grad is None
+
+
+def test_tas_loss_reads_the_teacher_by_index_as_it_would_per_row() -> None:
+    """The index form (vectors once per query and document) gives the per-row form's value,
+    pairwise term and in-batch term alike."""
+    from cormorant.training.losses import TASBalancedLoss
+
+    rng = np.random.default_rng(0)
+    student = torch.tensor(rng.normal(size=(9, 4)), dtype=torch.float32)
+
+    class Fixed(torch.nn.Module):  # each text column's embeddings, in turn
+        def forward(self, features):  # noqa: ANN001, ANN202
+            return {"sentence_embedding": student[features["column"]]}
+
+    queries, docs = rng.normal(size=(2, 4)), rng.normal(size=(5, 4))
+    rows = np.array([[0, 1, 3], [1, 2, 4], [0, 0, 2]])  # (query, positive, negative) indices
+    margins = np.array([0.5, -1.0, 2.0])
+    by_index = TASBalancedLoss(Fixed(), margins, queries, docs, rows)
+    per_row = TASBalancedLoss.per_row(Fixed(), margins, queries[rows[:, 0]], docs[rows[:, 1]],
+                                      docs[rows[:, 2]])
+    features = [{"column": slice(0, 3)}, {"column": slice(3, 6)}, {"column": slice(6, 9)}]
+    labels = torch.tensor([2, 0, 1])  # a batch's rows, in any order
+    assert by_index(features, labels).item() == pytest.approx(per_row(features, labels).item())
+    assert by_index.teacher_documents.shape == (5, 4)  # stored once, not once per row

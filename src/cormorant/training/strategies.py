@@ -286,8 +286,10 @@ class TASBalanced(Strategy):
                           strict=True))
         inbatch = BiEncoderTeacher(config.inbatch_teacher or ctx.base_model, scale=config.scale)
         query_vectors, doc_vectors = inbatch.vectors(ctx.data)
+        doc_ids = list(doc_vectors)
+        doc_row = {d: i for i, d in enumerate(doc_ids)}
         rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
-        row_query, margins, teacher = [], [], ([], [], [])
+        row_query, margins, teacher_rows = [], [], []
         for i, qid in enumerate(qids):
             for pos in ctx.data.positives[qid]:
                 for neg in negatives.ids(qid):
@@ -297,16 +299,17 @@ class TASBalanced(Strategy):
                     rows["negative"].append(ctx.data.texts[neg])
                     row_query.append(i)
                     margins.append(scores[(qid, pos)] - scores[(qid, neg)])
-                    for column, vec in zip(teacher, (query_vectors[qid], doc_vectors[pos],
-                                                     doc_vectors[neg]), strict=True):
-                        column.append(vec)
+                    # the teacher's vectors by index: per row they took 3 x 384 floats
+                    teacher_rows.append((i, doc_row[pos], doc_row[neg]))
         clusters = config.clusters or max(1, len(qids) // (4 * config.batch_size))
-        cluster_of = cluster_queries(np.stack([query_vectors[q] for q in qids]), clusters,
-                                     config.seed)
+        query_matrix = np.stack([query_vectors[q] for q in qids])
+        cluster_of = cluster_queries(query_matrix, clusters, config.seed)
         per_epoch = max(1, len(qids) // config.batch_size)
         batch_sampler = TASBalancedSamplerFactory(row_query, margins, cluster_of.tolist(),
                                                   config.seed, per_epoch * _epochs(config))
-        loss = TASBalancedLoss(model, np.asarray(margins), *(np.stack(c) for c in teacher),
+        loss = TASBalancedLoss(model, np.asarray(margins, dtype=np.float32), query_matrix,
+                               np.stack([doc_vectors[d] for d in doc_ids]),
+                               np.asarray(teacher_rows, dtype=np.int32),
                                inbatch_weight=config.inbatch_weight, scale=config.scale,
                                teacher_scale=config.scale)  # the student's score scale
         return Plan(rows, loss, batch_sampler=batch_sampler, negatives=negatives,
