@@ -179,6 +179,7 @@ def measure_row(strategy: str, dataset: Path, models: Path,
         row.update(timed_training(train_command(strategy, dataset, models / strategy, gpu)))
         summary = json.loads((models / strategy / "training" / "summary.json").read_text())
         row["dev_ndcg@10"] = summary.get("dev_ndcg@10")
+        row["time_budget"] = summary.get("time_budget")  # the default 15 minutes on a CPU
         row["hardware"] = summary.get("hardware")
         row["peak_gpu_mb"] = (row["hardware"] or {}).get("peak_memory_mb")
     row.update(evaluate(strategy, dataset, models))
@@ -315,6 +316,9 @@ def render(results: dict[str, Any]) -> str:
             train = f"{row['train_s'] / 60:.1f} min" if "train_s" in row else "-"
             if "load_1min" in row:
                 train += f" (load {row['load_1min']:.0f})"
+            cut = row.get("time_budget") or {}
+            if cut.get("stopped_at_step"):
+                train += f", cut at step {cut['stopped_at_step']} of {cut['planned_steps']}"
             cpu_time = f"{row['cpu_s'] / 60:.1f} min" if "cpu_s" in row \
                 else "-" if strategy == ZERO_SHOT else "not recorded"
             memory = f"{row['peak_rss_mb'] / 1024:.1f} GB" if "peak_rss_mb" in row else "-"

@@ -42,6 +42,12 @@ def test_weighted_rrf_parses_round_trips_and_refuses_non_positive_weights():
     assert str(pipe) == "rrf(bm25, 0.1 * bm25(k1=1.2))" and pipe.weights == [1.0, 0.1]
     with pytest.raises(PipelineError, match="rrf weights"):
         rrf(A, -1 * B)
+    with pytest.raises(PipelineError, match="rrf weights"):
+        rrf(A, 0.5 * (-1 * B))  # no order reversed behind a positive outer factor
+    assert rrf(A, 2 * (0.25 * B)).weights == [1.0, 0.5]  # nested factors multiply
+    with pytest.raises(PipelineError, match="outside the cut-off"):
+        build_pipeline("rrf(bm25, bm25 * 0.1 % 100)", corpus)
+    assert build_pipeline("rrf(bm25, 0.1 * bm25 % 100)", corpus).weights == [1.0, 0.1]
 
 
 def test_operators_compose():

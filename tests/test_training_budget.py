@@ -32,21 +32,21 @@ def control() -> SimpleNamespace:
 
 
 def run_steps(budget: TimeBudget, clock: FakeClock, step_s: float, max_steps: int,
-              evaluate_every: int | None = None) -> SimpleNamespace:
-    """Drive the callback as the Trainer does, each step taking ``step_s`` seconds."""
+              evaluate_every: int | None = None, evaluation_s: float = 20.0) -> SimpleNamespace:
+    """Drive the callback as the Trainer does, each step taking ``step_s`` seconds and each
+    evaluation ``evaluation_s``."""
     args = SimpleNamespace(eval_strategy="steps", device="cpu")
     state = SimpleNamespace(global_step=0, max_steps=max_steps)
     budget.on_train_begin(args, state, control())
     flags = control()
     while state.global_step < max_steps:
         flags = control()
-        budget.on_step_begin(args, state, flags)
         clock.now += step_s
         state.global_step += 1
         flags.should_evaluate = bool(evaluate_every) and state.global_step % evaluate_every == 0
         budget.on_step_end(args, state, flags)
         if flags.should_evaluate:
-            clock.now += budget.evaluation_s
+            clock.now += evaluation_s
             budget.on_evaluate(args, state, flags)
         if flags.should_training_stop:
             break
@@ -58,19 +58,33 @@ def test_budget_stops_at_the_last_step_that_leaves_time_to_evaluate_and_write() 
     budget = TimeBudget(Deadline(at=100.0, minutes=100 / 60), evaluation_seconds=20.0,
                         clock=clock)
     done = run_steps(budget, clock, step_s=10.0, max_steps=50)
-    # After step k (at 10k s) one more step, the evaluation and the write need 10 + 20 + 15 s:
-    # step 5 ends at 50 s (50 + 45 = 95 fits); step 6 ends at 60 s (105 does not).
-    assert 60 + 10 + 20 + WRITE_RESERVE_S > 100 >= 50 + 10 + 20 + WRITE_RESERVE_S
-    assert done.steps == 6 and budget.stopped_at == 6
+    # After step k (at 10k s): one more step, the evaluation, a save (not timed yet: taken as
+    # WRITE_RESERVE_S) and the write need 10 + 20 + 15 + 15 s. Step 4 ends at 40 s (100 fits);
+    # step 5 at 50 s (110 does not).
+    need = 10 + 20 + 2 * WRITE_RESERVE_S
+    assert 50 + need > 100 >= 40 + need
+    assert done.steps == 5 and budget.stopped_at == 5
     assert done.flags.should_training_stop and done.flags.should_evaluate and done.flags.should_save
-    assert budget.record() == {"minutes": pytest.approx(100 / 60), "stopped_at_step": 6,
+    assert budget.record() == {"minutes": pytest.approx(100 / 60), "stopped_at_step": 5,
                                "planned_steps": 50}
+
+
+def test_an_untimed_evaluation_keeps_a_tenth_of_the_budget_until_one_is_timed() -> None:
+    untimed = TimeBudget(Deadline(at=900.0, minutes=15.0), clock=(clock := FakeClock()))
+    # 10 + 90 (a tenth of 15 minutes) + 15 + 15 s: step 77 ends at 770 s (900 fits), 78 not.
+    assert run_steps(untimed, clock, step_s=10.0, max_steps=500).steps == 78
+    timed = TimeBudget(Deadline(at=900.0, minutes=15.0), clock=(clock := FakeClock()))
+    # Evaluations every 20 steps take 5 s: from step 20 on, 5 s is kept instead of 90.
+    done = run_steps(timed, clock, step_s=10.0, max_steps=500, evaluate_every=20,
+                     evaluation_s=5.0)
+    assert timed.evaluation_s == 5.0 and done.steps == 84
 
 
 def test_budget_counts_an_evaluation_the_trainer_scheduled_after_this_step() -> None:
     clock = FakeClock()
     budget = TimeBudget(Deadline(at=100.0, minutes=1.0), evaluation_seconds=20.0, clock=clock)
-    # Step 4 ends at 40 s with an evaluation due: 20 (it) + 10 + 20 + 15 = 105 > 100 - 40.
+    # Step 3 ends at 30 s: 30 + 10 + 20 + 15 + 15 = 90 fits. Step 4 ends at 40 s with an
+    # evaluation due, which comes first: 40 + 20 + 10 + 20 + 15 + 15 = 120 does not.
     done = run_steps(budget, clock, step_s=10.0, max_steps=50, evaluate_every=4)
     assert done.steps == 4
 
@@ -100,7 +114,7 @@ def test_default_budget_is_fifteen_minutes_on_a_cpu_and_none_on_a_gpu() -> None:
 def test_a_stage_of_a_chained_run_gets_its_share_of_the_time_left() -> None:
     deadline = Deadline.start(TrainConfig(dataset=Path("d"), out=Path("o"), max_time=10), "cpu")
     first = deadline.share(2)
-    assert first.seconds_left() == pytest.approx(300, abs=5)
+    assert first.seconds_left() == pytest.approx(300, abs=5) and first.minutes == 5
     assert deadline.seconds_left() == pytest.approx(600, abs=5)
     assert Deadline(None, None).share(2).at is None
 

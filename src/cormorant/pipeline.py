@@ -228,14 +228,13 @@ class RRF(Fusion):
         if isinstance(k, bool) or not isinstance(k, int | float) or k < 0:
             raise PipelineError(f"rrf k must be a non-negative number, got {k!r}")
         self.k = k
-        self.weights = [s.weight if isinstance(s, Scaled) else 1.0 for s in self.stages]
-        if any(w <= 0 for w in self.weights):
-            raise PipelineError(f"rrf weights ('w * stage') must be positive, got {self.weights}")
+        weighted = [_rrf_weight(s) for s in self.stages]
+        self.weights = [w for w, _ in weighted]
+        self._ranked = [stage for _, stage in weighted]
 
     def transform(self, queries: Queries, candidates: Run | None) -> Run:
         # A weighted stage's own ranking: its weight applies to the reciprocal rank instead.
-        return self.fuse([(s.stage if isinstance(s, Scaled) else s).transform(queries, candidates)
-                          for s in self.stages])
+        return self.fuse([s.transform(queries, candidates) for s in self._ranked])
 
     def fuse(self, runs: list[Run]) -> Run:
         out = Run()
@@ -248,6 +247,20 @@ class RRF(Fusion):
 
     def params(self) -> str:
         return "" if self.k == 60 else f"k={self.k}"
+
+
+def _rrf_weight(stage: Stage) -> tuple[float, Stage]:
+    """An rrf argument's weight (the product of its outer ``w *`` factors, 1 without) and the
+    stage whose ranking is fused."""
+    weight = 1.0
+    while isinstance(stage, Scaled):
+        weight, stage = weight * stage.weight, stage.stage
+    if weight <= 0:
+        raise PipelineError(f"rrf weights ('w * stage') must be positive, got {weight:g}")
+    if isinstance(stage, Cutoff) and isinstance(stage.stage, Scaled):
+        raise PipelineError("in rrf, put the weight outside the cut-off: 'w * (stage % k)'"
+                            f" (a weight inside it changes no rank), got '{stage}'")
+    return weight, stage
 
 
 def rrf(*stages: Stage, k: int = 60) -> RRF:

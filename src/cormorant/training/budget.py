@@ -21,8 +21,12 @@ from cormorant.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 CPU_DEFAULT_MINUTES = 15.0
-# Writing the model folder and the training records after the Trainer returns.
+# Writing the model folder and the training records after the Trainer returns; also what a
+# checkpoint save is taken to cost until one has been timed.
 WRITE_RESERVE_S = 15.0
+# Until a dev evaluation has been timed (a cross-encoder's or generator's first, or any after
+# --resume), this share of the budget is kept for the final one.
+UNTIMED_EVALUATION_SHARE = 0.1
 RECENT_STEPS = 10  # the next step's time is the mean of this many last ones
 
 
@@ -69,7 +73,8 @@ class Deadline:
         left = self.seconds_left()
         if left is None or parts <= 1:
             return self
-        return Deadline(time.monotonic() + max(0.0, left) / parts, self.minutes)
+        seconds = max(0.0, left) / parts
+        return Deadline(time.monotonic() + seconds, round(seconds / 60, 2))
 
     def callback(self, evaluation_seconds: float = 0.0) -> TimeBudget | None:
         """The Trainer callback that keeps to this deadline; None without one."""
@@ -78,9 +83,10 @@ class Deadline:
 
 class TimeBudget(TrainerCallback):
     """Stops the Trainer at the last step that fits before the deadline, keeping time for one
-    more dev evaluation, a checkpoint save and writing the model (each the longest seen so far).
-    The step it stops at is evaluated and saved, so the best checkpoint is chosen as usual.
-    Under ``torchrun`` the processes agree: all stop when one would.
+    more dev evaluation, a checkpoint save and writing the model (each the longest seen so far;
+    before one is seen, a tenth of the budget for the evaluation and ``WRITE_RESERVE_S`` for
+    the save). The step it stops at is evaluated and saved, so the best checkpoint is chosen
+    as usual. Under ``torchrun`` the processes agree: all stop when one would.
 
     Example:
         >>> budget = Deadline.start(config, "cpu").callback()  # doctest: +SKIP
@@ -90,11 +96,12 @@ class TimeBudget(TrainerCallback):
     def __init__(self, deadline: Deadline, evaluation_seconds: float = 0.0,
                  clock: Any = time.monotonic) -> None:
         self.deadline, self.clock = deadline, clock
-        self.evaluation_s, self.save_s = evaluation_seconds, 0.0
+        self.evaluation_s: float | None = evaluation_seconds or None  # None: not timed yet
+        self.save_s: float | None = None
         self.step_s: list[float] = []
         self.stopped_at: int | None = None
         self.planned: int | None = None
-        self._mark = self._step_end = clock()
+        self._ready = clock()  # when the next step's work (loading its batch) begins
 
     def record(self) -> dict[str, Any]:
         """What ``summary.json`` keeps of the budget."""
@@ -103,21 +110,21 @@ class TimeBudget(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.planned = state.max_steps
-
-    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._mark = self.clock()
+        self._ready = self.clock()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        now = self._step_end = self.clock()
-        self.step_s.append(now - self._mark)
+        now = self.clock()
+        self.step_s.append(now - self._ready)  # the batch's loading and collation included
+        self._ready = now
         if state.global_step >= state.max_steps or self.stopped_at is not None:
             return
         recent = self.step_s[-RECENT_STEPS:]
-        finish = self.evaluation_s + self.save_s + WRITE_RESERVE_S
+        evaluation = self._evaluation_reserve(args)
+        save = WRITE_RESERVE_S if self.save_s is None else self.save_s
         # An evaluation or save the Trainer has scheduled after this step comes first.
-        scheduled = (self.evaluation_s if control.should_evaluate else 0.0) \
-            + (self.save_s if control.should_save else 0.0)
-        needed = scheduled + sum(recent) / len(recent) + finish
+        scheduled = (evaluation if control.should_evaluate else 0.0) \
+            + (save if control.should_save else 0.0)
+        needed = scheduled + sum(recent) / len(recent) + evaluation + save + WRITE_RESERVE_S
         if not _any_process(now + needed > self.deadline.at, args):
             return
         self.stopped_at = state.global_step
@@ -130,11 +137,20 @@ class TimeBudget(TrainerCallback):
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         now = self.clock()
-        self.evaluation_s = max(self.evaluation_s, now - self._step_end)
-        self._step_end = now  # a save that follows is timed from here
+        self.evaluation_s = max(self.evaluation_s or 0.0, now - self._ready)
+        self._ready = now  # a save that follows is timed from here
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.save_s = max(self.save_s, self.clock() - self._step_end)
+        now = self.clock()
+        self.save_s = max(self.save_s or 0.0, now - self._ready)
+        self._ready = now
+
+    def _evaluation_reserve(self, args: Any) -> float:
+        if args.eval_strategy == "no":
+            return 0.0
+        if self.evaluation_s is not None:
+            return self.evaluation_s
+        return UNTIMED_EVALUATION_SHARE * (self.deadline.minutes or 0.0) * 60
 
 
 def _any_process(stop: bool, args: Any) -> bool:

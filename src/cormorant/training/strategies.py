@@ -286,8 +286,7 @@ class TASBalanced(Strategy):
                           strict=True))
         inbatch = BiEncoderTeacher(config.inbatch_teacher or ctx.base_model, scale=config.scale)
         query_vectors, doc_vectors = inbatch.vectors(ctx.data)
-        doc_ids = list(doc_vectors)
-        doc_row = {d: i for i, d in enumerate(doc_ids)}
+        doc_row: dict[str, int] = {}  # the documents the rows use, numbered as first met
         rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
         row_query, margins, teacher_rows = [], [], []
         for i, qid in enumerate(qids):
@@ -300,7 +299,8 @@ class TASBalanced(Strategy):
                     row_query.append(i)
                     margins.append(scores[(qid, pos)] - scores[(qid, neg)])
                     # the teacher's vectors by index: per row they took 3 x 384 floats
-                    teacher_rows.append((i, doc_row[pos], doc_row[neg]))
+                    teacher_rows.append((i, doc_row.setdefault(pos, len(doc_row)),
+                                         doc_row.setdefault(neg, len(doc_row))))
         clusters = config.clusters or max(1, len(qids) // (4 * config.batch_size))
         query_matrix = np.stack([query_vectors[q] for q in qids])
         cluster_of = cluster_queries(query_matrix, clusters, config.seed)
@@ -308,7 +308,7 @@ class TASBalanced(Strategy):
         batch_sampler = TASBalancedSamplerFactory(row_query, margins, cluster_of.tolist(),
                                                   config.seed, per_epoch * _epochs(config))
         loss = TASBalancedLoss(model, np.asarray(margins, dtype=np.float32), query_matrix,
-                               np.stack([doc_vectors[d] for d in doc_ids]),
+                               np.stack([doc_vectors[d] for d in doc_row]),
                                np.asarray(teacher_rows, dtype=np.int32),
                                inbatch_weight=config.inbatch_weight, scale=config.scale,
                                teacher_scale=config.scale)  # the student's score scale
