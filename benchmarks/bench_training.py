@@ -260,7 +260,20 @@ def _label(strategy: str, row: dict[str, Any]) -> str:
     """The strategy's table label, with how its run departs from the defaults, if it does."""
     label = {CROSS_ENCODER: f"{strategy} (re-ranks dense top {RERANK_DEPTH})",
              TAS_BI_TEACHER: "tas-balanced (teacher: the dense row's model)"}.get(strategy, strategy)
-    return f"{label} [{row['note']}]" if row.get("note") else label
+    notes = [row["note"]] if row.get("note") else []
+    kept_start = _kept_starting_model(row)
+    if kept_start:
+        notes.append(kept_start)
+    return f"{label} [{'; '.join(notes)}]" if notes else label
+
+
+def _kept_starting_model(row: dict[str, Any]) -> str:
+    """A note when the best dev checkpoint was the untrained start, so the row *is* zero-shot."""
+    curve = row.get("dev_ndcg@10") or []
+    if len(curve) < 2 or curve[0][0] != 0 or max(score for _, score in curve) > curve[0][1]:
+        return ""
+    return (f"training lowered dev nDCG@10 ({curve[0][1]:.3f} to {curve[-1][1]:.3f}): "
+            "the best dev checkpoint kept is the starting model")
 
 
 def render_gpu(gpu: dict[str, Any], cpu: dict[str, Any]) -> str:
