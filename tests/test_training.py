@@ -238,6 +238,35 @@ def test_trained_model_works_as_dense_stage_and_query_tower_uses_its_document_in
     assert list(again["q"]) == list(run["q"])
 
 
+def test_tas_balanced_rows_are_the_drawn_pairs_and_carry_the_teachers_margins(
+        train_dir, tiny_encoder, tmp_path) -> None:
+    from cormorant.training.strategies import Context, TASBalanced
+    from cormorant.training.teacher import cached_scores, load_teacher
+
+    cfg = config(train_dir, tmp_path / "m", tiny_encoder, negatives="tas-balanced",
+                 teacher=str(tiny_encoder), clusters=2)
+    data = TrainingSet.load(train_dir, "train")
+    ctx = Context(cfg, data, str(tiny_encoder), tmp_path)
+    plan = TASBalanced().plan(ctx, TASBalanced().model(ctx))
+    batches = list(plan.batch_sampler(dataset=None, batch_size=cfg.batch_size))
+    rows = len(plan.rows["label"])
+    # The dataset holds exactly the drawn pairs, far fewer than all candidates.
+    assert {r for batch in batches for r in batch} == set(range(rows))
+    assert plan.notes["pairs_drawn"] == rows < plan.notes["pairs"]
+    assert all(len(batch) == cfg.batch_size for batch in batches)
+    # Each row's margin is the teacher's T(q, d+) - T(q, d-) for that row's texts.
+    qid_of = {text: q for q, text in data.queries.items()}
+    doc_of = {text: d for d, text in data.texts.items()}
+    for row in range(rows):
+        qid = qid_of[plan.rows["query"][row]]
+        pos, neg = doc_of[plan.rows["positive"][row]], doc_of[plan.rows["negative"][row]]
+        assert pos in data.positives[qid] and neg not in data.positives[qid]
+        expected = cached_scores(load_teacher(str(tiny_encoder)), data, [(qid, pos), (qid, neg)])
+        label = plan.rows["label"][row]
+        assert plan.loss.margins[label].item() == pytest.approx(float(expected[0] - expected[1]),
+                                                                abs=1e-4)
+
+
 def test_tas_balanced_and_cross_encoder_train_and_load(train_dir, tiny_encoder, tmp_path) -> None:
     from cormorant.data import load_dataset
     from cormorant.retrieval.assemble import build_pipeline

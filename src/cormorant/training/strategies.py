@@ -271,7 +271,7 @@ class TASBalanced(Strategy):
 
     def plan(self, ctx: Context, model: Any) -> Plan:
         from cormorant.training.losses import TASBalancedLoss
-        from cormorant.training.tas_balanced import TASBalancedSamplerFactory, cluster_queries
+        from cormorant.training.tas_balanced import ReplayBatches, cluster_queries, draw_batches
         from cormorant.training.teacher import BiEncoderTeacher, cached_scores, load_teacher
 
         config = ctx.config
@@ -286,35 +286,48 @@ class TASBalanced(Strategy):
                           strict=True))
         inbatch = BiEncoderTeacher(config.inbatch_teacher or ctx.base_model, scale=config.scale)
         query_vectors, doc_vectors = inbatch.vectors(ctx.data)
-        doc_row: dict[str, int] = {}  # the documents the rows use, numbered as first met
-        rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
-        row_query, margins, teacher_rows = [], [], []
-        for i, qid in enumerate(qids):
-            for pos in ctx.data.positives[qid]:
-                for neg in negatives.ids(qid):
-                    rows["label"].append(len(margins))
-                    rows["query"].append(ctx.data.queries[qid])
-                    rows["positive"].append(ctx.data.texts[pos])
-                    rows["negative"].append(ctx.data.texts[neg])
-                    row_query.append(i)
-                    margins.append(scores[(qid, pos)] - scores[(qid, neg)])
-                    # the teacher's vectors by index: per row they took 3 x 384 floats
-                    teacher_rows.append((i, doc_row.setdefault(pos, len(doc_row)),
-                                         doc_row.setdefault(neg, len(doc_row))))
+        candidates = [(i, pos, neg) for i, qid in enumerate(qids)
+                      for pos in ctx.data.positives[qid] for neg in negatives.ids(qid)]
+        margins = [scores[(qids[i], pos)] - scores[(qids[i], neg)] for i, pos, neg in candidates]
         clusters = config.clusters or max(1, len(qids) // (4 * config.batch_size))
         query_matrix = np.stack([query_vectors[q] for q in qids])
         cluster_of = cluster_queries(query_matrix, clusters, config.seed)
         per_epoch = max(1, len(qids) // config.batch_size)
-        batch_sampler = TASBalancedSamplerFactory(row_query, margins, cluster_of.tolist(),
-                                                  config.seed, per_epoch * _epochs(config))
-        loss = TASBalancedLoss(model, np.asarray(margins, dtype=np.float32), query_matrix,
-                               np.stack([doc_vectors[d] for d in doc_row]),
-                               np.asarray(teacher_rows, dtype=np.int32),
-                               inbatch_weight=config.inbatch_weight, scale=config.scale,
+        drawn = draw_batches([i for i, _, _ in candidates], margins, cluster_of.tolist(),
+                             config.batch_size, config.seed, per_epoch * _epochs(config))
+        # Only the drawn pairs become rows: all candidates would be 765k rows of three texts on
+        # NFCorpus, for the 68 x 32 an epoch draws.
+        used = sorted({c for batch in drawn for c in batch})
+        row_of = {c: row for row, c in enumerate(used)}
+        rows, (row_indices, documents) = _tas_rows(ctx, qids, [candidates[c] for c in used])
+        loss = TASBalancedLoss(model, np.asarray([margins[c] for c in used], dtype=np.float32),
+                               query_matrix, np.stack([doc_vectors[d] for d in documents]),
+                               row_indices, inbatch_weight=config.inbatch_weight,
+                               scale=config.scale,
                                teacher_scale=config.scale)  # the student's score scale
+        batch_sampler = ReplayBatches([[row_of[c] for c in batch] for batch in drawn])
         return Plan(rows, loss, batch_sampler=batch_sampler, negatives=negatives,
                     steps_per_epoch=per_epoch,
-                    notes={"clusters": int(len(set(cluster_of.tolist()))), "pairs": len(margins)})
+                    notes={"clusters": int(len(set(cluster_of.tolist()))), "pairs": len(margins),
+                           "pairs_drawn": len(used)})
+
+
+def _tas_rows(ctx: Context, qids: list[str], pairs: list[tuple[int, str, str]]
+              ) -> tuple[dict[str, list[Any]], tuple[np.ndarray, list[str]]]:
+    """The Trainer's rows for TAS-Balanced's drawn (query index, positive, negative) pairs, and
+    the in-batch teacher's view of them: each row's (query, positive, negative) indices into
+    the query matrix and into the documents the rows use (listed in the order first met)."""
+    rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
+    doc_index: dict[str, int] = {}
+    indices = []
+    for row, (i, pos, neg) in enumerate(pairs):
+        rows["query"].append(ctx.data.queries[qids[i]])
+        rows["positive"].append(ctx.data.texts[pos])
+        rows["negative"].append(ctx.data.texts[neg])
+        rows["label"].append(row)
+        indices.append((i, doc_index.setdefault(pos, len(doc_index)),
+                        doc_index.setdefault(neg, len(doc_index))))
+    return rows, (np.asarray(indices, dtype=np.int32).reshape(-1, 3), list(doc_index))
 
 
 class DistillQuery(Strategy):

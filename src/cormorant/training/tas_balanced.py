@@ -125,17 +125,51 @@ class TASBalancedBatchSampler:
         return rng.choice(rng.choice(self.bins[query]))
 
 
+def draw_batches(row_query: Sequence[int], row_margin: Sequence[float],
+                 query_cluster: Sequence[int], batch_size: int, seed: int,
+                 batches: int) -> list[list[int]]:
+    """Every batch of a training run, drawn before it starts: lists of candidate-pair indices.
+
+    Drawing first lets the Trainer's dataset hold only the pairs drawn: NFCorpus has 765k
+    candidate (positive, negative) pairs, and an epoch draws 68 x 32 of them.
+
+    Example:
+        >>> drawn = draw_batches([0, 0, 1, 1], [1.0, 3.0, 2.0, 4.0], [0, 0], 2, seed=0, batches=3)
+        >>> len(drawn), all(len(batch) == 2 for batch in drawn)
+        (3, True)
+    """
+    return list(TASBalancedBatchSampler(row_query, row_margin, query_cluster, batch_size,
+                                        seed=seed, batches=batches))
+
+
 @dataclass
-class TASBalancedSamplerFactory:
-    """What the Trainer's ``batch_sampler`` argument calls; a plain object (not a closure) so
-    the training arguments can be pickled into checkpoints."""
+class ReplayBatches:
+    """What the Trainer's ``batch_sampler`` argument calls: it replays batches drawn in advance
+    (:func:`draw_batches`, renumbered to dataset rows). A plain object, not a closure, so the
+    training arguments can be pickled into checkpoints; it holds only the drawn batches.
 
-    row_query: list[int]
-    row_margin: list[float]
-    query_cluster: list[int]
-    seed: int
-    batches: int
+    Example:
+        >>> list(ReplayBatches([[0, 1], [2, 0]])(dataset=None, batch_size=2))
+        [[0, 1], [2, 0]]
+    """
 
-    def __call__(self, dataset: Any, batch_size: int, **_: Any) -> TASBalancedBatchSampler:
-        return TASBalancedBatchSampler(self.row_query, self.row_margin, self.query_cluster,
-                                       batch_size, seed=self.seed, batches=self.batches)
+    batches: list[list[int]]
+
+    def __call__(self, dataset: Any, batch_size: int, **_: Any) -> _Replay:
+        return _Replay(self.batches)
+
+
+class _Replay:
+    """The batch sampler :class:`ReplayBatches` hands the DataLoader."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """The Trainer calls this each epoch; the batches already hold every epoch's draw."""
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (list(batch) for batch in self.batches)
