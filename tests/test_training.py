@@ -265,6 +265,14 @@ def test_tas_balanced_rows_are_the_drawn_pairs_and_carry_the_teachers_margins(
         label = plan.rows["label"][row]
         assert plan.loss.margins[label].item() == pytest.approx(float(expected[0] - expected[1]),
                                                                 abs=1e-4)
+    # --max-steps beyond the epoch draws fresh batches for every step, not a replay.
+    longer = config(train_dir, tmp_path / "m2", tiny_encoder, negatives="tas-balanced",
+                    teacher=str(tiny_encoder), clusters=2, max_steps=3 * len(batches))
+    ctx = Context(longer, data, str(tiny_encoder), tmp_path)
+    plan = TASBalanced().plan(ctx, TASBalanced().model(ctx))
+    replayed = list(plan.batch_sampler(dataset=None, batch_size=cfg.batch_size))
+    assert len(replayed) == 3 * len(batches)
+    assert {tuple(b) for b in replayed[len(batches):]} != {tuple(b) for b in replayed[:len(batches)]}
 
 
 def test_tas_balanced_and_cross_encoder_train_and_load(train_dir, tiny_encoder, tmp_path) -> None:

@@ -8,6 +8,7 @@ training set into a :class:`Plan` that the sentence-transformers Trainer runs.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,7 +295,7 @@ class TASBalanced(Strategy):
         cluster_of = cluster_queries(query_matrix, clusters, config.seed)
         per_epoch = max(1, len(qids) // config.batch_size)
         drawn = draw_batches([i for i, _, _ in candidates], margins, cluster_of.tolist(),
-                             config.batch_size, config.seed, per_epoch * _epochs(config))
+                             config.batch_size, config.seed, _tas_batch_count(config, per_epoch))
         # Only the drawn pairs become rows: all candidates would be 765k rows of three texts on
         # NFCorpus, for the 68 x 32 an epoch draws.
         used = sorted({c for batch in drawn for c in batch})
@@ -310,6 +311,16 @@ class TASBalanced(Strategy):
                     steps_per_epoch=per_epoch,
                     notes={"clusters": int(len(set(cluster_of.tolist()))), "pairs": len(margins),
                            "pairs_drawn": len(used)})
+
+
+def _tas_batch_count(config: TrainConfig, per_epoch: int) -> int:
+    """Batches to draw up front: ceil(epochs) passes, or more when ``--max-steps`` asks for more
+    steps (each of the ``WORLD_SIZE`` processes takes its own batches), so a long run meets
+    fresh draws instead of replaying the first ones."""
+    batches = per_epoch * _epochs(config)
+    if config.max_steps > 0:
+        batches = max(batches, config.max_steps * int(os.environ.get("WORLD_SIZE", "1")))
+    return batches
 
 
 def _tas_rows(ctx: Context, qids: list[str], pairs: list[tuple[int, str, str]]
