@@ -316,11 +316,13 @@ class TASBalanced(Strategy):
 def _tas_batch_count(config: TrainConfig, per_epoch: int) -> int:
     """Batches to draw up front: ceil(epochs) passes, or more when ``--max-steps`` asks for more
     steps (each of the ``WORLD_SIZE`` processes takes its own batches), so a long run meets
-    fresh draws instead of replaying the first ones."""
+    fresh draws instead of replaying the first ones. A multiple of ``WORLD_SIZE``: accelerate
+    deals the batches round-robin, and processes with unequal step counts would hang DDP."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     batches = per_epoch * _epochs(config)
     if config.max_steps > 0:
-        batches = max(batches, config.max_steps * int(os.environ.get("WORLD_SIZE", "1")))
-    return batches
+        batches = max(batches, config.max_steps * world)
+    return -(-batches // world) * world
 
 
 def _tas_rows(ctx: Context, qids: list[str], pairs: list[tuple[int, str, str]]
