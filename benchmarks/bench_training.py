@@ -268,7 +268,9 @@ def _label(strategy: str, row: dict[str, Any]) -> str:
 
 
 def _kept_starting_model(row: dict[str, Any]) -> str:
-    """A note when the best dev checkpoint was the untrained start, so the row *is* zero-shot."""
+    """A note when the best dev checkpoint was the untrained start, so the row *is* zero-shot.
+    The rule is ``cormorant.training.trainer.start_was_best``'s, not imported: that module
+    loads torch and transformers (8 s) for a report that needs neither."""
     curve = row.get("dev_ndcg@10") or []
     if len(curve) < 2 or curve[0][0] != 0 or max(score for _, score in curve) > curve[0][1]:
         return ""

@@ -296,7 +296,7 @@ class TASBalanced(Strategy):
         per_epoch = max(1, len(qids) // config.batch_size)
         drawn = draw_batches([i for i, _, _ in candidates], margins, cluster_of.tolist(),
                              config.batch_size, config.seed, _tas_batch_count(config, per_epoch))
-        # Only the drawn pairs become rows: all candidates would be 765k rows of three texts on
+        # Only the drawn pairs become rows: all candidates would be 763k rows of three texts on
         # NFCorpus, for the 68 x 32 an epoch draws.
         used = sorted({c for batch in drawn for c in batch})
         row_of = {c: row for row, c in enumerate(used)}

@@ -60,7 +60,7 @@ class TASBalancedBatchSampler:
         row_margin: the teacher margin T(q, p+) - T(q, p-) of each row.
         query_cluster: cluster id per query index.
         batch_size: queries per batch.
-        seed: seeds the draw; the epoch number is added on ``set_epoch``.
+        seed: seeds the draw.
 
     Example:
         >>> sampler = TASBalancedBatchSampler([0, 0, 1, 1], [1.0, 3.0, 2.0, 4.0], [0, 0],
@@ -73,7 +73,7 @@ class TASBalancedBatchSampler:
     def __init__(self, row_query: Sequence[int], row_margin: Sequence[float],
                  query_cluster: Sequence[int], batch_size: int, seed: int = 0,
                  batches: int | None = None) -> None:
-        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.batch_size, self.seed = batch_size, seed
         rows_of: dict[int, list[int]] = {}
         for row, query in enumerate(row_query):
             rows_of.setdefault(int(query), []).append(row)
@@ -94,14 +94,11 @@ class TASBalancedBatchSampler:
             self.clusters.setdefault(int(query_cluster[query]), []).append(query)
         self.batches = batches or max(1, len(self.bins) // batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return self.batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        rng = random.Random(self.seed * 1_000_003)  # the formula of epoch 0 before the up-front draw
         for _ in range(self.batches):
             yield [self._pair(rng, q) for q in self._queries(rng)]
 
@@ -130,7 +127,7 @@ def draw_batches(row_query: Sequence[int], row_margin: Sequence[float],
                  batches: int) -> list[list[int]]:
     """Every batch of a training run, drawn before it starts: lists of candidate-pair indices.
 
-    Drawing first lets the Trainer's dataset hold only the pairs drawn: NFCorpus has 765k
+    Drawing first lets the Trainer's dataset hold only the pairs drawn: NFCorpus has 763k
     candidate (positive, negative) pairs, and an epoch draws 68 x 32 of them.
 
     Example:
@@ -144,32 +141,17 @@ def draw_batches(row_query: Sequence[int], row_margin: Sequence[float],
 
 @dataclass
 class ReplayBatches:
-    """What the Trainer's ``batch_sampler`` argument calls: it replays batches drawn in advance
-    (:func:`draw_batches`, renumbered to dataset rows). A plain object, not a closure, so the
-    training arguments can be pickled into checkpoints; it holds only the drawn batches.
+    """What the Trainer's ``batch_sampler`` argument calls: it hands the DataLoader the batches
+    drawn in advance (:func:`draw_batches`, renumbered to dataset rows); a list of index lists
+    is a valid batch sampler. A plain object, not a closure, so the training arguments can be
+    pickled into checkpoints; it holds only the drawn batches.
 
     Example:
-        >>> list(ReplayBatches([[0, 1], [2, 0]])(dataset=None, batch_size=2))
+        >>> ReplayBatches([[0, 1], [2, 0]])(dataset=None, batch_size=2)
         [[0, 1], [2, 0]]
     """
 
     batches: list[list[int]]
 
-    def __call__(self, dataset: Any, batch_size: int, **_: Any) -> _Replay:
-        return _Replay(self.batches)
-
-
-class _Replay:
-    """The batch sampler :class:`ReplayBatches` hands the DataLoader."""
-
-    def __init__(self, batches: list[list[int]]) -> None:
-        self.batches = batches
-
-    def set_epoch(self, epoch: int) -> None:
-        """The Trainer calls this each epoch; the batches already hold every epoch's draw."""
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return (list(batch) for batch in self.batches)
+    def __call__(self, dataset: Any, batch_size: int, **_: Any) -> list[list[int]]:
+        return self.batches
