@@ -177,8 +177,7 @@ class TASBalancedLoss(nn.Module):
     negative (j != i; the diagonal is the pairwise term's), each with weight 1/2. The in-batch
     teacher's vectors are precomputed, so its scores cost one matrix product. They are stored
     once per query and document, with each row's (query, positive, negative) indices in
-    ``rows``: per row they would take 3 vectors, 3.5 GB for NFCorpus's 765k (pair) rows.
-    :meth:`per_row` takes them per row instead.
+    ``rows``, rather than three vectors per row. :meth:`per_row` takes them per row.
 
     Example:
         >>> loss = TASBalancedLoss(model, margins, query_vectors, doc_vectors, rows)  # doctest: +SKIP
