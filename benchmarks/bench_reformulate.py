@@ -2,10 +2,11 @@
 without it, with paired significance tests, and the cost per query.
 
 For every retriever R in ``--retrievers`` and stage S in ``--stages`` the pipeline ``S >> R`` is
-run over the same queries as ``R`` alone; nDCG@10, Recall@100 and per-query deltas go through
-``cormorant.eval.significance`` (paired t-test and randomisation test, Holm-corrected per
-dataset). Classic baselines run beside them: ``rm3`` (Lucene, needs the [lucene] extra) and
-``rocchio >> dense``.
+run over the same queries as ``R`` alone (a stage that names ``{R}`` places the retriever
+itself: ``genqr_fusion({R})``, ``{R} >> genqr_ensemble(feedback=prf) >> {R}``); nDCG@10,
+Recall@100 and per-query deltas go through ``cormorant.eval.significance`` (paired t-test and
+randomisation test, Holm-corrected per dataset). Classic baselines run beside them: ``rm3``
+(Lucene, needs the [lucene] extra) and ``rocchio(dense)``.
 
 Generations go through the on-disk cache (``$CORMORANT_CACHE/generations.sqlite``): a re-run
 costs no model time, and ``--queries N`` over a larger N re-uses the first N's generations.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,14 +34,27 @@ from _common import dataset_path, parser, write_json
 MEASURES = ("nDCG@10", "R@100", "RR@10")
 
 
-def stage_llm(stage: str, llm: str) -> str:
-    """Insert ``llm=`` into a stage spec that names no model (rocchio takes none)."""
-    if stage.startswith("rocchio") or "llm=" in stage:
-        return stage
-    if "(" in stage:
-        name, rest = stage.split("(", 1)
-        return f"{name}(llm={llm}, {rest}"
-    return f"{stage}(llm={llm})"
+LLM_STAGES = re.compile(r"\b(genqr_ensemble|genqr_fusion|reason)\b")
+
+
+def pipeline_for(stage: str, retriever: str, llm: str) -> str:
+    """``stage`` with ``retriever`` placed (after it, or where it says ``{R}``) and ``llm=``
+    given to every language-model stage that names no model (as its last argument)."""
+    if "{R}" not in stage:
+        stage = f"{stage} >> {{R}}"
+    if "llm=" not in stage:
+        for found in reversed(list(LLM_STAGES.finditer(stage))):
+            end = found.end()
+            if stage[end:end + 1] != "(":
+                stage = f"{stage[:end]}(llm={llm}){stage[end:]}"
+                continue
+            depth, close = 0, end
+            for close in range(end, len(stage)):
+                depth += {"(": 1, ")": -1}.get(stage[close], 0)
+                if depth == 0:
+                    break
+            stage = f"{stage[:close]}, llm={llm}{stage[close:]}"
+    return stage.replace("{R}", retriever)
 
 
 def main() -> None:
@@ -52,8 +67,8 @@ def main() -> None:
     args.add_argument("--retrievers", default="bm25,dense")
     args.add_argument("--stages", nargs="*", default=[
         "genqr_ensemble(shots=3, max_new_tokens=24)",
-        "genqr_fusion(shots=3, max_new_tokens=24)"])
-    args.add_argument("--baselines", nargs="*", default=["rm3", "rocchio >> dense"])
+        "genqr_fusion({R}, shots=3, max_new_tokens=24)"])
+    args.add_argument("--baselines", nargs="*", default=["rm3", "rocchio(dense)"])
     args.add_argument("--seed", type=int, default=0)
     args.add_argument("--report", type=Path, default=None,
                       help="print the markdown tables of an earlier results JSON and exit")
@@ -85,7 +100,7 @@ def main() -> None:
                                "queries": len(qids), "query_ids": qids, "measures": MEASURES,
                                "runs": results, "comparisons": [], "errors": {}}
 
-    def evaluate(text: str) -> dict[str, Any] | None:
+    def evaluate(text: str, baseline: str | None = None) -> dict[str, Any] | None:
         try:
             stage = build_pipeline(text, ds.corpus, built)
         except Exception as exc:  # noqa: BLE001 - e.g. no Java for rm3: record and go on
@@ -95,13 +110,14 @@ def main() -> None:
         _attach(stage, llm)
         before_s, before_miss = llm.generate_seconds, llm.misses
         start = time.perf_counter()
-        run = stage.transform(queries, None)
+        run = stage.rank(queries)
         wall = time.perf_counter() - start
         scored = score_run(run, opts.dataset, opts.split, split, text, {}, 1000, MEASURES)
         record = {"metrics": scored.metrics, "per_query": scored.per_query,
                   "wall_s": round(wall, 2), "ms_per_query": round(1000 * wall / len(qids), 1),
                   "generations": llm.misses - before_miss,
-                  "model_s_per_query": round((llm.generate_seconds - before_s) / len(qids), 2)}
+                  "model_s_per_query": round((llm.generate_seconds - before_s) / len(qids), 2),
+                  "baseline": baseline}
         critic = critic_accuracy(stage, split.qrels)
         if critic:
             record["critic"] = critic
@@ -118,21 +134,23 @@ def main() -> None:
         evaluate(retriever)
         save()
         for stage in opts.stages:
-            evaluate(f"{stage_llm(stage, opts.llm)} >> {retriever}")
+            evaluate(pipeline_for(stage, retriever, opts.llm), retriever)
             save()
     for baseline in opts.baselines:
-        evaluate(baseline)
+        evaluate(baseline, BASELINE_OF.get(baseline))
         save()
 
 
+BASELINE_OF = {"rm3": "bm25", "rocchio(dense)": "dense"}
+
+
 def comparisons(results: dict[str, Any], dataset: str) -> list[Any]:
-    """Each pipeline against the retriever it ends in (rm3 against bm25), Holm-corrected."""
+    """Each pipeline against the retriever it uses (rm3 against bm25), Holm-corrected."""
     from cormorant.eval.significance import compare, correct
 
     found = []
     for text, record in results.items():
-        base = text.rsplit(">>", 1)[-1].strip() if ">>" in text else (
-            "bm25" if text == "rm3" else None)
+        base = record.get("baseline")
         if base is None or base not in results:
             continue
         for measure in MEASURES:
@@ -181,7 +199,10 @@ def critic_accuracy(stage: Any, qrels: dict[str, dict[str, int]]) -> dict[str, A
     ``precision`` (judged relevant among its "yes") is worth reading against ``base_rate``
     (judged relevant among all the pairs it saw): a critic at chance has the two equal.
     """
-    verdicts = [v for node in _stages(stage) for v in getattr(node, "verdicts", {}).items()]
+    from cormorant.retrieval.reformulate import GenQREnsemble, language_model_stages
+
+    verdicts = [v for node in language_model_stages(stage) if isinstance(node, GenQREnsemble)
+                for v in node.verdicts.items()]
     if not verdicts:
         return None
     pairs = [(qrels.get(q, {}).get(d, 0) > 0, said) for q, docs in verdicts
@@ -196,25 +217,12 @@ def critic_accuracy(stage: Any, qrels: dict[str, dict[str, int]]) -> dict[str, A
             "queries_none_kept": sum(not any(docs.values()) for _, docs in verdicts)}
 
 
-def _stages(stage: Any) -> list[Any]:
-    """``stage`` and every stage nested in it."""
-    found, todo = [], [stage]
-    while todo:
-        node = todo.pop()
-        found.append(node)
-        todo.extend(getattr(node, attr) for attr in ("first", "second", "stage")
-                    if hasattr(node, attr))
-        todo.extend(getattr(node, "stages", []))
-    return found
-
-
 def _attach(stage: Any, llm: Any) -> None:
     """Give every language-model stage of ``stage`` the one shared model."""
-    from cormorant.retrieval.reformulate import _LLMStage
+    from cormorant.retrieval.reformulate import language_model_stages
 
-    for node in _stages(stage):
-        if isinstance(node, _LLMStage):
-            node._llm = llm
+    for node in language_model_stages(stage):
+        node.llm = llm
 
 
 if __name__ == "__main__":

@@ -112,7 +112,8 @@ def test_muvera_equals_the_exact_oracle_when_candidates_cover_the_corpus(
     carved = open_index(out, pipeline="muvera(carve=0.5)").pipeline
     assert str(carved).endswith("candidates=6, carve=0.5)") and carved.carve == 0.5
     assert set(carved.search(QUERIES, k=6)) == set(QUERIES)
-    for bad, message in (("candidates=0", "positive integer"), ("carve=2", r"\[-1, 1\]")):
+    for bad, message in (("candidates=0", "candidates must be at least 1"),
+                         ("carve=2", "carve must be at most 1")):
         with pytest.raises(PipelineError, match=message):
             MuveraRetriever.build(ds.corpus, model=str(tiny_encoder), **eval(f"dict({bad})"))
 

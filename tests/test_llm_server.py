@@ -87,13 +87,13 @@ def test_a_reformulation_pipeline_runs_against_the_server(server: LLMServer, tmp
     monkeypatch.setenv(KEY_ENV, "s3cret")
     server.faults()
     ds = DatasetSpec(write_beir(tmp_path / "tiny")).load()
-    text = (f"genqr_fusion(llm=openai:tiny, llm_base_url={server.url}, llm_api_key_env={KEY_ENV},"
-            f" n=3, max_new_tokens=3) >> bm25")
+    text = (f"genqr_fusion(bm25, llm=openai:tiny, llm_base_url={server.url},"
+            f" llm_api_key_env={KEY_ENV}, n=3, max_new_tokens=3)")
     pipe = build_pipeline(text, ds.corpus)
     run = pipe.search({"q1": "vitamin d and depression"}, k=3)
     assert "d1" in run["q1"]
     assert server.stats()["requests"] == 3  # one per instruction
-    llm = pipe.first.llm
+    llm = pipe.stage.expander.llm
     assert load_llm(llm) is llm and llm.misses == 3
     pipe.search({"q1": "vitamin d and depression"}, k=3)
     assert server.stats()["requests"] == 3  # the second search came from the cache

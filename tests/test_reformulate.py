@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cormorant.errors import PipelineError
+from cormorant.index.docstore import CorpusDocuments
 from cormorant.llm import GenerationParams
 from cormorant.llm.fake import EchoModel
-from cormorant.pipeline import Stage, StaticStage
+from cormorant.pipeline import Flow, Stage
 from cormorant.retrieval.assemble import build_pipeline, open_index, save_index, validate
 from cormorant.retrieval.bm25 import BM25Retriever
 from cormorant.retrieval.reformulate import (
@@ -20,12 +20,14 @@ from cormorant.retrieval.reformulate import (
     GenQREnsemble,
     GenQRFusion,
     ReasonExpansion,
+    ResetQueries,
     Rocchio,
 )
 from cormorant.types import Corpus, Document, Queries, Run
 from tests.conftest import DOCS, write_beir
 
 CORPUS = Corpus.from_documents([Document(i, x, title=t) for i, t, x in DOCS], name="tiny")
+TEXTS = CorpusDocuments(CORPUS)
 
 
 class Scripted:
@@ -45,13 +47,18 @@ class Scripted:
 class Recorder(Stage):
     """A retriever stand-in: records the queries it got; ranks by a fixed table per query text."""
 
+    name = "recorder"
+
     def __init__(self, table: dict[str, dict[str, float]] | None = None) -> None:
         self.seen: list[Queries] = []
+        self.original: list[Queries] = []
         self.table = table or {}
 
-    def transform(self, queries: Queries, candidates: Run | None) -> Run:
-        self.seen.append(dict(queries))
-        return Run({q: dict(self.table.get(text, {"d1": 1.0})) for q, text in queries.items()})
+    def transform(self, flow: Flow) -> Flow:
+        self.seen.append(dict(flow.queries))
+        self.original.append(dict(flow.original))
+        return flow.with_run(Run({q: dict(self.table.get(text, {"d1": 1.0}))
+                                  for q, text in flow.queries.items()}))
 
 
 def test_genqr_ensemble_builds_the_ten_paper_prompts_in_order() -> None:
@@ -89,30 +96,43 @@ def test_few_shot_prompts_end_with_the_answer_prefix_and_stop_at_a_newline() -> 
     assert stage.decoding().stop == ("\n",)
 
 
-def test_beta_interpolates_the_original_and_expanded_rankings() -> None:
+def test_the_papers_beta_interpolation_is_a_weighted_sum_of_the_two_rankings() -> None:
     table = {"q0": {"a": 10.0, "b": 4.0}, "q0 k": {"b": 20.0, "c": 2.0}}
-    pipe = GenQREnsemble(llm=EchoModel(reply="k"), n=1, beta=0.25) >> Recorder(table)
+    searcher = Recorder(table)
+    pipe = 0.75 * searcher + 0.25 * (GenQREnsemble(llm=EchoModel(reply="k"), n=1) >> searcher)
     run = pipe.search({"x": "q0"}, k=10)["x"]
     assert run == pytest.approx({"a": 7.5, "b": 0.75 * 4 + 0.25 * 20, "c": 0.5})
+    assert searcher.seen == [{"x": "q0"}, {"x": "q0 k"}]  # the original query ranked once
+    with pytest.raises(PipelineError, match="genqr_ensemble does not take beta"):
+        validate("genqr_ensemble(beta=0.3) >> bm25")
 
 
 def test_prf_puts_the_top_documents_before_the_instruction() -> None:
     model = Scripted({}, default="")
     bm25 = BM25Retriever.build(CORPUS)
-    stage = GenQREnsemble.build(CORPUS, llm=model, n=2, feedback="prf", fb_docs=2)
-    (stage >> bm25).search({"q": "depression"}, k=3)
+    stage = GenQREnsemble(llm=model, n=2, feedback="prf", fb_docs=2)
+    recorder = Recorder()
+    (bm25 >> stage >> recorder).search({"q": "depression"}, k=3, documents=TEXTS)
     top = [d for d, _ in bm25.search({"q": "depression"}, k=2).ranked("q")]
     texts = {i: f"{t} {x}" for i, t, x in DOCS}
     context = " ".join(texts[d] for d in top)
     assert model.prompts == [f"Based on the given context information: {context}, {i}: depression"
                              for i in INSTRUCTIONS[:2]]
+    # The first ranking was feedback: the stage after searches the collection again.
+    flow = stage.transform(bm25.transform(Flow.start({"q": "depression"}, TEXTS)))
+    assert flow.run is None and flow.queries == {"q": "depression"}
+    with pytest.raises(PipelineError, match="needs a ranking before it"):
+        (stage >> bm25).search({"q": "depression"}, k=3, documents=TEXTS)
+    with pytest.raises(PipelineError, match="reads document text"):
+        (bm25 >> stage >> bm25).search({"q": "depression"}, k=3)
 
 
 def test_oracle_feeds_judged_documents_by_label(tmp_path: Path) -> None:
     qrels = write_beir(tmp_path / "b") / "qrels" / "test.tsv"
     model = Scripted({}, default="")
-    stage = GenQREnsemble.build(CORPUS, llm=model, n=1, feedback="oracle", qrels=str(qrels))
-    (stage >> BM25Retriever.build(CORPUS)).search({"q1": "vitamin d and depression"}, k=3)
+    stage = GenQREnsemble(llm=model, n=1, feedback="oracle", qrels=str(qrels))
+    (stage >> BM25Retriever.build(CORPUS)).search({"q1": "vitamin d and depression"}, k=3,
+                                                  documents=TEXTS)
     # q1 judges d1 (2) above d6 (1): the context lists them in that order.
     assert model.prompts[0].startswith("Based on the given context information: Vitamin D Vitamin D"
                                        " deficiency is associated with depression in adults."
@@ -124,8 +144,9 @@ def test_oracle_feeds_judged_documents_by_label(tmp_path: Path) -> None:
 def test_critic_keeps_only_documents_the_model_calls_relevant() -> None:
     model = Scripted({"Document: Sleep": "yes", "Document: Exercise": "Yes.",
                       "Is the document relevant": "no"}, default="")
-    stage = GenQREnsemble.build(CORPUS, llm=model, n=1, feedback="critic", fb_docs=5, fb_depth=6)
-    (stage >> BM25Retriever.build(CORPUS)).search({"q": "depression"}, k=3)
+    stage = GenQREnsemble(llm=model, n=1, feedback="critic", fb_docs=5, fb_depth=6)
+    bm25 = BM25Retriever.build(CORPUS)
+    (bm25 >> stage >> bm25).search({"q": "depression"}, k=3, documents=TEXTS)
     judged = [p for p in model.prompts if "Is the document relevant" in p]
     assert len(judged) == 3  # bm25 finds three documents with "depression"
     final = [p for p in model.prompts if p.startswith("Based on")]
@@ -139,11 +160,12 @@ def test_genqr_fusion_is_rrf_over_one_run_per_reformulation() -> None:
     rules = {INSTRUCTIONS[0]: "x", INSTRUCTIONS[1]: "y"}
     table = {"q x": {"a": 3.0, "b": 2.0}, "q y": {"b": 5.0, "c": 1.0}, "q": {"c": 9.0}}
     recorder = Recorder(table)
-    run = (GenQRFusion(llm=Scripted(rules), n=2) >> recorder).search({"1": "q"}, k=10)["1"]
+    run = GenQRFusion([recorder], llm=Scripted(rules), n=2).search({"1": "q"}, k=10)["1"]
     assert recorder.seen == [{"1": "q x"}, {"1": "q y"}]
     assert run == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
-    with_original = GenQRFusion(llm=Scripted(rules), n=2, include_original=True) >> Recorder(table)
+    with_original = GenQRFusion([Recorder(table)], llm=Scripted(rules), n=2, include_original=True)
     assert with_original.search({"1": "q"}, k=10)["1"]["c"] == pytest.approx(1 / 62 + 1 / 61)
+    assert str(with_original) == "genqr_fusion(recorder, llm=scripted, n=2, include_original=true)"
 
 
 def test_reason_appends_or_replaces_and_keeps_the_query_when_generation_fails() -> None:
@@ -170,16 +192,21 @@ def test_rocchio_moves_the_query_vector_towards_the_top_documents(tiny_encoder: 
     dense = DenseRetriever.build(CORPUS, model=str(tiny_encoder), cache=False)
     queries = {"q": "depression"}
     plain = dense.search(queries, k=6)
-    assert (Rocchio(beta=0.0) >> dense).search(queries, k=6)["q"] == pytest.approx(plain["q"])
-    moved = (Rocchio(alpha=1.0, beta=0.5, fb_docs=2) >> dense).search(queries, k=6)["q"]
-    q = dense.query_encoder.encode_queries(["depression"])[0]
+    assert Rocchio([dense], beta=0.0).search(queries, k=6)["q"] == pytest.approx(plain["q"])
+    moved = Rocchio([dense], alpha=1.0, beta=0.5, fb_docs=2).search(queries, k=6)["q"]
+    q = dense.encode_queries(queries)[0]
     top = [d for d, _ in plain.ranked("q")[:2]]
-    rows = [dense.index.ids.index(d) for d in top]
-    vector = q + 0.5 * dense._reconstruct(rows).mean(axis=0)
-    expected = dense._reconstruct(list(range(6))) @ vector
+    vector = q + 0.5 * dense.document_vectors(top).mean(axis=0)
+    expected = dense.document_vectors(dense.index.ids) @ vector
     assert moved == pytest.approx(dict(zip(dense.index.ids, expected.tolist(), strict=True)), rel=1e-4)
-    with pytest.raises(PipelineError, match="right before a dense stage"):
-        (Rocchio() >> BM25Retriever.build(CORPUS)).search(queries, k=2)
+    # After a first ranking it re-scores that ranking with the moved vector.
+    both = (BM25Retriever.build(CORPUS) % 2 >> Rocchio([dense], beta=0.5, fb_docs=2)).search(
+        queries, k=6)["q"]
+    assert len(both) == 2 and all(both[d] == pytest.approx(moved[d], rel=1e-4) for d in both)
+    with pytest.raises(PipelineError, match=r"takes a dense stage, rocchio\(dense\), not bm25"):
+        Rocchio([BM25Retriever.build(CORPUS)])
+    with pytest.raises(PipelineError, match=r"rocchio is written rocchio\(dense\)"):
+        validate("rocchio >> dense")
 
 
 def test_pipeline_strings_build_validate_and_round_trip(tmp_path: Path) -> None:
@@ -187,29 +214,33 @@ def test_pipeline_strings_build_validate_and_round_trip(tmp_path: Path) -> None:
     pipe = build_pipeline(text, CORPUS)
     assert str(pipe) == text
     assert list(pipe.search({"q": "birds"}, k=1)["q"]) == ["d2"]
-    validate("genqr_fusion(llm=echo, fusion=combsum) >> bm25")
-    with pytest.raises(PipelineError, match="genqr_ensemble: .*unexpected keyword.*colour"):
+    fusion = "genqr_fusion(bm25, llm=echo, fusion=combsum, llm_reply=fish)"
+    validate(fusion)
+    assert str(build_pipeline(fusion, CORPUS)) == fusion
+    with pytest.raises(PipelineError, match=r"genqr_ensemble does not take colour \(it takes: llm,"):
         validate("genqr_ensemble(colour=red) >> bm25")
-    with pytest.raises(PipelineError, match="n must be 1-10"):
+    with pytest.raises(PipelineError, match="n must be at most 10, got 11"):
         validate("genqr_ensemble(n=11) >> bm25")
-    with pytest.raises(PipelineError, match="put a retriever after it"):
+    with pytest.raises(PipelineError, match="ranks nothing: end it with a stage that ranks"):
         build_pipeline("genqr_ensemble(llm=echo)", CORPUS).search("x")
     # An index stores only bm25; the reformulator comes back from the pipeline string.
     save_index(text, CORPUS, tmp_path / "idx")
     handle = open_index(tmp_path / "idx")
     assert str(handle.pipeline) == text
     assert list(handle.pipeline.search({"q": "birds"}, k=1)["q"]) == ["d2"]
-    prf = open_index(tmp_path / "idx", "genqr_ensemble(llm=echo, n=1, feedback=prf) >> bm25")
-    assert prf.pipeline.search({"q": "cormorants fish"}, k=1)
+    # Feedback text comes from the index's document store.
+    prf = open_index(tmp_path / "idx", "bm25 >> genqr_ensemble(llm=echo, n=1, feedback=prf) >> bm25")
+    assert set(prf.pipeline.search({"q": "cormorants fish"}, k=2)["q"]) == {"d2", "d5"}
 
 
-def test_stage_in_a_fusion_and_after_a_reformulator_gets_the_original_query() -> None:
-    inner = Recorder()
-    after = Recorder()
-    pipe = (GenQREnsemble(llm=EchoModel(reply="k"), n=1) >> inner) >> after
+def test_stages_after_a_reformulator_see_the_rewritten_and_the_original_query() -> None:
+    inner, after, reset = Recorder(), Recorder(), Recorder()
+    pipe = GenQREnsemble(llm=EchoModel(reply="k"), n=1) >> inner >> after >> ResetQueries() >> reset
     pipe.search({"q": "z"}, k=1)
-    assert inner.seen == [{"q": "z k"}] and after.seen == [{"q": "z"}]
-    assert isinstance(StaticStage(Run()), Stage) and np.isfinite(1.0)
+    assert inner.seen == after.seen == [{"q": "z k"}]
+    assert after.original == [{"q": "z"}]
+    assert reset.seen == [{"q": "z"}]
+    assert str(pipe) == "genqr_ensemble(llm=echo, n=1) >> recorder >> recorder >> reset >> recorder"
 
 
 def test_reasoning_expansion_on_bright_format_data(tmp_path: Path) -> None:
@@ -244,5 +275,5 @@ def test_cached_runs_key_on_the_language_models_weights(tmp_path) -> None:
     before = identity(pipeline)
     (model / "model.safetensors").write_bytes(b"\1" * 4096)
     assert identity(pipeline) != before
-    assert identity("genqr_ensemble(llm=openai:gpt-x) >> bm25")[0] == {
-        "name": "genqr_ensemble", "llm": "openai:gpt-x"}  # a server: its name is all there is
+    served = identity("genqr_ensemble(llm=openai:gpt-x) >> bm25")[0]
+    assert served["llm"] == "openai:gpt-x" and "llm_weights" not in served  # a server: its name

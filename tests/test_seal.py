@@ -471,8 +471,8 @@ def test_stage_with_title_keys(tmp_path, tiny_generator):
     assert not any(k[-len(end):] == end for k in plain.keys(QUERIES["q1"]))
     assert any(k[-len(end):] == end for k in titled.keys(QUERIES["q1"]))
     assert set(titled.search(QUERIES, k=3)) == set(QUERIES)
-    assert titled.params == {"model": str(tiny_generator), "beams": 3, "max_length": 4,
-                             "titles": True}
+    assert titled.PARAMS.shown(titled.settings) == {"model": str(tiny_generator), "beams": 3,
+                                                    "max_length": 4, "titles": True}
 
 
 def test_beam_log_probs_equal_teacher_forcing(generator):

@@ -12,7 +12,7 @@ import pytest
 
 from cormorant.errors import DataError
 from cormorant.llm.fake import EchoModel
-from cormorant.pipeline import Stage
+from cormorant.pipeline import Flow, Stage
 from cormorant.training.synthetic import (
     Example,
     SynthConfig,
@@ -24,7 +24,7 @@ from cormorant.training.synthetic import (
     round_trip_filter,
     write_dataset,
 )
-from cormorant.types import Corpus, Document, Queries, Run
+from cormorant.types import Corpus, Document, Run
 from tests.conftest import DOCS, write_beir
 
 CORPUS = Corpus.from_documents([Document(i, x, title=t) for i, t, x in DOCS], name="tiny")
@@ -93,10 +93,10 @@ class Stub(Stage):
     def __init__(self, rankings: dict[str, list[str]]) -> None:
         self.rankings, self.calls = rankings, []
 
-    def transform(self, queries: Queries, candidates: Run | None) -> Run:
-        self.calls.append(candidates)
-        return Run({q: {d: 10.0 - i for i, d in enumerate(self.rankings[t])}
-                    for q, t in queries.items()})
+    def transform(self, flow: Flow) -> Flow:
+        self.calls.append(flow.run)
+        return flow.with_run(Run({q: {d: 10.0 - i for i, d in enumerate(self.rankings[t])}
+                                  for q, t in flow.queries.items()}))
 
 
 def test_round_trip_filter_keeps_queries_whose_document_ranks_within_k() -> None:

@@ -228,7 +228,7 @@ def test_trained_model_works_as_dense_stage_and_query_tower_uses_its_document_in
                              negatives="distill-query", student_layers=1,
                              distill_epochs=1)).out
     corpus = load_dataset(train_dir).corpus
-    stage = build_pipeline(f"dense(model={distilled})", corpus)
+    stage = build_pipeline(f"dense(model={distilled})", corpus).stage
     assert stage.encoder.path == str(distilled / "document_encoder")  # documents: the teacher
     assert stage.query_encoder.path == str(distilled)  # queries: the one-layer student
     run = stage.search({"q": "heart marker0x1 effect"}, k=3)

@@ -34,8 +34,8 @@ DocumentsOpt = Annotated[Path | None, typer.Option(
 LongOpt = Annotated[bool, typer.Option(
     "--long-documents", help="BRIGHT only: judge against gold_ids_long (long-document variant).")]
 PipelineHelp = ("Pipeline, e.g. 'bm25', 'dense(model=PATH)', 'rrf(bm25, dense) % 100',"
-                " 'bm25 % 100 >> dense', 'genqr_ensemble >> bm25'. Stages: bm25, bm25.lucene, rm3, dense;"
-                " rrf, combsum; reformulators genqr_ensemble, genqr_fusion, reason, rocchio.")
+                " 'bm25 % 100 >> dense', 'genqr_ensemble >> bm25'. 'cormorant stages' lists every"
+                " stage and its parameters.")
 
 
 @app.callback()
@@ -138,6 +138,17 @@ def search(query: Annotated[list[str], typer.Argument(help="One or more query te
         for hit in result["hits"]:
             snippet = " ".join(f"{hit['title']} {hit['text']}".split())[:100]
             typer.echo(f"{hit['rank']:>3}  {hit['score']:9.4f}  {hit['doc_id']:<16} {snippet}")
+
+
+@app.command()
+def stages(name: Annotated[list[str] | None, typer.Argument(
+        help="Stages to describe (default: every registered stage).")] = None) -> None:
+    """List pipeline stages with their parameters: type, default, whether it is fixed when the
+    index is built ([build]) or may change per query ([query]), and what it does."""
+    from cormorant import registry
+    from cormorant.stage_help import describe
+
+    typer.echo("\n\n".join(describe(n) for n in (name or registry.stage_names())))
 
 
 @app.command("eval")

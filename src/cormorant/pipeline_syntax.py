@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,8 +110,12 @@ _NUMBER = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?")
 
 
 class _Parser:
+    # Deeper nesting than any real pipeline; it stops a hostile string from exhausting the
+    # interpreter's recursion limit.
+    MAX_NESTING = 64
+
     def __init__(self, text: str) -> None:
-        self.text, self.pos = text, 0
+        self.text, self.pos, self.nesting = text, 0, 0
 
     def fail(self, message: str) -> PipelineError:
         pointer = f"{self.text}\n{' ' * self.pos}^"
@@ -141,9 +146,13 @@ class _Parser:
         return m.group(0)
 
     def pipeline(self) -> Spec:
+        self.nesting += 1
+        if self.nesting > self.MAX_NESTING:
+            raise self.fail(f"nested deeper than {self.MAX_NESTING} levels")
         spec = self.sum()
         while self.accept(">>"):
             spec = Then(spec, self.sum())
+        self.nesting -= 1
         return spec
 
     def sum(self) -> Spec:
@@ -159,7 +168,7 @@ class _Parser:
             if not self.accept("*"):
                 self.pos = start
                 raise self.fail("a number must be followed by '* stage'")
-            return Scale(self.term(), float(number))
+            return Scale(self.term(), self.weight(number))
         spec = self.atom()
         while True:
             if self.accept("%"):
@@ -171,9 +180,15 @@ class _Parser:
                 weight = self.match(_NUMBER)
                 if weight is None:
                     raise self.fail("'*' needs a number")
-                spec = Scale(spec, float(weight))
+                spec = Scale(spec, self.weight(weight))
             else:
                 return spec
+
+    def weight(self, number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            raise self.fail(f"the weight {number[:20]} is not a finite number")
+        return value
 
     def atom(self) -> Spec:
         if self.accept("("):
@@ -235,6 +250,8 @@ def _literal(raw: str) -> Value:
         return lowered == "true"
     if lowered == "none":
         return None
+    if len(raw) > 64:  # no parameter is a number this long; Python refuses huge int strings
+        return raw
     if re.fullmatch(r"-?\d+", raw):
         return int(raw)
     if _NUMBER.fullmatch(raw):
@@ -274,28 +291,42 @@ def leaves(spec: Spec) -> list[Leaf]:
     raise TypeError(spec)
 
 
-def materialize(spec: Spec, make_leaf: Callable[[Leaf, int], Any]) -> Any:
-    """Turn ``spec`` into stages; ``make_leaf(leaf, position)`` builds or loads each leaf."""
+def named(spec: Spec) -> list[Leaf | Call]:
+    """Every named stage of ``spec`` (those with and without stages inside), left to right."""
+    match spec:
+        case Leaf():
+            return [spec]
+        case Call(args=args):
+            return [spec] + [node for a in args for node in named(a)]
+        case Then(first=a, second=b):
+            return named(a) + named(b)
+        case Cutoff(stage=s) | Scale(stage=s):
+            return named(s)
+        case Sum(stages=stages):
+            return [node for s in stages for node in named(s)]
+    raise TypeError(spec)
+
+
+def materialize(spec: Spec, make_leaf: Callable[[Leaf, type], Any]) -> Any:
+    """Turn ``spec`` into stages. ``make_leaf(leaf, cls)`` builds or opens each named stage
+    that takes no stages (``cls`` is its registered class); a stage over stages
+    (``rrf(a, b)``, ``rocchio(dense)``) is made from its already made children."""
     from cormorant import pipeline as p
     from cormorant import registry
-
-    counter = iter(range(1 << 30))
 
     def walk(node: Spec) -> Any:
         match node:
             case Leaf():
-                if node.name in registry.names("cormorant.fusers"):
-                    raise PipelineError(f"{node.name} needs stages to fuse: {node.name}(a, b)")
-                return make_leaf(node, next(counter))
+                cls = registry.stage_class(node.name)
+                if issubclass(cls, p.Composite):
+                    raise PipelineError(f"{node.name} works on other stages: {cls.usage}")
+                return make_leaf(node, cls)
             case Call():
-                children = [walk(a) for a in node.args]
-                fuser = registry.get("cormorant.fusers", node.name) \
-                    if node.name in registry.names("cormorant.fusers") else None
-                if fuser is None:
-                    raise PipelineError(f"{node.name} is not a fusion stage"
-                                        f" (fusers: {', '.join(registry.names('cormorant.fusers'))});"
-                                        f" other stages take keyword arguments only")
-                return _call_with(fuser, node.name, children, node.params)
+                cls = registry.stage_class(node.name)
+                if not issubclass(cls, p.Composite):
+                    raise PipelineError(f"{node.name} takes keyword arguments only, not stages:"
+                                        f" {node.name}(key=value)")
+                return cls([walk(a) for a in node.args], **node.params)
             case Then(first=a, second=b):
                 return p.Then(walk(a), walk(b))
             case Cutoff(stage=s, k=k):
@@ -307,11 +338,3 @@ def materialize(spec: Spec, make_leaf: Callable[[Leaf, int], Any]) -> Any:
         raise TypeError(node)
 
     return walk(spec)
-
-
-def _call_with(factory: Callable[..., Any], name: str, children: list[Any],
-               params: dict[str, Value]) -> Any:
-    try:
-        return factory(children, **params)
-    except TypeError as exc:
-        raise PipelineError(f"{name}: {exc}") from None

@@ -67,6 +67,30 @@ def get(group: str, name: str) -> Any:
         raise
 
 
+STAGE_GROUPS = ("cormorant.retrievers", "cormorant.reformulators", "cormorant.fusers")
+"""Where pipeline stages register: retrievers and re-rankers, query rewriters, fusers. All are
+ordinary stages; the groups only sort them for a reader of ``pyproject.toml``."""
+
+
+def stage_names() -> list[str]:
+    """Every registered stage name, sorted."""
+    return sorted({name for group in STAGE_GROUPS for name in _entry_points(group)})
+
+
+def stage_class(name: str) -> Any:
+    """The stage class registered as ``name`` in any of :data:`STAGE_GROUPS`.
+
+    Raises:
+        PipelineError: the name is unknown; the message lists every known stage.
+    """
+    from cormorant.errors import PipelineError
+
+    for group in STAGE_GROUPS:
+        if name in _entry_points(group):
+            return get(group, name)
+    raise PipelineError(f"unknown stage {name!r}; known stages: {', '.join(stage_names())}")
+
+
 def load(group: str, name: str, **kwargs: Any) -> Any:
     """Look up ``name`` in ``group`` and call it with ``kwargs``."""
     return get(group, name)(**kwargs)

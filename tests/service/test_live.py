@@ -180,7 +180,7 @@ def test_separate_query_tower_encodes_queries_and_documents_keep_theirs(tmp_path
     live = LiveIndex.open("towers", path, encoder_wrapper=lambda e: e)
     live.put(NEW[:1])
     state = live.states[0]
-    dense = live.pipelines[next(iter(live.pipelines))].inner
+    dense = live.pipelines[next(iter(live.pipelines))].leaves()[0].inner
     assert dense.query_encoder is not dense.encoder
     text = "pelicans with a pouch"
     query = dense.query_encoder.encode_queries([text])[0]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cormorant.eval.measures import DEFAULT_MEASURES, evaluate
-from cormorant.pipeline import Stage
+from cormorant.pipeline import Flow, Stage
 from cormorant.types import Dataset, Run, Split
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def timed_search(stage: Stage, queries: dict[str, str],
                  build_seconds: float = 0.0) -> tuple[Run, dict[str, float]]:
     """Search all ``queries`` in one batch; the run and its timing record."""
     start = time.perf_counter()
-    run = stage.transform(queries, None)
+    run = stage.transform(Flow.start(queries)).result(stage)
     search_seconds = time.perf_counter() - start
     n = max(len(queries), 1)
     return run, {"build_s": round(build_seconds, 3), "search_s": round(search_seconds, 3),

@@ -7,7 +7,11 @@ the CLI and the service.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import tempfile
+import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -74,3 +78,33 @@ class DocStore:
 
 def _document(row: tuple[Any, ...]) -> Document:
     return Document(row[0], row[2], title=row[1], fields=json.loads(row[3]))
+
+
+class CorpusDocuments:
+    """Document text by id for a corpus that streams: on the first lookup the corpus is written
+    to a SQLite store in a temporary folder (removed when this object goes), so lookups are
+    random access while memory stays flat, however large the corpus.
+
+    Example:
+        >>> from cormorant.types import Corpus
+        >>> docs = CorpusDocuments(Corpus.from_documents([Document("d1", "text")]))
+        >>> docs.get_many(["d1", "nope"])["d1"].text
+        'text'
+    """
+
+    def __init__(self, corpus: Iterable[Document]) -> None:
+        self.corpus = corpus
+        self._store: DocStore | None = None
+        self._lock = threading.Lock()
+
+    def get_many(self, doc_ids: list[str]) -> dict[str, Document]:
+        return self.store().get_many(doc_ids)
+
+    def store(self) -> DocStore:
+        with self._lock:  # two searching threads must not both write the store
+            if self._store is None:
+                folder = Path(tempfile.mkdtemp(prefix="cormorant-docs-"))
+                weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+                DocStore.create(folder / FILENAME, self.corpus)
+                self._store = DocStore(folder / FILENAME)
+            return self._store

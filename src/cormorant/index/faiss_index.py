@@ -118,6 +118,18 @@ class FaissIndex:
             scores = -scores
         return scores, rows
 
+    def reconstruct(self, rows: list[int]) -> np.ndarray:
+        """The stored vectors at ``rows``.
+
+        Raises:
+            CormorantError: this kind keeps compressed codes, not the vectors (PQ, IVF-PQ).
+        """
+        try:
+            return self._index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
+        except RuntimeError:
+            raise CormorantError(f"a {self.kind} FAISS index keeps no exact vectors to read"
+                                 " back; build it with index=flat") from None
+
     def _searcher(self) -> Any:
         if self._search_index is None:
             faiss = _faiss()

@@ -23,69 +23,63 @@ from typing import Any
 from cormorant import registry
 from cormorant.errors import IndexFormatError, PipelineError
 from cormorant.index.docstore import FILENAME as DOCSTORE_FILE
-from cormorant.index.docstore import DocStore
+from cormorant.index.docstore import CorpusDocuments, DocStore
 from cormorant.index.format import atomic_directory, read_meta, write_meta
-from cormorant.pipeline import Stage
-from cormorant.pipeline_syntax import Leaf, leaves, materialize, parse
-from cormorant.retrieval.base import Retriever, check_params
+from cormorant.pipeline import Documents, Stage, WithDocuments
+from cormorant.pipeline_syntax import Call, Leaf, materialize, named, parse
+from cormorant.retrieval.base import Retriever
 from cormorant.types import Corpus
 
 log = logging.getLogger(__name__)
-GROUP = "cormorant.retrievers"
-REFORMULATORS = "cormorant.reformulators"
-
-
-def retriever_class(name: str) -> type[Retriever]:
-    """The retriever registered as ``name``; the error lists every known stage."""
-    if name not in registry.names(GROUP):
-        known = registry.names(GROUP) + registry.names("cormorant.fusers") \
-            + registry.names(REFORMULATORS)
-        raise PipelineError(f"unknown stage {name!r}; known stages: {', '.join(sorted(known))}")
-    return registry.get(GROUP, name)
-
-
-def reformulator_class(name: str) -> Any | None:
-    """The query reformulator registered as ``name``, or None if ``name`` is not one."""
-    return registry.get(REFORMULATORS, name) if name in registry.names(REFORMULATORS) else None
 
 
 def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = None) -> Stage:
-    """Parse ``text`` and build every leaf over ``corpus``.
+    """Parse ``text`` and build every named stage over ``corpus``; the pipeline reads document
+    text from the corpus (written to a temporary store on first use).
 
-    ``built`` memoises leaves by their string form, so evaluating ``dense`` and
+    ``built`` memoises stages by their string form, so evaluating ``dense`` and
     ``rrf(bm25, dense)`` over one corpus builds ``dense`` once.
     """
     spec = parse(text)
     validate(text)
     memo = {} if built is None else built
 
-    def make(leaf: Leaf, position: int) -> Stage:
+    def make(leaf: Leaf, cls: type[Stage]) -> Stage:
         key = str(leaf)
         if key not in memo:
             log.info("building %s over %s", leaf, corpus.name)
-            cls = reformulator_class(leaf.name) or retriever_class(leaf.name)
-            memo[key] = cls.build(corpus, **leaf.params)
+            memo[key] = cls.build(corpus, **leaf.params)  # type: ignore[attr-defined]
         return memo[key]
 
-    return materialize(spec, make)
+    return WithDocuments(materialize(spec, make), CorpusDocuments(corpus))
 
 
 def validate(text: str) -> None:
-    """Check a pipeline's syntax, stage names and parameters without building anything."""
-    for leaf in leaves(parse(text)):
-        reformulator = reformulator_class(leaf.name)
-        if reformulator is not None:
-            reformulator._make(dict(leaf.params), None)  # checks options; loads no model
-        else:
-            check_params(retriever_class(leaf.name), "build", leaf.params)
+    """Check a pipeline's syntax, stage names and parameters without building anything.
+
+    Raises:
+        PipelineError: naming the stage and the parameter at fault.
+    """
+    from cormorant.pipeline import Composite
+
+    for node in named(parse(text)):
+        cls = registry.stage_class(node.name)
+        takes_stages = isinstance(node, Call)
+        if issubclass(cls, Composite) != takes_stages:
+            usage = cls.usage if issubclass(cls, Composite) else f"{node.name}(key=value)"
+            raise PipelineError(f"{node.name} is written {usage}")
+        cls.declared(node.params)
 
 
 def identity(text: str) -> list[dict[str, Any]]:
-    """What determines each leaf's results (for cache keys): its name, parameters, and e.g. the
-    fingerprint of the model a dense stage uses."""
-    return [{"name": leaf.name, **(reformulator_class(leaf.name)
-                                   or retriever_class(leaf.name)).identity(leaf.params)}
-            for leaf in leaves(parse(text))]
+    """What determines each named stage's results (for cache keys): its name, every setting
+    (defaults filled in, so ``bm25`` and ``bm25(k1=0.9)`` agree), and e.g. the fingerprint of
+    the model a dense stage uses."""
+    found = []
+    for node in named(parse(text)):
+        cls = registry.stage_class(node.name)
+        found.append({"name": node.name, **cls.identity(cls.declared(node.params))})
+    return found
 
 
 def save_index(text: str, corpus: Corpus, out: str | Path, overwrite: bool = False) -> Path:
@@ -102,8 +96,8 @@ def save_index(text: str, corpus: Corpus, out: str | Path, overwrite: bool = Fal
             sub = tmp / f"{position}-{leaf.name}"
             sub.mkdir()
             leaf_meta = leaf.save(sub)
-            write_meta(sub, {"kind": leaf.reads(), "params": leaf.params, **leaf_meta})
-            records.append({"name": leaf.name, "kind": leaf.reads(), "params": leaf.params,
+            write_meta(sub, {"kind": leaf.reads(), "params": leaf.settings, **leaf_meta})
+            records.append({"name": leaf.name, "kind": leaf.reads(), "params": leaf.settings,
                             "dir": sub.name})
         write_meta(tmp, {"kind": "pipeline", "pipeline": str(pipeline), "count": count,
                          "corpus": corpus.name, "leaves": records})
@@ -112,7 +106,8 @@ def save_index(text: str, corpus: Corpus, out: str | Path, overwrite: bool = Fal
 
 @dataclass
 class IndexHandle:
-    """An opened index: its pipeline, document store and metadata."""
+    """An opened index: its pipeline (bound to the index's documents), document store and
+    metadata."""
 
     path: Path
     pipeline: Stage
@@ -126,54 +121,66 @@ LeafHook = Callable[[int, Retriever], Stage]
 
 def open_index(path: str | Path, pipeline: str | None = None, verify: bool = True,
                loaded: dict[tuple[int, str], Stage] | None = None,
-               wrap: LeafHook | None = None) -> IndexHandle:
+               wrap: LeafHook | None = None, documents: Documents | None = None) -> IndexHandle:
     """Open an index directory, optionally re-composing its stages with another pipeline string.
 
-    ``pipeline`` may re-arrange the stored stages or set query-time options
-    (``bm25.lucene(rm3=true)``); a stage the index does not hold, or one whose settings would
-    need a rebuild (another encoder), is an error.
+    ``pipeline`` may re-arrange the stored stages, add stages that hold no index (``rerank``,
+    query rewriters) or set query-time options (``bm25.lucene(rm3=true)``); a stage the index
+    does not hold, or one whose settings would need a rebuild (another encoder), is an error.
 
-    ``loaded`` memoises loaded leaves by (stored position, parameters) across calls, so several
+    ``loaded`` memoises loaded stages by (stored position, parameters) across calls, so several
     pipelines over one index share one encoder; ``wrap`` replaces each loaded leaf (the service
-    wraps leaves to see live document updates).
+    wraps leaves to see live document updates); ``documents`` replaces the index's document
+    store as the pipeline's source of text (the service's includes live writes).
     """
     path = Path(path)
     meta = read_meta(path, verify=verify)
     if meta.get("kind") != "pipeline":
         raise IndexFormatError(f"{path} is a {meta.get('kind')} index part, not a whole index;"
                                f" open its parent directory")
-    stored = meta["leaves"]
     spec = parse(pipeline or meta["pipeline"])
-    used: set[int] = set()
+    validate(pipeline or meta["pipeline"])
     docs = DocStore(path / DOCSTORE_FILE)
+    opener = _LeafOpener(path, meta["leaves"], verify, {} if loaded is None else loaded, wrap)
+    stage = materialize(spec, opener.open)
+    return IndexHandle(path, WithDocuments(stage, documents or docs), docs, meta)
 
-    def load(leaf: Leaf, position: int) -> Stage:
-        reformulator = reformulator_class(leaf.name)
-        if reformulator is not None:
-            return reformulator.load(docs, **leaf.params)  # holds no index: nothing stored
-        cls = retriever_class(leaf.name)
-        fits = [i for i, rec in enumerate(stored) if rec["kind"] == cls.reads()]
-        # Prefer a stored stage not used yet; one may serve twice (bm25 >> bm25(depth=10)).
-        choices = [i for i in fits if i not in used] or fits
-        if not choices:
-            have = ", ".join(rec["name"] for rec in stored)
-            raise PipelineError(f"index {path} holds {have}; it has no {cls.reads()} stage"
-                                f" (build one with: cormorant index build --pipeline ...)")
-        index = choices[0]
-        used.add(index)
-        sub = path / stored[index]["dir"]
-        # Settings the stage was built with hold unless the caller's pipeline overrides them.
-        params = {**stored[index]["params"], **leaf.params}
-        check_params(cls, "load", params)
-        key = (index, json.dumps(params, sort_keys=True, default=str))
-        if loaded is not None and key in loaded:
-            return loaded[key]
-        stage: Stage = cls.load(sub, read_meta(sub, verify=verify), **params)
-        if wrap is not None:
-            stage = wrap(index, stage)
-        if loaded is not None:
-            loaded[key] = stage
+
+class _LeafOpener:
+    """Opens each named stage of a pipeline from an index directory's stored leaves."""
+
+    def __init__(self, path: Path, stored: list[dict[str, Any]], verify: bool,
+                 loaded: dict[tuple[int, str], Stage], wrap: LeafHook | None) -> None:
+        self.path, self.stored, self.verify = path, stored, verify
+        self.loaded, self.wrap = loaded, wrap
+        self.used: set[int] = set()
+
+    def open(self, leaf: Leaf, cls: type[Stage]) -> Stage:
+        if not cls.stores_index:  # made from its parameters alone
+            key = (-1, str(leaf))
+            if key not in self.loaded:
+                self.loaded[key] = cls.load(None, None, **leaf.params)  # type: ignore[attr-defined]
+            return self.loaded[key]
+        assert issubclass(cls, Retriever)
+        index = self.choose(cls)
+        key = (index, json.dumps(leaf.params, sort_keys=True, default=str))
+        if key in self.loaded:
+            return self.loaded[key]
+        sub = self.path / self.stored[index]["dir"]
+        stage: Stage = cls.load(sub, read_meta(sub, verify=self.verify), **leaf.params)
+        if self.wrap is not None:
+            stage = self.wrap(index, stage)  # type: ignore[arg-type]
+        self.loaded[key] = stage
         return stage
 
-    stage = materialize(spec, load)
-    return IndexHandle(path, stage, docs, meta)
+    def choose(self, cls: type[Retriever]) -> int:
+        """The stored leaf ``cls`` reads: one not used yet if there is one (a stored stage may
+        serve twice: ``bm25 >> bm25(depth=10)``)."""
+        fits = [i for i, rec in enumerate(self.stored) if rec["kind"] == cls.reads()]
+        choices = [i for i in fits if i not in self.used] or fits
+        if not choices:
+            have = ", ".join(rec["name"] for rec in self.stored)
+            raise PipelineError(f"index {self.path} holds {have}; it has no {cls.reads()} stage"
+                                f" (build one with: cormorant index build --pipeline ...)")
+        self.used.add(choices[0])
+        return choices[0]

@@ -1,60 +1,79 @@
-"""The leaf stage: a retriever that holds an index over a corpus."""
+"""The leaf stage that holds an index: a retriever over a corpus."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, ClassVar
 
 from cormorant.errors import PipelineError
-from cormorant.pipeline import DEFAULT_DEPTH, Stage
-from cormorant.pipeline_syntax import Leaf
+from cormorant.params import Param, Params
+from cormorant.pipeline import DEFAULT_DEPTH, Flow, Stage
 from cormorant.types import Corpus, Queries, Run
+
+DEPTH = Param("depth", int, DEFAULT_DEPTH,
+              "documents per query when this stage ranks the whole collection", low=1)
 
 
 class Retriever(Stage):
     """A stage that ranks a whole collection (and, where it can, re-scores candidates).
 
-    Subclasses implement :meth:`build`, :meth:`retrieve`, :meth:`save` and :meth:`load`, and
-    register under ``cormorant.retrievers``. ``params`` are the keyword arguments the retriever
-    was built or loaded with; they give its string form, ``dense(model=/m/x)``.
+    Subclasses declare ``PARAMS`` (``Retriever.PARAMS`` + their own), implement
+    :meth:`create` (index a corpus), :meth:`open` (read what :meth:`save` wrote),
+    :meth:`retrieve` and, if they can, :meth:`rescore`, and register under
+    ``cormorant.retrievers``. Callers use :meth:`build` and :meth:`load`, which check the
+    parameters against the declaration first.
+
+    Example:
+        >>> from cormorant.retrieval.bm25 import BM25Retriever
+        >>> from cormorant.types import Corpus, Document
+        >>> corpus = Corpus.from_documents([Document("a", "cats purr"), Document("b", "dogs bark")])
+        >>> str(BM25Retriever.build(corpus, k1=1.2, depth=1000))
+        'bm25(k1=1.2)'
     """
 
     name: ClassVar[str] = "retriever"
+    stores_index: ClassVar[bool] = True
+    PARAMS: ClassVar[Params] = Params(DEPTH)
     index_kind: ClassVar[str | None] = None
     """The on-disk index this stage reads, when it shares another stage's (rm3 reads Lucene's)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = dict(settings)
+
+    @property
+    def depth(self) -> int:
+        return int(self.settings["depth"])
 
     @classmethod
     def reads(cls) -> str:
         return cls.index_kind or cls.name
 
-    def __init__(self, params: dict[str, Any] | None = None, depth: int = DEFAULT_DEPTH) -> None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise PipelineError(f"{self.name}: depth must be a positive integer, got {depth!r}")
-        self.params = dict(params or {})
-        self.depth = depth
-
     @classmethod
     def build(cls, corpus: Corpus, **params: Any) -> Retriever:
-        """Index ``corpus`` and return a ready retriever."""
-        raise NotImplementedError
+        """Index ``corpus`` with ``params`` (see ``PARAMS``) and return a ready retriever."""
+        return cls.create(corpus, cls.PARAMS.resolve(params, cls.name))
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> Retriever:
-        """Open what :meth:`save` wrote; ``params`` are query-time options to apply or check."""
-        raise NotImplementedError
+        """Open what :meth:`save` wrote; ``params`` may change query-time settings only."""
+        settings = cls.PARAMS.reopen(meta.get("params", {}), params, cls.name,
+                                     str(directory.parent))
+        return cls.open(directory, meta, settings)
 
-    def save(self, directory: Path) -> dict[str, Any]:
-        """Write the index files into ``directory``; return what ``meta.json`` should record."""
+    @classmethod
+    def create(cls, corpus: Corpus, settings: dict[str, Any]) -> Retriever:
+        """Index ``corpus``; ``settings`` holds every declared parameter, checked."""
         raise NotImplementedError
 
     @classmethod
-    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """What, beyond the pipeline string, decides this stage's results: cache keys use it.
+    def open(cls, directory: Path, meta: dict[str, Any], settings: dict[str, Any]) -> Retriever:
+        """Read the index in ``directory``; ``settings`` as stored, query-time ones applied."""
+        raise NotImplementedError
 
-        A stage whose ``model=PATH`` can change on disk adds the model's fingerprint.
-        """
-        return dict(params)
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write the index files into ``directory``; return what ``meta.json`` should record
+        beside the settings."""
+        raise NotImplementedError
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         """The top ``k`` documents of the collection per query."""
@@ -65,25 +84,28 @@ class Retriever(Stage):
         raise PipelineError(f"{self.name} cannot re-score another stage's candidates;"
                             f" put it first in the pipeline or fuse it instead")
 
-    def transform(self, queries: Queries, candidates: Run | None) -> Run:
-        if candidates is None:
-            return self.retrieve(queries, self.depth)
-        return self.rescore(queries, candidates)
-
-    def __str__(self) -> str:
-        return str(Leaf(self.name, self.params))
+    def transform(self, flow: Flow) -> Flow:
+        if flow.run is None:
+            return flow.with_run(self.retrieve(flow.queries, flow.depth(self.depth)))
+        return flow.with_run(self.rescore(flow.queries, flow.run))
 
 
-def check_params(cls: type[Retriever], method: str, params: dict[str, Any]) -> None:
-    """Fail clearly on keyword arguments ``cls.method`` does not take."""
-    signature = inspect.signature(getattr(cls, method))
-    if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
-        return  # the method checks its own options
-    accepted = [n for n, p in signature.parameters.items()
-                if p.kind == p.KEYWORD_ONLY or (p.kind == p.POSITIONAL_OR_KEYWORD
-                                                and n not in ("self", "cls", "corpus",
-                                                              "directory", "meta"))]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise PipelineError(f"{cls.name} does not take {', '.join(unknown)}"
-                            f" (it takes: {', '.join(accepted) or 'no parameters'})")
+class QueryStage(Stage):
+    """A stage that holds no index (a re-ranker, a query rewriter): made from its parameters
+    alone, the same way over a corpus or over an opened index.
+
+    Subclasses declare ``PARAMS`` and take them as keyword arguments.
+    """
+
+    def __init__(self, **params: Any) -> None:
+        self.settings = self.PARAMS.resolve(params, self.name)
+
+    @classmethod
+    def build(cls, corpus: Corpus | None = None, **params: Any) -> QueryStage:
+        """The stage; ``corpus`` is not read (document text comes with each query's flow)."""
+        return cls(**params)
+
+    @classmethod
+    def load(cls, directory: Path | None = None, meta: dict[str, Any] | None = None,
+             **params: Any) -> QueryStage:
+        return cls(**params)

@@ -17,14 +17,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import IndexFormatError, PipelineError
-from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
 from cormorant.types import Corpus, Queries, Run
 
 log = logging.getLogger(__name__)
 
 
-def _import_bm25s() -> Any:
+def import_bm25s() -> Any:
     """bm25s, imported without JAX unless the process already uses JAX.
 
     bm25s runs a JAX top-k at import when JAX is installed. On a GPU machine that starts JAX's
@@ -67,8 +67,8 @@ def _stemmer(language: str) -> Any:
                             f" known: {', '.join(Stemmer.algorithms())}") from None
 
 
-def _tokenizer(stemmer: str | None, stopwords: str | None) -> Any:
-    _import_bm25s()
+def make_tokenizer(stemmer: str | None, stopwords: str | None) -> Any:
+    import_bm25s()
     import bm25s.tokenization
 
     stem = _stemmer(stemmer) if stemmer else None
@@ -87,22 +87,27 @@ class BM25Retriever(Retriever):
     """
 
     name: ClassVar[str] = "bm25"
+    PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
+        Param("k1", float, 0.9, "term-frequency saturation (Pyserini's BEIR setting)",
+              when=BUILD, low=0),
+        Param("b", float, 0.4, "document-length normalisation", when=BUILD, low=0, high=1),
+        Param("method", str, "lucene", "BM25 variant (bm25s)", when=BUILD,
+              choices=("lucene", "robertson", "atire", "bm25l", "bm25+")),
+        Param("stemmer", str, "english", "Snowball stemmer language; none for no stemming",
+              when=BUILD, nullable=True),
+        Param("stopwords", str, "en", "stop-word list (bm25s); none to keep every word",
+              when=BUILD, nullable=True),
+    )
 
-    def __init__(self, model: Any, doc_ids: list[str], settings: dict[str, Any],
-                 depth: int = DEFAULT_DEPTH) -> None:
-        super().__init__({k: v for k, v in settings.items() if v != _DEFAULTS[k]}, depth)
-        self._model, self.doc_ids, self.settings = model, doc_ids, settings
+    def __init__(self, model: Any, doc_ids: list[str], settings: dict[str, Any]) -> None:
+        super().__init__(settings)
+        self._model, self.doc_ids = model, doc_ids
         stem = settings["stemmer"]
         self._stemmer = _stemmer(stem) if stem else None
 
     @classmethod
-    def build(cls, corpus: Corpus, *, k1: float = 0.9, b: float = 0.4, method: str = "lucene",
-              stemmer: str | None = "english", stopwords: str | None = "en",
-              depth: int = DEFAULT_DEPTH) -> BM25Retriever:
-        bm25s = _import_bm25s()
-        settings = {"k1": k1, "b": b, "method": method, "stemmer": stemmer,
-                    "stopwords": stopwords}
-        tokenizer = _tokenizer(stemmer, stopwords)
+    def create(cls, corpus: Corpus, settings: dict[str, Any]) -> BM25Retriever:
+        tokenizer = analyzer(settings)
         doc_ids: list[str] = []
 
         def contents() -> Iterator[str]:
@@ -111,18 +116,13 @@ class BM25Retriever(Retriever):
                 yield doc.contents
 
         # Token ids, not texts, are held in memory: the corpus itself streams.
-        ids = list(tokenizer.streaming_tokenize(contents()))
-        tokens = tokenizer.to_tokenized_tuple(ids)
-        try:
-            model = bm25s.BM25(k1=k1, b=b, method=method)
-        except (ValueError, TypeError) as exc:
-            raise PipelineError(f"bm25: {exc}") from None
-        model.index(tokens, show_progress=len(doc_ids) > 50_000)
-        return cls(model, doc_ids, settings, depth)
+        token_ids = list(tokenizer.streaming_tokenize(contents()))
+        model = index_tokens(tokenizer, token_ids, settings, show_progress=len(doc_ids) > 50_000)
+        return cls(model, doc_ids, settings)
 
     def _query_tokens(self, texts: list[str]) -> list[list[str]]:
         """Each query's terms that occur in the corpus, analysed the way documents were."""
-        bm25s = _import_bm25s()
+        bm25s = import_bm25s()
 
         tokens = bm25s.tokenize(texts, stopwords=self.settings["stopwords"] or [],
                                 stemmer=self._stemmer, return_ids=False, show_progress=False)
@@ -156,29 +156,43 @@ class BM25Retriever(Retriever):
     def save(self, directory: Path) -> dict[str, Any]:
         self._model.save(str(directory), show_progress=False)
         (directory / IDS_FILE).write_text(json.dumps(self.doc_ids))
-        return {"count": len(self.doc_ids), "settings": self.settings}
+        return {"count": len(self.doc_ids), "settings": self.analysis()}
+
+    def analysis(self) -> dict[str, Any]:
+        """The build-time settings: what a tokenizer and a fresh index over more documents
+        need to score the way this one does."""
+        return {name: self.settings[name] for name in ("k1", "b", "method", "stemmer", "stopwords")}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], *, k1: float | None = None,
-             b: float | None = None, method: str | None = None, stemmer: str | None = None,
-             stopwords: str | None = None, depth: int = DEFAULT_DEPTH) -> BM25Retriever:
-        bm25s = _import_bm25s()
-
-        settings = meta["settings"]
-        asked = {"k1": k1, "b": b, "method": method, "stemmer": stemmer, "stopwords": stopwords}
-        conflicts = {k: v for k, v in asked.items() if v is not None and settings.get(k) != v}
-        if conflicts:
-            raise PipelineError(f"index {directory.parent} was built with bm25 settings"
-                                f" {settings}; {conflicts} would need a rebuild")
+    def open(cls, directory: Path, meta: dict[str, Any], settings: dict[str, Any]) -> BM25Retriever:
+        bm25s = import_bm25s()
         try:
             model = bm25s.BM25.load(str(directory), show_progress=False, verbosity=0)
             doc_ids = json.loads((directory / IDS_FILE).read_text())
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"{directory}: cannot read the BM25 index ({exc})") from None
-        return cls(model, doc_ids, settings, depth)
+        return cls(model, doc_ids, settings)
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> BM25Retriever:
+        # Indexes written before the settings were declared keep them under "settings".
+        if "settings" in meta:
+            meta = {**meta, "params": {**meta["settings"], **meta.get("params", {})}}
+        return super().load(directory, meta, **params)  # type: ignore[return-value]
 
 
-_DEFAULTS = {"k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "english", "stopwords": "en"}
+def analyzer(settings: dict[str, Any]) -> Any:
+    """The bm25s tokenizer for ``settings`` (stemmer, stop words), as documents were analysed."""
+    return make_tokenizer(settings["stemmer"], settings["stopwords"])
+
+
+def index_tokens(tokenizer: Any, token_ids: list[list[int]], settings: dict[str, Any],
+                 show_progress: bool = False) -> Any:
+    """A bm25s model over documents given as ``tokenizer``'s token ids."""
+    bm25s = import_bm25s()
+    model = bm25s.BM25(k1=settings["k1"], b=settings["b"], method=settings["method"])
+    model.index(tokenizer.to_tokenized_tuple(token_ids), show_progress=show_progress)
+    return model
 
 
 def _top_positive(scores: np.ndarray, k: int) -> np.ndarray:

@@ -21,9 +21,9 @@ from cormorant.errors import IndexFormatError, PipelineError
 from cormorant.index.cache import cache_dir
 from cormorant.index.format import atomic_directory
 from cormorant.index.token_store import OFFSETS, TOKENS, TokenStore, write_token_store
-from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
-from cormorant.retrieval.encoders import model_fingerprint, resolve_model
+from cormorant.retrieval.encoders import model_fingerprint, resolve_model, same_model
 from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
 from cormorant.types import Corpus, Queries, Run
 
@@ -137,25 +137,31 @@ class ChamferRetriever(Retriever):
     """
 
     name: ClassVar[str] = "chamfer"
+    PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
+        Param("model", str, None, "token encoder: a sentence-transformers or ColBERT folder"
+              " (default all-MiniLM-L6-v2)", when=BUILD, nullable=True, same=same_model),
+        Param("max_length", int, None, "tokens kept per document (default: the model's)",
+              when=BUILD, nullable=True, low=1),
+        Param("batch_size", int, 32, "texts per encoder batch", low=1),
+    )
 
     def __init__(self, encoder: MultiVectorEncoder, store_dir: Path, doc_ids: list[str],
-                 params: dict[str, Any], depth: int = DEFAULT_DEPTH) -> None:
-        super().__init__(params, depth)
+                 settings: dict[str, Any]) -> None:
+        super().__init__(settings)
         self.encoder, self.store_dir, self.doc_ids = encoder, store_dir, doc_ids
         self.store = TokenStore(store_dir)
 
     @classmethod
-    def build(cls, corpus: Corpus, *, model: str | None = None, batch_size: int = 32,
-              max_length: int | None = None, depth: int = DEFAULT_DEPTH) -> ChamferRetriever:
-        encoder = load_token_encoder(model, batch_size=batch_size, max_length=max_length)
+    def create(cls, corpus: Corpus, settings: dict[str, Any]) -> ChamferRetriever:
+        encoder = load_token_encoder(settings["model"], batch_size=settings["batch_size"],
+                                     max_length=settings["max_length"])
         store = cached_token_store(encoder, corpus)
         doc_ids = json.loads((store / IDS).read_text())
-        params = {k: v for k, v in {"model": model, "max_length": max_length}.items() if v}
-        return cls(encoder, store, doc_ids, params, depth)
+        return cls(encoder, store, doc_ids, settings)
 
     @classmethod
-    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
-        return {**params, "fingerprint": model_fingerprint(resolve_model(params.get("model")))}
+    def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        return {**settings, "fingerprint": model_fingerprint(resolve_model(settings["model"]))}
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
@@ -190,22 +196,21 @@ class ChamferRetriever(Retriever):
                 "tokens": int(self.store.tokens.shape[0])}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,
-             batch_size: int = 32, max_length: int | None = None,
-             depth: int = DEFAULT_DEPTH) -> ChamferRetriever:
+    def open(cls, directory: Path, meta: dict[str, Any],
+             settings: dict[str, Any]) -> ChamferRetriever:
         built = meta["encoder"]
-        encoder = load_token_encoder(model or built["model"], batch_size=batch_size,
+        model = settings["model"] or built["model"]
+        encoder = load_token_encoder(model, batch_size=settings["batch_size"],
                                      max_length=built.get("max_length", built.get("doc_maxlen")))
         if encoder.fingerprint != built["fingerprint"]:
             raise PipelineError(f"index {directory.parent} was built with encoder"
-                                f" {built['model']!r}; queries encoded with"
-                                f" {model or built['model']!r} would not match its vectors")
+                                f" {built['model']!r}; queries encoded with {model!r} would"
+                                " not match its vectors")
         try:
             doc_ids = json.loads((directory / IDS).read_text())
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"{directory}: cannot read document ids ({exc})") from None
-        kept = {k: v for k, v in {"model": model}.items() if v}
-        return cls(encoder, directory, doc_ids, kept, depth)
+        return cls(encoder, directory, doc_ids, settings)
 
 
 def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus) -> Path:

@@ -9,15 +9,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cormorant.errors import PipelineError
+from cormorant.errors import CormorantError, PipelineError
 from cormorant.index.cache import corpus_embeddings
 from cormorant.index.faiss_index import FaissIndex
-from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import (
     SentenceTransformerEncoder,
     model_fingerprint,
     resolve_model,
+    same_model,
 )
 from cormorant.types import Corpus, Queries, Run
 
@@ -33,66 +34,87 @@ class DenseRetriever(Retriever):
     """
 
     name: ClassVar[str] = "dense"
+    PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
+        Param("model", str, None, "sentence-transformers folder or name (default"
+              " all-MiniLM-L6-v2)", when=BUILD, nullable=True, same=same_model),
+        Param("query_model", str, None, "another encoder for queries (same dimension)",
+              nullable=True),
+        Param("index", str, "flat", "FAISS kind: flat, hnsw, ivf, ivfpq, pqfs or a factory"
+              " string", when=BUILD),
+        Param("max_length", int, None, "tokens kept per document (default: the model's)",
+              when=BUILD, nullable=True, low=1),
+        Param("batch_size", int, 64, "texts per encoder batch", low=1),
+        Param("cache", bool, True, "reuse cached corpus embeddings", when=BUILD),
+        Param("nprobe", int, 32, "IVF lists searched per query", low=1),
+        Param("ef_search", int, 128, "HNSW search breadth", low=1),
+    )
 
-    def __init__(self, encoder: Any, index: FaissIndex, params: dict[str, Any],
-                 depth: int = DEFAULT_DEPTH, query_encoder: Any | None = None) -> None:
-        super().__init__(params, depth)
+    def __init__(self, encoder: Any, index: FaissIndex, settings: dict[str, Any],
+                 query_encoder: Any | None = None) -> None:
+        super().__init__(settings)
         self.encoder, self.index = encoder, index
         self.query_encoder = query_encoder or encoder
 
     @classmethod
-    def build(cls, corpus: Corpus, *, model: str | None = None, index: str = "flat",
-              batch_size: int = 64, max_length: int | None = None, cache: bool = True,
-              query_model: str | None = None, depth: int = DEFAULT_DEPTH) -> DenseRetriever:
-        params = {k: v for k, v in {"model": model, "index": index,
-                                    "query_model": query_model}.items() if v not in (None, "flat")}
-        doc_model, query_model = split_towers(model, query_model)
-        encoder = SentenceTransformerEncoder(doc_model, batch_size=batch_size,
-                                             max_length=max_length)
-        queries = _query_encoder(query_model, encoder, batch_size)
-        vectors = corpus_embeddings(encoder, corpus, use_cache=cache)
-        faiss_index = FaissIndex(encoder.dim, kind=index, metric="ip")
+    def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
+        doc_model, query_model = split_towers(settings["model"], settings["query_model"])
+        encoder = SentenceTransformerEncoder(doc_model, batch_size=settings["batch_size"],
+                                             max_length=settings["max_length"])
+        queries = _query_encoder(query_model, encoder, settings["batch_size"])
+        vectors = corpus_embeddings(encoder, corpus, use_cache=settings["cache"])
+        faiss_index = FaissIndex(encoder.dim, kind=settings["index"], metric="ip")
         faiss_index.add([d.doc_id for d in corpus], np.asarray(vectors))
-        return cls(encoder, faiss_index, params, depth, queries)
+        return cls(encoder, faiss_index, settings, queries)
 
     @classmethod
-    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
-        found = {**params, "fingerprint": model_fingerprint(resolve_model(params.get("model")))}
-        if params.get("query_model"):
-            found["query_fingerprint"] = model_fingerprint(resolve_model(params["query_model"]))
+    def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        found = {**settings, "fingerprint": model_fingerprint(resolve_model(settings["model"]))}
+        if settings.get("query_model"):
+            found["query_fingerprint"] = model_fingerprint(resolve_model(settings["query_model"]))
         return found
 
-    def retrieve(self, queries: Queries, k: int) -> Run:
-        qids = list(queries)
-        vectors = self.query_encoder.encode_queries([queries[q] for q in qids])
+    def encode_queries(self, queries: Queries) -> np.ndarray:
+        """The query vectors, row i for the i-th query of ``queries``."""
+        return self.query_encoder.encode_queries(list(queries.values()))
+
+    def document_vectors(self, doc_ids: list[str]) -> np.ndarray:
+        """The indexed vectors of ``doc_ids`` (all must be indexed)."""
+        position = self.positions()
+        return self.index.reconstruct([position[d] for d in doc_ids])
+
+    def positions(self) -> dict[str, int]:
+        """Document id -> row in the FAISS index."""
+        if getattr(self, "_positions", None) is None:
+            self._positions = {d: i for i, d in enumerate(self.index.ids)}
+        return self._positions
+
+    def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
+        """The top ``k`` documents for already encoded queries."""
         scores, rows = self.index.search(vectors, k)
         return Run.from_arrays(qids, scores, rows, self.index.ids)
 
+    def retrieve(self, queries: Queries, k: int) -> Run:
+        return self.search_vectors(list(queries), self.encode_queries(queries), k)
+
     def rescore(self, queries: Queries, candidates: Run) -> Run:
-        qids = list(queries)
-        query_vectors = self.query_encoder.encode_queries([queries[q] for q in qids])
-        return self.score_candidates(qids, query_vectors, candidates)
+        return self.score_candidates(list(queries), self.encode_queries(queries), candidates)
 
     def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
                          candidates: Run) -> Run:
         """Inner products of already encoded queries with their indexed candidates."""
-        position = {d: i for i, d in enumerate(self.index.ids)}
+        position = self.positions()
         run = Run()
         for qid, qvec in zip(qids, query_vectors, strict=True):
             docs = [d for d in candidates.get(qid, {}) if d in position]
             if not docs:
                 run[qid] = {}
                 continue
-            doc_vectors = self._reconstruct([position[d] for d in docs])
+            try:
+                doc_vectors = self.index.reconstruct([position[d] for d in docs])
+            except CormorantError as exc:
+                raise PipelineError(f"dense cannot re-score candidates: {exc}") from None
             run[qid] = dict(zip(docs, (doc_vectors @ qvec).tolist(), strict=True))
         return run
-
-    def _reconstruct(self, rows: list[int]) -> np.ndarray:
-        try:
-            return self.index._index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
-        except RuntimeError:
-            raise PipelineError(f"dense(index={self.index.kind}) cannot re-score candidates:"
-                                " its vectors are compressed; build it with index=flat") from None
 
     def save(self, directory: Path) -> dict[str, Any]:
         meta = {"encoder": self.encoder.settings, "index": self.index.save(directory)}
@@ -101,33 +123,32 @@ class DenseRetriever(Retriever):
         return meta
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,
-             batch_size: int = 64, depth: int = DEFAULT_DEPTH, nprobe: int = 32,
-             ef_search: int = 128, index: str | None = None,
-             query_model: str | None = None) -> DenseRetriever:
+    def open(cls, directory: Path, meta: dict[str, Any], settings: dict[str, Any]) -> DenseRetriever:
         built = meta["encoder"]
-        if index not in (None, meta["index"]["kind"]):
+        if settings["index"] != meta["index"]["kind"]:
             raise PipelineError(f"index {directory.parent} holds a"
-                                f" {meta['index']['kind']} FAISS index, not {index}")
-        doc_model, query_model = split_towers(model, query_model)
+                                f" {meta['index']['kind']} FAISS index, not {settings['index']}")
+        doc_model, query_model = split_towers(settings["model"] or built["model"],
+                                              settings["query_model"])
         if query_model is None and "query_encoder" in meta:
             query_model = meta["query_encoder"]["model"]
-        if doc_model is not None and \
-                model_fingerprint(resolve_model(doc_model)) != built["fingerprint"]:
-            raise PipelineError(f"index {directory.parent} was built with encoder"
-                                f" {built['model']!r}; queries encoded with {model!r} would not"
-                                " match its vectors (rebuild the index with that model)")
-        encoder = SentenceTransformerEncoder(doc_model or built["model"], batch_size=batch_size,
+        encoder = SentenceTransformerEncoder(doc_model, batch_size=settings["batch_size"],
                                              max_length=built.get("max_length"),
                                              normalize=built["normalize"])
         if encoder.fingerprint != built["fingerprint"] or encoder.dim != built["dim"]:
             raise PipelineError(f"the encoder {built['model']!r} found here differs from the one"
-                                f" index {directory.parent} was built with")
-        vectors = FaissIndex.load(directory, meta["index"], nprobe=nprobe, ef_search=ef_search)
-        kept = {k: v for k, v in {"model": model or built["model"],
-                                  "index": meta["index"]["kind"]}.items()
-                if v not in (None, "flat", "all-MiniLM-L6-v2")}
-        return cls(encoder, vectors, kept, depth, _query_encoder(query_model, encoder, batch_size))
+                                f" index {directory.parent} was built with (rebuild the index"
+                                " with that model)")
+        vectors = FaissIndex.load(directory, meta["index"], nprobe=settings["nprobe"],
+                                  ef_search=settings["ef_search"])
+        return cls(encoder, vectors, settings,
+                   _query_encoder(query_model, encoder, settings["batch_size"]))
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> DenseRetriever:
+        # Indexes written before the settings were declared record the FAISS kind apart.
+        meta = {**meta, "params": {"index": meta["index"]["kind"], **meta.get("params", {})}}
+        return super().load(directory, meta, **params)  # type: ignore[return-value]
 
 
 def split_towers(model: str | None, query_model: str | None) -> tuple[str | None, str | None]:

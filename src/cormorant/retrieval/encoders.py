@@ -46,6 +46,16 @@ def resolve_model(model: str | None) -> str:
     return str(model)
 
 
+def same_model(first: str | None, second: str | None) -> bool:
+    """Two model specs name the same weights (a folder copied elsewhere does).
+
+    Example:
+        >>> same_model(None, "all-MiniLM-L6-v2")
+        True
+    """
+    return model_fingerprint(resolve_model(first)) == model_fingerprint(resolve_model(second))
+
+
 def model_fingerprint(path: str) -> str:
     """A hash of a model's configuration and weight sizes: equal models, equal fingerprints.
 

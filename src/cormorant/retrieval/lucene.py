@@ -20,8 +20,8 @@ import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cormorant.errors import IndexFormatError, MissingExtraError, PipelineError
-from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.errors import IndexFormatError, MissingExtraError
+from cormorant.params import Param, Params
 from cormorant.retrieval.base import Retriever
 from cormorant.types import Corpus, Queries, Run
 
@@ -69,48 +69,53 @@ def _pyserini(module: str, name: str) -> Any:
 class LuceneBM25Retriever(Retriever):
     """Lucene BM25 via Pyserini (``bm25.lucene``), with optional RM3 expansion (``rm3=true``).
 
+    Lucene applies BM25 and RM3 when it searches, so every parameter is query-time: one index
+    serves ``bm25.lucene(k1=1.2)`` and ``rm3`` alike.
+
     Example:
         >>> lucene = LuceneBM25Retriever.build(corpus)  # doctest: +SKIP
         >>> lucene.search("vitamin d depression", k=10)  # doctest: +SKIP
     """
 
     name: ClassVar[str] = "bm25.lucene"
+    PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
+        Param("k1", float, 0.9, "term-frequency saturation (Pyserini's BEIR setting)", low=0),
+        Param("b", float, 0.4, "document-length normalisation", low=0, high=1),
+        Param("rm3", bool, False, "RM3 pseudo-relevance feedback"),
+        Param("fb_terms", int, 10, "RM3 expansion terms", low=1),
+        Param("fb_docs", int, 10, "RM3 feedback documents", low=1),
+        Param("original_query_weight", float, 0.5, "RM3 weight of the original query",
+              low=0, high=1),
+        Param("threads", int, 2, "Lucene search threads", low=1),
+    )
 
-    def __init__(self, index_dir: Path, params: dict[str, Any], *, k1: float = 0.9,
-                 b: float = 0.4, rm3: bool = False, fb_terms: int = 10, fb_docs: int = 10,
-                 original_query_weight: float = 0.5, threads: int = 2,
-                 depth: int = DEFAULT_DEPTH, owns_dir: bool = False) -> None:
-        super().__init__(params, depth)
+    def __init__(self, index_dir: Path, settings: dict[str, Any], owns_dir: bool = False) -> None:
+        super().__init__(settings)
         self.index_dir = index_dir
-        self.threads = threads
+        self.threads = settings["threads"]
         if owns_dir:
             # finalize, not __del__: it also runs at interpreter exit, before module globals
             # such as shutil are torn down.
             weakref.finalize(self, shutil.rmtree, index_dir, ignore_errors=True)
         searcher_cls = _pyserini("search.lucene", "LuceneSearcher")
         self._searcher = searcher_cls(str(index_dir))
-        self._searcher.set_bm25(float(k1), float(b))
-        if rm3:
-            self._searcher.set_rm3(fb_terms=int(fb_terms), fb_docs=int(fb_docs),
-                                   original_query_weight=float(original_query_weight))
+        self._searcher.set_bm25(settings["k1"], settings["b"])
+        if settings.get("rm3", True):
+            self._searcher.set_rm3(fb_terms=settings["fb_terms"], fb_docs=settings["fb_docs"],
+                                   original_query_weight=settings["original_query_weight"])
 
     @classmethod
-    def build(cls, corpus: Corpus, *, k1: float = 0.9, b: float = 0.4, rm3: bool = False,
-              fb_terms: int = 10, fb_docs: int = 10, original_query_weight: float = 0.5,
-              threads: int = 2, depth: int = DEFAULT_DEPTH) -> LuceneBM25Retriever:
+    def create(cls, corpus: Corpus, settings: dict[str, Any]) -> LuceneBM25Retriever:
         import tempfile
 
         indexer_cls = _pyserini("index.lucene", "LuceneIndexer")
         index_dir = Path(tempfile.mkdtemp(prefix="cormorant-lucene-"))
         indexer = indexer_cls(args=["-index", str(index_dir), "-storePositions",
-                                    "-storeDocvectors", "-storeRaw"], threads=threads)
+                                    "-storeDocvectors", "-storeRaw"], threads=settings["threads"])
         for batch in corpus.batches(2048):
             indexer.add_batch_dict([{"id": d.doc_id, "contents": d.contents} for d in batch])
         indexer.close()
-        options = {"k1": k1, "b": b, "rm3": rm3, "fb_terms": fb_terms, "fb_docs": fb_docs,
-                   "original_query_weight": original_query_weight}
-        return cls(index_dir, _non_default(options), **options, threads=threads, depth=depth,
-                   owns_dir=True)
+        return cls(index_dir, settings, owns_dir=True)
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
@@ -125,17 +130,13 @@ class LuceneBM25Retriever(Retriever):
         return {"count": self._searcher.num_docs}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], *, k1: float = 0.9, b: float = 0.4,
-             rm3: bool = False, fb_terms: int = 10, fb_docs: int = 10,
-             original_query_weight: float = 0.5, threads: int = 2,
-             depth: int = DEFAULT_DEPTH) -> LuceneBM25Retriever:
+    def open(cls, directory: Path, meta: dict[str, Any],
+             settings: dict[str, Any]) -> LuceneBM25Retriever:
         path = directory / LUCENE_DIR
         if not path.is_dir():
             raise IndexFormatError(f"{directory}: the Lucene index is missing")
-        options = {"k1": k1, "b": b, "rm3": rm3, "fb_terms": fb_terms, "fb_docs": fb_docs,
-                   "original_query_weight": original_query_weight}
         try:
-            return cls(path, _non_default(options), **options, threads=threads, depth=depth)
+            return cls(path, settings)
         except Exception as exc:  # Java exceptions surface as jnius.JavaException
             if type(exc).__name__ != "JavaException":
                 raise
@@ -147,30 +148,4 @@ class LuceneRM3Retriever(LuceneBM25Retriever):
 
     name: ClassVar[str] = "rm3"
     index_kind: ClassVar[str | None] = "bm25.lucene"
-
-    @classmethod
-    def build(cls, corpus: Corpus, **options: Any) -> LuceneBM25Retriever:  # type: ignore[override]
-        _check_rm3(options)
-        retriever = super().build(corpus, **{"rm3": True, **options})
-        retriever.params.pop("rm3", None)
-        return retriever
-
-    @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], **options: Any) -> LuceneBM25Retriever:  # type: ignore[override]
-        _check_rm3(options)
-        retriever = super().load(directory, meta, **{"rm3": True, **options})
-        retriever.params.pop("rm3", None)
-        return retriever
-
-
-def _check_rm3(options: dict[str, Any]) -> None:
-    if options.get("rm3") is False:
-        raise PipelineError("rm3 with rm3=false is plain bm25.lucene; use that name instead")
-
-
-_DEFAULTS = {"k1": 0.9, "b": 0.4, "rm3": False, "fb_terms": 10, "fb_docs": 10,
-             "original_query_weight": 0.5}
-
-
-def _non_default(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if _DEFAULTS.get(k) != v}
+    PARAMS: ClassVar[Params] = LuceneBM25Retriever.PARAMS.without("rm3")

@@ -19,7 +19,7 @@ from cormorant.errors import PipelineError
 from cormorant.index.faiss_index import FaissIndex
 from cormorant.index.muvera import FDEConfig, encode_sets
 from cormorant.index.token_store import TokenStore
-from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.chamfer import IDS, ChamferRetriever, cached_token_store, rerank_rows
 from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
 from cormorant.types import Corpus, Queries, Run
@@ -33,7 +33,6 @@ AUTO_FLAT_BELOW = 2000
 DEFAULT_CANDIDATES = 300
 DEFAULT_FDE = {"repetitions": 20, "k_sim": 4, "d_proj": 32}
 TRAIN_BLOCK = 10_000  # documents whose FDEs train a PQ/IVF index kind
-_DEFAULTS = {"candidates": DEFAULT_CANDIDATES, "index": "auto", **DEFAULT_FDE, "seed": 1}
 
 
 class MuveraEncoder:
@@ -145,34 +144,50 @@ class MuveraRetriever(ChamferRetriever):
     """
 
     name: ClassVar[str] = "muvera"
+    PARAMS: ClassVar[Params] = ChamferRetriever.PARAMS + Params(
+        Param("repetitions", int, DEFAULT_FDE["repetitions"], "FDE repetitions", when=BUILD,
+              low=1),
+        Param("k_sim", int, DEFAULT_FDE["k_sim"], "SimHash bits (2^k_sim partitions)",
+              when=BUILD, low=0),
+        Param("d_proj", int, DEFAULT_FDE["d_proj"], "projection dimension per partition"
+              " (none: no projection)", when=BUILD, nullable=True, low=1),
+        Param("final_dim", int, None, "final random projection of the FDE", when=BUILD,
+              nullable=True, low=1),
+        Param("seed", int, 1, "FDE random seed", when=BUILD),
+        Param("index", str, "auto", "FAISS kind for FDEs: auto (flat below 2,000 documents,"
+              " else pqfs), flat, hnsw, ivfpq, pqfs", when=BUILD,
+              # auto chose the stored kind when the index was built
+              same=lambda stored, asked: asked == "auto"),
+        Param("candidates", int, DEFAULT_CANDIDATES, "FDE candidates re-ranked by exact"
+              " Chamfer", low=1),
+        Param("carve", float, None, "ball-carving similarity threshold for query tokens in"
+              " the re-rank (none: every token)", nullable=True, low=-1, high=1),
+        Param("nprobe", int, 32, "IVF lists searched per query", low=1),
+        Param("ef_search", int, 128, "HNSW search breadth", low=1),
+    )
 
     def __init__(self, encoder: MultiVectorEncoder, store_dir: Path, doc_ids: list[str],
-                 params: dict[str, Any], fde: MuveraEncoder, index: FaissIndex,
-                 candidates: int, depth: int = DEFAULT_DEPTH, carve: float | None = None) -> None:
-        super().__init__(encoder, store_dir, doc_ids, params, depth)
-        check_query_options(candidates, carve)
-        self.fde, self.index, self.candidates, self.carve = fde, index, candidates, carve
+                 settings: dict[str, Any], fde: MuveraEncoder, index: FaissIndex) -> None:
+        super().__init__(encoder, store_dir, doc_ids, settings)
+        self.fde, self.index = fde, index
+        self.candidates, self.carve = settings["candidates"], settings["carve"]
 
     @classmethod
-    def build(cls, corpus: Corpus, *, model: str | None = None,
-              candidates: int = DEFAULT_CANDIDATES,
-              repetitions: int = DEFAULT_FDE["repetitions"], k_sim: int = DEFAULT_FDE["k_sim"],
-              d_proj: int | None = DEFAULT_FDE["d_proj"],
-              final_dim: int | None = None, seed: int = 1, index: str = "auto",
-              carve: float | None = None, batch_size: int = 32, max_length: int | None = None,
-              depth: int = DEFAULT_DEPTH) -> MuveraRetriever:
-        check_query_options(candidates, carve)  # before the costly encoding, not after
-        encoder = load_token_encoder(model, batch_size=batch_size, max_length=max_length)
+    def create(cls, corpus: Corpus, settings: dict[str, Any]) -> MuveraRetriever:
+        encoder = load_token_encoder(settings["model"], batch_size=settings["batch_size"],
+                                     max_length=settings["max_length"])
         try:
-            config = FDEConfig(encoder.dim, repetitions, k_sim, d_proj, True, final_dim, seed)
+            config = FDEConfig(encoder.dim, settings["repetitions"], settings["k_sim"],
+                               settings["d_proj"], True, settings["final_dim"], settings["seed"])
         except ValueError as exc:
             raise PipelineError(f"muvera: {exc}") from None
         store_dir = cached_token_store(encoder, corpus)
         doc_ids = json.loads((store_dir / IDS).read_text())
         fde = MuveraEncoder(encoder, config)
         store = TokenStore(store_dir)
-        faiss_index = FaissIndex(config.output_dim, kind=fde_index_kind(index, len(doc_ids)),
-                                 metric="ip", expected_count=len(doc_ids))
+        kind = fde_index_kind(settings["index"], len(doc_ids))
+        faiss_index = FaissIndex(config.output_dim, kind=kind, metric="ip",
+                                 expected_count=len(doc_ids))
         # A trained index kind learns from its first add: hold back the first TRAIN_BLOCK
         # documents' FDEs for it, then add block by block.
         pending: list[np.ndarray] = []
@@ -183,11 +198,7 @@ class MuveraRetriever(ChamferRetriever):
                 block = np.vstack(pending)
                 faiss_index.add(doc_ids[first:first + len(block)], block)
                 pending = []
-        params = {k: v for k, v in {"model": model, "candidates": candidates, "index": index,
-                                    "repetitions": repetitions, "k_sim": k_sim, "d_proj": d_proj,
-                                    "final_dim": final_dim, "seed": seed, "carve": carve}.items()
-                  if v is not None and v != _DEFAULTS.get(k)}
-        return cls(encoder, store_dir, doc_ids, params, fde, faiss_index, candidates, depth, carve)
+        return cls(encoder, store_dir, doc_ids, settings, fde, faiss_index)
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
@@ -202,38 +213,24 @@ class MuveraRetriever(ChamferRetriever):
                 "carve": self.carve}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,  # type: ignore[override]
-             candidates: int | None = None, carve: float | None = None, batch_size: int = 32,
-             depth: int = DEFAULT_DEPTH,
-             nprobe: int = 32, ef_search: int = 128, **fixed: Any) -> MuveraRetriever:
-        base = ChamferRetriever.load(directory, meta, model=model, batch_size=batch_size,
-                                     depth=depth)
+    def open(cls, directory: Path, meta: dict[str, Any],
+             settings: dict[str, Any]) -> MuveraRetriever:
+        base = ChamferRetriever.open(directory, meta, settings)
         config = FDEConfig(**meta["fde"])
-        stored = {"repetitions": config.repetitions, "k_sim": config.k_sim,
-                  "d_proj": config.d_proj, "final_dim": config.final_dim, "seed": config.seed,
-                  "index": meta["index"]["kind"]}
-        conflicts = {k: v for k, v in fixed.items() if k not in stored or stored[k] != v}
-        if conflicts.get("index") == "auto":  # auto picked the stored kind when it was built
-            del conflicts["index"]
-        if conflicts:
-            raise PipelineError(f"index {directory.parent} holds a muvera index built with"
-                                f" {stored}; {conflicts} would need a rebuild")
-        index = FaissIndex.load(directory, meta["index"], nprobe=nprobe, ef_search=ef_search)
-        chosen = candidates or meta["candidates"]
-        carve = carve if carve is not None else meta.get("carve")
-        params = {k: v for k, v in {**base.params, "candidates": chosen, "carve": carve}.items()
-                  if v is not None and v != _DEFAULTS.get(k)}
-        return cls(base.encoder, directory, base.doc_ids, params,
-                   MuveraEncoder(base.encoder, config), index, chosen, depth, carve)
+        index = FaissIndex.load(directory, meta["index"], nprobe=settings["nprobe"],
+                                ef_search=settings["ef_search"])
+        return cls(base.encoder, directory, base.doc_ids, settings,
+                   MuveraEncoder(base.encoder, config), index)
 
-
-def check_query_options(candidates: Any, carve: Any) -> None:
-    """Fail with a clear message on a candidate count or carving threshold that cannot work."""
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise PipelineError(f"muvera: candidates must be a positive integer, got {candidates!r}")
-    if carve is not None and (isinstance(carve, bool) or not isinstance(carve, int | float)
-                              or not -1 <= carve <= 1):
-        raise PipelineError(f"muvera: carve is a similarity threshold in [-1, 1], got {carve!r}")
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> MuveraRetriever:
+        # Indexes written before the settings were declared keep them in their own records.
+        fde = meta["fde"]
+        old = {"repetitions": fde["repetitions"], "k_sim": fde["k_sim"], "d_proj": fde["d_proj"],
+               "final_dim": fde["final_dim"], "seed": fde["seed"], "index": meta["index"]["kind"],
+               "candidates": meta["candidates"], "carve": meta.get("carve")}
+        meta = {**meta, "params": {**old, **meta.get("params", {})}}
+        return super().load(directory, meta, **params)  # type: ignore[return-value]
 
 
 def fde_index_kind(index: str, count: int) -> str:

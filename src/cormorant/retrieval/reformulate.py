@@ -1,21 +1,25 @@
-"""Query reformulation stages: a language model (or the first ranking) rewrites the query
-before the retriever after it runs.
+"""Query reformulation stages: a language model (or a first ranking) rewrites the query for
+the stages after it.
 
-A reformulator sits in front of any stage: ``genqr_ensemble >> bm25`` expands each query with
-keywords and lets BM25 search with the expanded text. It wraps *the stage that follows it*,
-which is also the stage its post-retrieval variants take feedback documents from.
+They are ordinary stages: each receives the flow (queries, ranking so far, document text) and
+returns it with new query text, so ``genqr_ensemble >> bm25`` lets BM25 search with the
+expanded queries, and every later stage sees them too (``flow.original`` keeps what was asked).
 
 - ``genqr_ensemble`` (Dhole & Agichtein 2024): ten paraphrases of one zero-shot instruction each
   yield keywords; the query becomes ``q0 K_1 ... K_10`` (``q0`` once by default, ``repeat=``
-  more). ``beta=`` adds score interpolation with the original query's ranking.
-- ``genqr_fusion``: one retrieval per reformulation ``q0 K_i``, fused by RRF (k=60).
-- ``feedback=prf|oracle|critic`` on both: the prompt starts with context documents, the top
-  ``fb_docs`` of a first retrieval (``prf``), the judged relevant documents of ``qrels=FILE``
-  (``oracle``, for analysis only), or the first retrieval's documents the model itself judged
-  relevant (``critic``).
+  more). The paper's score interpolation with the original query's ranking is a fusion:
+  ``0.7 * bm25 + 0.3 * (genqr_ensemble >> bm25)``.
+- ``genqr_fusion(bm25)``: one retrieval per reformulation ``q0 K_i`` by the stage it is given,
+  fused by RRF (k=60).
+- ``feedback=prf|critic`` on both: the prompt starts with context documents, the top ``fb_docs``
+  of the ranking before the stage (``prf``), or those of them the model itself judged relevant
+  (``critic``): ``bm25 >> genqr_ensemble(feedback=prf) >> bm25``. The ranking is used up (the
+  stage after searches the collection again). ``feedback=oracle`` takes the judged relevant
+  documents of ``qrels=FILE`` instead (for analysis only).
 - ``reason`` (BRIGHT): the model reasons about the query; the text is appended (or replaces it).
-- ``rocchio`` (before ``dense``): the query vector moves towards the mean of the top documents'
-  vectors, ``alpha * q + beta * mean(d)``.
+- ``reset``: the stages after it read the queries as they were asked.
+- ``rocchio(dense)``: the query vector moves towards the mean of the top documents' vectors,
+  ``alpha * q + beta * mean(d)``, and the dense stage it is given searches again.
 
 RM3, the classic term-based baseline, is the Lucene retriever ``rm3`` (Pyserini).
 
@@ -25,6 +29,8 @@ Example:
     >>> from cormorant.types import Corpus, Document
     >>> corpus = Corpus.from_documents([Document("a", "cats purr"), Document("b", "dogs bark")])
     >>> pipe = GenQREnsemble(llm=EchoModel(reply="dogs"), n=2) >> BM25Retriever.build(corpus)
+    >>> str(pipe)
+    'genqr_ensemble(llm=echo, n=2) >> bm25'
     >>> list(pipe.search("barking", k=1)["0"])
     ['b']
 """
@@ -34,17 +40,19 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from cormorant.errors import PipelineError
 from cormorant.llm import DEFAULT_LLM, GenerationParams, LanguageModel, load_llm, weights_fingerprint
-from cormorant.pipeline import RRF, CombSUM, Cutoff, Scaled, Stage, StaticStage
-from cormorant.pipeline_syntax import Leaf
-from cormorant.types import Corpus, Qrels, Queries, Run
+from cormorant.params import Param, Params
+from cormorant.pipeline import RRF, CombSUM, Composite, Flow, Stage, StaticStage
+from cormorant.pipeline_syntax import Call, Leaf, Spec
+from cormorant.retrieval.base import QueryStage
+from cormorant.types import Qrels, Queries, Run
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +91,6 @@ REASON_PROMPT = ("{query}\n\nInstructions:\n"
                  "2. Think step by step about what information would help to answer it.\n"
                  "3. Draft an answer.\n\nAnswer:\n")
 
-DocumentLookup = Callable[[list[str]], dict[str, str]]
-"""Document ids -> their texts (ids not found are left out)."""
-
-
 def keywords(text: str) -> str:
     """A model's answer as plain terms: everything but letters and digits becomes a space, as in
     the reference code (so punctuation cannot break a BM25 or Lucene query parser).
@@ -98,67 +102,6 @@ def keywords(text: str) -> str:
     return " ".join(re.sub(r"[^0-9A-Za-z]+", " ", text).split())
 
 
-class Reformulator(Stage):
-    """A stage that changes queries for the stage after it (``reformulator >> stage``).
-
-    Subclasses implement :meth:`feed`. They hold no index, so :meth:`leaves` is empty and an
-    index directory stores only the stages after them.
-    """
-
-    name: ClassVar[str] = "reformulator"
-
-    def __init__(self, params: Mapping[str, Any] | None = None,
-                 documents: DocumentLookup | None = None) -> None:
-        self.params = {k: v for k, v in (params or {}).items() if v is not None}
-        self.documents = documents
-        self.seconds = 0.0  # time spent in the language model, for cost per query
-
-    @classmethod
-    def build(cls, corpus: Corpus, **params: Any) -> Reformulator:
-        """The stage over ``corpus``: its documents are the feedback texts."""
-        return cls._make(params, corpus_lookup(corpus))
-
-    @classmethod
-    def _make(cls, params: dict[str, Any], documents: DocumentLookup) -> Reformulator:
-        try:
-            return cls(**params, documents=documents)
-        except TypeError as exc:
-            raise PipelineError(f"{cls.name}: {exc}") from None
-
-    @classmethod
-    def load(cls, docs: Any, **params: Any) -> Reformulator:
-        """The stage over an opened index: ``docs`` is its :class:`DocStore`."""
-        def lookup(ids: list[str]) -> dict[str, str]:
-            return {d: doc.contents for d, doc in docs.get_many(ids).items()}
-        return cls._make(params, lookup)
-
-    @classmethod
-    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
-        return dict(params)
-
-    def transform(self, queries: Queries, candidates: Run | None) -> Run:
-        raise PipelineError(f"{self.name} rewrites queries and ranks nothing itself; put a"
-                            f" retriever after it: {self.name} >> bm25")
-
-    def leaves(self) -> list[Stage]:
-        return []
-
-    def __str__(self) -> str:
-        return str(Leaf(self.name, {k: v for k, v in self.params.items()
-                                    if isinstance(v, str | int | float | bool)}))
-
-
-def corpus_lookup(corpus: Corpus) -> DocumentLookup:
-    """Texts of ``corpus`` by id, read into memory on first use (feedback needs random access)."""
-    texts: dict[str, str] = {}
-
-    def lookup(ids: list[str]) -> dict[str, str]:
-        if not texts:
-            texts.update((d.doc_id, d.contents) for d in corpus)
-        return {d: texts[d] for d in ids if d in texts}
-    return lookup
-
-
 def read_qrels(path: str | Path) -> Qrels:
     """Judgments for ``feedback=oracle``: BEIR tsv or TREC qrels (the project's own reader)."""
     from cormorant.data.trec import read_qrels as read
@@ -168,35 +111,84 @@ def read_qrels(path: str | Path) -> Qrels:
     return read(path)
 
 
-class _LLMStage(Reformulator):
-    """Shared by the language-model stages: the model, its decoding settings, and the model's
-    load deferred until the first query (a pipeline can be validated without weights)."""
+LLM_OPTION = "llm_"
+"""Parameters named ``llm_<option>`` go to the language-model backend (``llm_base_url=...``)."""
 
-    def __init__(self, llm: str | LanguageModel = DEFAULT_LLM, max_new_tokens: int = 48,
-                 temperature: float = 0.0, seed: int = 0, params: Mapping[str, Any] | None = None,
-                 documents: DocumentLookup | None = None, llm_options: Mapping[str, Any] | None = None
-                 ) -> None:
-        shown = {"llm": llm if isinstance(llm, str) else getattr(llm, "name", "model"),
-                 **(params or {}), **{f"llm_{k}": v for k, v in (llm_options or {}).items()}}
-        super().__init__(shown, documents)
-        self._llm_spec, self._llm = llm, None
-        self.llm_options = dict(llm_options or {})
-        self.generation = GenerationParams(max_new_tokens=max_new_tokens,
-                                           temperature=temperature, seed=seed)
+DECODING = Params(
+    Param("llm", str, DEFAULT_LLM, "language model: <backend>:<model> (transformers:smollm2,"
+          " llama-cpp:PATH, openai:NAME)"),
+    Param("max_new_tokens", int, 48, "tokens generated per prompt", low=1),
+    Param("temperature", float, 0.0, "sampling temperature (0: greedy)", low=0),
+    Param("seed", int, 0, "sampling seed"),
+)
+FEEDBACK = Params(
+    Param("n", int, 10, "instructions used (1-10)", low=1, high=len(INSTRUCTIONS)),
+    Param("repeat", int, 1, "times the original query appears in the expanded text", low=1),
+    Param("shots", int, 0, "worked examples before each prompt", low=0,
+          high=len(DEMONSTRATIONS)),
+    Param("feedback", str, "none", "context documents in the prompt: the ranking before the"
+          " stage (prf), those the model judges relevant (critic), or judged ones (oracle)",
+          choices=("none", "prf", "oracle", "critic")),
+    Param("fb_docs", int, 5, "feedback documents in the prompt", low=1),
+    Param("fb_words", int, 80, "words kept of each feedback document", low=1),
+    Param("fb_depth", int, 10, "critic: top documents the model judges", low=1),
+    Param("qrels", str, None, "oracle: judgments file", nullable=True),
+    Param("repetition_penalty", float, 1.2, "decoding repetition penalty (paper: 1.2)",
+          positive=True),
+)
+
+
+class LanguageModelStage(QueryStage):
+    """A stage that prompts a language model: the model, its decoding settings, and the
+    model's load deferred until the first query (a pipeline can be checked without weights).
+
+    ``llm`` may also be a built :class:`~cormorant.llm.LanguageModel` (Python use), and the
+    model can be replaced through the :attr:`llm` property (a benchmark shares one model).
+    """
+
+    PARAMS: ClassVar[Params] = DECODING
+
+    def __init__(self, **params: Any) -> None:
+        model = params.get("llm")
+        if model is not None and not isinstance(model, str):
+            params["llm"] = getattr(model, "name", "model")
+        self.llm_options = {k[len(LLM_OPTION):]: v for k, v in params.items()
+                            if k.startswith(LLM_OPTION)}
+        super().__init__(**{k: v for k, v in params.items() if not k.startswith(LLM_OPTION)})
+        self._model: LanguageModel | None = None if model is None or isinstance(model, str) \
+            else model
+        self.seconds = 0.0  # time spent in the language model, for cost per query
+        self.generation = GenerationParams(max_new_tokens=self.settings["max_new_tokens"],
+                                           temperature=self.settings["temperature"],
+                                           seed=self.settings["seed"])
 
     @classmethod
-    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
+    def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
         """The options plus the model's weights fingerprint, so a model replaced at the same
         path gives new cached runs (as a dense stage's fingerprint does)."""
-        spec = params.get("llm", DEFAULT_LLM)
-        weights = weights_fingerprint(spec) if isinstance(spec, str) else None
-        return {**params, **({"llm_weights": weights} if weights else {})}
+        weights = weights_fingerprint(settings["llm"])
+        return {**settings, **({"llm_weights": weights} if weights else {})}
+
+    @classmethod
+    def declared(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Checked settings; ``llm_<option>`` values pass to the backend as given."""
+        own = {k: v for k, v in params.items() if not k.startswith(LLM_OPTION)}
+        extra = {k: v for k, v in params.items() if k.startswith(LLM_OPTION)}
+        return {**cls.PARAMS.resolve(own, cls.name), **extra}
 
     @property
     def llm(self) -> LanguageModel:
-        if self._llm is None:
-            self._llm = load_llm(self._llm_spec, **self.llm_options)
-        return self._llm
+        if self._model is None:
+            self._model = load_llm(self.settings["llm"], **self.llm_options)
+        return self._model
+
+    @llm.setter
+    def llm(self, model: LanguageModel) -> None:
+        self._model = model
+
+    def spec(self) -> Spec:
+        options = {f"{LLM_OPTION}{k}": v for k, v in self.llm_options.items()}
+        return Leaf(self.name, {**self.PARAMS.shown(self.settings), **options})
 
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
         start = time.perf_counter()
@@ -206,29 +198,12 @@ class _LLMStage(Reformulator):
             self.seconds += time.perf_counter() - start
 
 
-def _llm_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``llm_base_url=...`` in a pipeline string -> ``base_url=...`` for the backend."""
-    unknown = [k for k in options if not k.startswith("llm_")]
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}")
-    return {k[4:]: v for k, v in options.items()}
-
-
-class GenQREnsemble(_LLMStage):
+class GenQREnsemble(LanguageModelStage):
     """GenQREnsemble: keywords from ``n`` instruction paraphrases expand the query.
 
-    Args:
-        llm: ``<backend>:<model>`` (default ``transformers:smollm2``) or a built model.
-        n: how many of the ten instructions to use (1-10).
-        repeat: how often the original query appears in the expanded text (paper: once).
-        beta: if set, the final score is ``(1 - beta) * original + beta * expanded`` over the
-            two rankings (PAPERS.md: the reference code's ``beta=.05`` rows).
-        shots: worked examples prepended to each prompt (0: the paper's zero-shot prompt).
-        max_new_tokens, temperature, repetition_penalty, seed: decoding (greedy by default).
-        feedback: ``none``, ``prf``, ``oracle`` (needs ``qrels``) or ``critic``.
-        fb_docs: feedback documents in the prompt (paper: 5); fb_words: words kept of each.
-        fb_depth: ``critic`` only: how many top documents the model judges.
-        **llm_options: ``llm_<option>`` goes to the backend (``llm_base_url=...``).
+    With ``feedback=prf`` or ``critic`` the ranking before the stage supplies the context
+    documents and is used up: the next stage ranks the collection again with the expanded
+    queries. Otherwise the ranking passes through unchanged.
 
     Example:
         >>> from cormorant.llm.fake import EchoModel
@@ -238,46 +213,24 @@ class GenQREnsemble(_LLMStage):
     """
 
     name: ClassVar[str] = "genqr_ensemble"
+    usage: ClassVar[str] = "genqr_ensemble >> bm25"
+    PARAMS: ClassVar[Params] = DECODING + FEEDBACK
 
-    def __init__(self, llm: str | LanguageModel = DEFAULT_LLM, *, n: int = 10, repeat: int = 1,
-                 beta: float | None = None, shots: int = 0, feedback: str = "none",
-                 fb_docs: int = 5, fb_words: int = 80, fb_depth: int = 10,
-                 qrels: str | None = None, max_new_tokens: int = 48, temperature: float = 0.0,
-                 repetition_penalty: float = 1.2, seed: int = 0,
-                 documents: DocumentLookup | None = None,
-                 **llm_options: Any) -> None:
-        if not 1 <= n <= len(INSTRUCTIONS):
-            raise PipelineError(f"{self.name}: n must be 1-{len(INSTRUCTIONS)}, got {n}")
-        if repeat < 1 or not 0 <= shots <= len(DEMONSTRATIONS) or fb_docs < 1:
-            raise PipelineError(f"{self.name}: repeat >= 1, shots 0-{len(DEMONSTRATIONS)} and"
-                                f" fb_docs >= 1 needed; got {repeat}, {shots}, {fb_docs}")
-        if beta is not None and not 0 <= beta <= 1:
-            raise PipelineError(f"{self.name}: beta must be in [0, 1], got {beta}")
-        if feedback not in ("none", "prf", "oracle", "critic"):
-            raise PipelineError(f"{self.name}: feedback must be none, prf, oracle or critic,"
-                                f" got {feedback!r}")
-        if feedback == "oracle" and not qrels:
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        s = self.settings
+        if s["feedback"] == "oracle" and not s["qrels"]:
             raise PipelineError(f"{self.name}: feedback=oracle needs qrels=FILE")
-        shown = {"n": n, "repeat": repeat, "beta": beta, "shots": shots, "feedback": feedback,
-                 "fb_docs": fb_docs, "fb_words": fb_words, "fb_depth": fb_depth, "qrels": qrels,
-                 "max_new_tokens": max_new_tokens, "temperature": temperature,
-                 "repetition_penalty": repetition_penalty, "seed": seed}
-        defaults = {"n": 10, "repeat": 1, "shots": 0, "feedback": "none", "fb_docs": 5,
-                    "fb_words": 80, "fb_depth": 10, "max_new_tokens": 48, "temperature": 0.0,
-                    "repetition_penalty": 1.2, "seed": 0}
-        super().__init__(llm, max_new_tokens, temperature, seed,
-                         {k: v for k, v in shown.items() if defaults.get(k, None) != v},
-                         documents, _llm_options(llm_options))
-        self.n, self.repeat, self.beta, self.shots = n, repeat, beta, shots
-        self.feedback, self.fb_docs, self.fb_words, self.fb_depth = (feedback, fb_docs, fb_words,
-                                                                     fb_depth)
-        self.qrels = read_qrels(qrels) if qrels else None
-        self.instructions = INSTRUCTIONS[:n]
+        self.n, self.repeat, self.shots = s["n"], s["repeat"], s["shots"]
+        self.feedback, self.fb_docs = s["feedback"], s["fb_docs"]
+        self.fb_words, self.fb_depth = s["fb_words"], s["fb_depth"]
+        self.qrels = read_qrels(s["qrels"]) if s["qrels"] else None
+        self.instructions = INSTRUCTIONS[:self.n]
         # critic only: the last search's judgements, query id -> document id -> said relevant.
         # Kept so an evaluation can measure the critic against the qrels.
         self.verdicts: dict[str, dict[str, bool]] = {}
         # The paper decodes with a repetition penalty of 1.2 [P]; small models loop without it.
-        self.generation = self.generation.with_(repetition_penalty=repetition_penalty)
+        self.generation = self.generation.with_(repetition_penalty=s["repetition_penalty"])
 
     # -- prompts ---------------------------------------------------------------------------
     def prompt(self, instruction: str, query: str, context: str | None = None) -> str:
@@ -314,35 +267,34 @@ class GenQREnsemble(_LLMStage):
         return {q: " ".join([text] * self.repeat + [k for k in sets[q] if k])
                 for q, text in queries.items()}
 
+    def reformulations(self, queries: Queries,
+                       contexts: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+        """Per query, ``q0 K_i`` for each instruction ``i`` (GenQRFusion's queries)."""
+        sets = self.keyword_sets(queries, contexts)
+        return {q: [" ".join([text] * self.repeat + ([k] if k else [])) for k in sets[q]]
+                for q, text in queries.items()}
+
     # -- feedback --------------------------------------------------------------------------
-    def contexts(self, second: Stage, queries: Queries, candidates: Run | None
-                 ) -> tuple[dict[str, str], Run | None]:
-        """Feedback text per query, and the first ranking when one was made."""
+    def contexts(self, flow: Flow) -> tuple[dict[str, str], Flow]:
+        """Feedback text per query, and the flow with the ranking used up (prf, critic)."""
         if self.feedback == "none":
-            return {}, None
+            return {}, flow
         if self.feedback == "oracle":
             assert self.qrels is not None
             ids = {q: [d for d, rel in sorted(self.qrels.get(q, {}).items(),
                                               key=lambda x: (-x[1], x[0])) if rel > 0][:self.fb_docs]
-                   for q in queries}
-            first = None
+                   for q in flow.queries}
         else:
-            first = second.transform(queries, candidates)
+            first = flow.ranking(self)
             depth = self.fb_depth if self.feedback == "critic" else self.fb_docs
-            ids = {q: [d for d, _ in first.ranked(q)[:depth]] if q in first else []
-                   for q in queries}
-        texts = self._texts([d for docs in ids.values() for d in docs])
+            ids = {q: [d for d, _ in first.ranked(q)[:depth]] for q in flow.queries}
+            flow = flow.with_run(None)
+        texts = {d: " ".join(t.split()[:self.fb_words])
+                 for d, t in flow.texts((d for docs in ids.values() for d in docs), self).items()}
         if self.feedback == "critic":
-            ids = self.critic(queries, ids, texts)
+            ids = self.critic(flow.queries, ids, texts)
         return {q: " ".join(texts[d] for d in docs if d in texts) for q, docs in ids.items()
-                if docs}, first
-
-    def _texts(self, ids: list[str]) -> dict[str, str]:
-        if self.documents is None:
-            raise PipelineError(f"{self.name}(feedback={self.feedback}) needs the documents'"
-                                " texts; build it over a corpus or an index")
-        found = self.documents(list(dict.fromkeys(ids)))
-        return {d: " ".join(t.split()[:self.fb_words]) for d, t in found.items()}
+                if docs}, flow
 
     def critic(self, queries: Queries, ids: dict[str, list[str]],
                texts: dict[str, str]) -> dict[str, list[str]]:
@@ -362,67 +314,72 @@ class GenQREnsemble(_LLMStage):
                 kept[q].append(d)
         return kept
 
-    # -- search ----------------------------------------------------------------------------
-    def feed(self, second: Stage, queries: Queries, candidates: Run | None) -> Run:
-        contexts, first = self.contexts(second, queries, candidates)
-        expanded = second.transform(self.expand(queries, contexts), candidates)
-        if self.beta is None:
-            return expanded
-        original = first if first is not None else second.transform(queries, candidates)
-        return CombSUM([Scaled(StaticStage(original), 1 - self.beta),
-                        Scaled(StaticStage(expanded), self.beta)]).transform(queries, None)
+    def transform(self, flow: Flow) -> Flow:
+        contexts, flow = self.contexts(flow)
+        return flow.with_queries(self.expand(flow.queries, contexts))
 
 
-class GenQRFusion(GenQREnsemble):
-    """GenQRFusion: one retrieval per reformulation ``q0 K_i``, fused.
+class GenQRFusion(Composite):
+    """GenQRFusion: the stage it is given searches once per reformulation ``q0 K_i``; the
+    rankings are fused.
 
-    Args:
-        fusion: ``rrf`` (k=60, ranks from 1) or ``combsum`` (raw scores summed).
-        include_original: add a run of the original query to the fusion.
-        (other arguments as :class:`GenQREnsemble`; ``beta`` is not used)
+    Args (besides :class:`GenQREnsemble`'s):
+        fusion: ``rrf`` (k=``rrf_k``, ranks from 1) or ``combsum`` (raw scores summed).
+        include_original: add the original query's ranking to the fusion.
 
     Example:
         >>> from cormorant.llm.fake import EchoModel
-        >>> stage = GenQRFusion(llm=EchoModel(reply="sun"), n=3)
-        >>> stage.reformulations({"q": "tides"})["q"]
+        >>> stage = GenQRFusion([StaticStage(Run())], llm=EchoModel(reply="sun"), n=3)
+        >>> stage.expander.reformulations({"q": "tides"})["q"]
         ['tides sun', 'tides sun', 'tides sun']
     """
 
     name: ClassVar[str] = "genqr_fusion"
+    arity: ClassVar[int | None] = 1
+    usage: ClassVar[str] = "genqr_fusion(bm25, n=10)"
+    FUSION = Params(
+        Param("fusion", str, "rrf", "how the rankings are fused", choices=("rrf", "combsum")),
+        Param("rrf_k", int, 60, "RRF rank offset", low=0),
+        Param("include_original", bool, False, "fuse the original query's ranking too"),
+    )
+    PARAMS: ClassVar[Params] = GenQREnsemble.PARAMS + FUSION
 
-    def __init__(self, llm: str | LanguageModel = DEFAULT_LLM, *, fusion: str = "rrf",
-                 rrf_k: int = 60, include_original: bool = False, **options: Any) -> None:
-        if fusion not in ("rrf", "combsum"):
-            raise PipelineError(f"genqr_fusion: fusion must be rrf or combsum, got {fusion!r}")
-        if options.get("beta") is not None:
-            raise PipelineError("genqr_fusion fuses rankings; beta applies to genqr_ensemble")
-        super().__init__(llm, **options)
-        extra = {"fusion": fusion if fusion != "rrf" else None,
-                 "rrf_k": rrf_k if rrf_k != 60 else None,
-                 "include_original": include_original or None}
-        self.params.update({k: v for k, v in extra.items() if v is not None})
-        self.fusion, self.rrf_k, self.include_original = fusion, rrf_k, include_original
+    def __init__(self, stages: list[Stage], **params: Any) -> None:
+        own = {k: params.pop(k) for k in list(params) if k in self.FUSION}
+        self.expander = GenQREnsemble(**params)
+        super().__init__(stages, **own)
+        self.settings = {**self.settings, **self.expander.settings}
 
-    def reformulations(self, queries: Queries,
-                       contexts: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-        """Per query, ``q0 K_i`` for each instruction ``i``."""
-        sets = self.keyword_sets(queries, contexts)
-        return {q: [" ".join([text] * self.repeat + ([k] if k else [])) for k in sets[q]]
-                for q, text in queries.items()}
+    @classmethod
+    def declared(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        own = {k: v for k, v in params.items() if k in cls.FUSION}
+        rest = {k: v for k, v in params.items() if k not in cls.FUSION}
+        return {**GenQREnsemble.declared(rest), **cls.FUSION.resolve(own, cls.name)}
 
-    def feed(self, second: Stage, queries: Queries, candidates: Run | None) -> Run:
-        contexts, first = self.contexts(second, queries, candidates)
-        variants = self.reformulations(queries, contexts)
-        runs = [second.transform({q: variants[q][i] for q in queries}, candidates)
-                for i in range(self.n)]
-        if self.include_original:
-            runs.append(first if first is not None else second.transform(queries, candidates))
-        stages: list[Stage] = [StaticStage(r) for r in runs]
-        fuser = RRF(stages, k=self.rrf_k) if self.fusion == "rrf" else CombSUM(stages)
-        return fuser.transform(queries, None)
+    @classmethod
+    def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        return GenQREnsemble.identity(settings)
+
+    def spec(self) -> Spec:
+        options = {f"{LLM_OPTION}{k}": v for k, v in self.expander.llm_options.items()}
+        return Call(self.name, [s.spec() for s in self.stages],
+                    {**self.PARAMS.shown(self.settings), **options})
+
+    def transform(self, flow: Flow) -> Flow:
+        contexts, flow = self.expander.contexts(flow)
+        variants = self.expander.reformulations(flow.queries, contexts)
+        child = self.stages[0]
+        inputs = [flow.with_queries({q: variants[q][i] for q in flow.queries}).with_k(None)
+                  for i in range(self.expander.n)]
+        if self.settings["include_original"]:
+            inputs.append(flow.with_k(None))
+        stages: list[Stage] = [StaticStage(child.transform(f).ranking(child)) for f in inputs]
+        fuser = RRF(stages, k=self.settings["rrf_k"]) if self.settings["fusion"] == "rrf" \
+            else CombSUM(stages)
+        return flow.with_run(fuser.rank(flow.queries))
 
 
-class ReasonExpansion(_LLMStage):
+class ReasonExpansion(LanguageModelStage):
     """Reasoning expansion (BRIGHT): the model reasons about the query and its text is appended
     (``mode=append``) or replaces the query (``mode=replace``, BRIGHT's own setting).
 
@@ -435,20 +392,18 @@ class ReasonExpansion(_LLMStage):
     """
 
     name: ClassVar[str] = "reason"
+    usage: ClassVar[str] = "reason >> bm25"
+    PARAMS: ClassVar[Params] = DECODING + Params(
+        Param("mode", str, "append", "append the reasoning to the query or replace it",
+              choices=("append", "replace")),
+        Param("max_new_tokens", int, 128, "tokens generated per query", low=1),
+        Param("top_p", float, 1.0, "nucleus sampling mass", positive=True, high=1),
+    )
 
-    def __init__(self, llm: str | LanguageModel = DEFAULT_LLM, *, mode: str = "append",
-                 max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int = 0, documents: DocumentLookup | None = None,
-                 **llm_options: Any) -> None:
-        if mode not in ("append", "replace"):
-            raise PipelineError(f"reason: mode must be append or replace, got {mode!r}")
-        shown = {"mode": None if mode == "append" else mode,
-                 "max_new_tokens": None if max_new_tokens == 128 else max_new_tokens,
-                 "temperature": temperature or None, "seed": seed or None}
-        super().__init__(llm, max_new_tokens, temperature, seed, shown, documents,
-                         _llm_options(llm_options))
-        self.generation = self.generation.with_(top_p=top_p)
-        self.mode = mode
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.generation = self.generation.with_(top_p=self.settings["top_p"])
+        self.mode = self.settings["mode"]
 
     def rewrite(self, queries: Queries) -> Queries:
         qids = list(queries)
@@ -468,62 +423,97 @@ class ReasonExpansion(_LLMStage):
                 out[q] = text if self.mode == "replace" else f"{queries[q]} {text}"
         return out
 
-    def feed(self, second: Stage, queries: Queries, candidates: Run | None) -> Run:
-        return second.transform(self.rewrite(queries), candidates)
+    def transform(self, flow: Flow) -> Flow:
+        return flow.with_queries(self.rewrite(flow.queries))
 
 
-class Rocchio(Reformulator):
-    """Rocchio pseudo-relevance feedback on dense vectors, in front of ``dense``.
-
-    The query vector becomes ``alpha * q + beta * mean(top fb_docs document vectors)`` and the
-    index is searched again (or the candidates re-scored) with it.
+class ResetQueries(QueryStage):
+    """Gives the stages after it the queries as they were asked (``reset``), as PyTerrier's
+    ``rewrite.reset()``: ``genqr_ensemble >> bm25 % 100 >> reset >> rerank(model=CE)`` lets
+    the cross-encoder read the user's query rather than the expanded one.
 
     Example:
-        >>> pipe = Rocchio(beta=0.5) >> dense  # doctest: +SKIP
+        >>> from cormorant.pipeline import Flow
+        >>> flow = Flow.start({"q": "moon"}).with_queries({"q": "moon tides"})
+        >>> ResetQueries().transform(flow).queries
+        {'q': 'moon'}
+    """
+
+    name: ClassVar[str] = "reset"
+    usage: ClassVar[str] = "genqr_ensemble >> bm25 >> reset >> rerank(model=DIR)"
+
+    def transform(self, flow: Flow) -> Flow:
+        return flow.with_queries(flow.original)
+
+
+@runtime_checkable
+class VectorSearch(Protocol):
+    """What Rocchio needs of the stage it moves query vectors for (``dense`` has it)."""
+
+    depth: int
+
+    def encode_queries(self, queries: Queries) -> np.ndarray: ...
+
+    def document_vectors(self, doc_ids: list[str]) -> np.ndarray: ...
+
+    def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run: ...
+
+    def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
+                         candidates: Run) -> Run: ...
+
+
+class Rocchio(Composite):
+    """Rocchio pseudo-relevance feedback on dense vectors: ``rocchio(dense)``.
+
+    The query vector becomes ``alpha * q + beta * mean(top fb_docs document vectors)`` and the
+    dense stage searches again with it (or re-scores the ranking before, if there is one).
+
+    Example:
+        >>> pipe = build_pipeline("rocchio(dense, beta=0.5)", corpus)  # doctest: +SKIP
     """
 
     name: ClassVar[str] = "rocchio"
+    arity: ClassVar[int | None] = 1
+    usage: ClassVar[str] = "rocchio(dense)"
+    PARAMS: ClassVar[Params] = Params(
+        Param("alpha", float, 1.0, "weight of the original query vector"),
+        Param("beta", float, 0.75, "weight of the feedback documents' mean vector"),
+        Param("fb_docs", int, 5, "feedback documents", low=1),
+    )
 
-    def __init__(self, *, alpha: float = 1.0, beta: float = 0.75, fb_docs: int = 5,
-                 documents: DocumentLookup | None = None) -> None:
-        if fb_docs < 1:
-            raise PipelineError(f"rocchio: fb_docs must be at least 1, got {fb_docs}")
-        shown = {"alpha": alpha, "beta": beta, "fb_docs": fb_docs}
-        defaults = {"alpha": 1.0, "beta": 0.75, "fb_docs": 5}
-        super().__init__({k: v for k, v in shown.items() if defaults[k] != v}, documents)
-        self.alpha, self.beta, self.fb_docs = float(alpha), float(beta), fb_docs
+    def __init__(self, stages: list[Stage], **params: Any) -> None:
+        super().__init__(stages, **params)
+        if not isinstance(self.stages[0], VectorSearch):
+            raise PipelineError(f"rocchio moves dense query vectors: it takes a dense stage,"
+                                f" rocchio(dense), not {self.stages[0]}")
 
-    def feed(self, second: Stage, queries: Queries, candidates: Run | None) -> Run:
-        from cormorant.retrieval.dense import DenseRetriever
-
-        dense, k = second, None
-        if isinstance(dense, Cutoff):
-            dense, k = dense.stage, dense.k
-        if not isinstance(dense, DenseRetriever):
-            raise PipelineError(f"rocchio moves dense query vectors; it must come right before a"
-                                f" dense stage, not {second}")
-        qids = list(queries)
-        vectors = dense.query_encoder.encode_queries([queries[q] for q in qids])
-        _, rows = dense.index.search(vectors, self.fb_docs)
+    def transform(self, flow: Flow) -> Flow:
+        dense = self.stages[0]
+        assert isinstance(dense, VectorSearch)
+        qids = list(flow.queries)
+        vectors = dense.encode_queries(flow.queries)
+        first = dense.search_vectors(qids, vectors, self.settings["fb_docs"])
         moved = np.empty_like(vectors)
-        for i, row in enumerate(rows):
-            row = row[row >= 0]
-            centroid = dense._reconstruct(row.tolist()).mean(axis=0) if len(row) else 0.0
-            moved[i] = self.alpha * vectors[i] + self.beta * centroid
-        if candidates is not None:
-            run = dense.score_candidates(qids, moved, candidates)
-        else:
-            scores, found = dense.index.search(moved, dense.depth)
-            run = Run.from_arrays(qids, scores, found, dense.index.ids)
-        return run.topk(k) if k else run
+        for i, qid in enumerate(qids):
+            top = list(first.get(qid, {}))
+            centroid = dense.document_vectors(top).mean(axis=0) if top else 0.0
+            moved[i] = self.settings["alpha"] * vectors[i] + self.settings["beta"] * centroid
+        if flow.run is not None:
+            return flow.with_run(dense.score_candidates(qids, moved, flow.run))
+        return flow.with_run(dense.search_vectors(qids, moved, flow.depth(dense.depth)))
 
 
-def reformulator_names() -> list[str]:
-    """The registered reformulation stages."""
-    from cormorant import registry
+def language_model_stages(stage: Stage) -> list[LanguageModelStage]:
+    """The stages of ``stage`` that prompt a language model (a benchmark gives them one
+    shared model through their ``llm`` property)."""
+    found: list[LanguageModelStage] = []
+    for node in stage.walk():
+        if isinstance(node, LanguageModelStage):
+            found.append(node)
+        elif isinstance(node, GenQRFusion):
+            found.append(node.expander)
+    return found
 
-    return registry.names("cormorant.reformulators")
 
-
-__all__ = ["INSTRUCTIONS", "GenQREnsemble", "GenQRFusion", "ReasonExpansion", "Reformulator",
-           "Rocchio", "keywords", "reformulator_names"]
+__all__ = ["INSTRUCTIONS", "GenQREnsemble", "GenQRFusion", "LanguageModelStage",
+           "ReasonExpansion", "ResetQueries", "Rocchio", "VectorSearch", "keywords", "language_model_stages"]

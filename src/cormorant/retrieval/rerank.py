@@ -16,11 +16,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cormorant.errors import CormorantError, PipelineError
-from cormorant.pipeline import DEFAULT_DEPTH
-from cormorant.retrieval.base import Retriever
+from cormorant.errors import CormorantError
+from cormorant.params import Param, Params
+from cormorant.pipeline import Flow
+from cormorant.retrieval.base import QueryStage
 from cormorant.retrieval.encoders import model_fingerprint
-from cormorant.types import Corpus, Queries, Run
+from cormorant.types import Queries, Run
 
 log = logging.getLogger(__name__)
 
@@ -78,83 +79,34 @@ def load_cross_encoder(path: str, max_length: int | None = None) -> Any:
                              f" {str(exc).splitlines()[0]}") from None
 
 
-class RerankStage(Retriever):
-    """Re-scores the candidates of the stage before it with a cross-encoder (``rerank``).
+class RerankStage(QueryStage):
+    """Re-scores the ranking before it with a cross-encoder (``rerank``), reading each
+    candidate's text from the flow's documents. It holds no index.
 
     Example:
         >>> pipe = build_pipeline("dense % 50 >> rerank(model=models/ce)", corpus)  # doctest: +SKIP
     """
 
     name: ClassVar[str] = "rerank"
+    usage: ClassVar[str] = "bm25 % 100 >> rerank(model=DIR)"
+    PARAMS: ClassVar[Params] = Params(
+        Param("model", str, None, "cross-encoder folder (train one: cormorant train --kind"
+              " cross-encoder)", required=True),
+        Param("batch_size", int, 32, "pairs per batch", low=1),
+        Param("max_length", int, None, "tokens per (query, document) pair (default: the"
+              " model's)", nullable=True, low=1),
+    )
 
-    def __init__(self, scorer: CrossEncoderScorer, texts: Mapping[str, str],
-                 params: dict[str, Any], depth: int = DEFAULT_DEPTH) -> None:
-        super().__init__(params, depth)
-        self.scorer, self.texts = scorer, texts
-
-    @classmethod
-    def build(cls, corpus: Corpus, *, model: str | None = None, batch_size: int = 32,
-              max_length: int | None = None, depth: int = DEFAULT_DEPTH) -> RerankStage:
-        texts = {d.doc_id: d.contents for d in corpus}
-        return cls(_scorer(model, batch_size, max_length), texts,
-                   _params(model, max_length), depth)
-
-    @classmethod
-    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
-        return {**params, "fingerprint": model_fingerprint(str(params.get("model")))}
-
-    def retrieve(self, queries: Queries, k: int) -> Run:
-        raise PipelineError("rerank re-scores candidates; put a retriever before it,"
-                            " e.g. 'bm25 % 100 >> rerank(model=PATH)'")
-
-    def rescore(self, queries: Queries, candidates: Run) -> Run:
-        return self.scorer.score_run(queries, candidates, self.texts)
-
-    def save(self, directory: Path) -> dict[str, Any]:
-        return {"model": self.scorer.path, "fingerprint": self.scorer.fingerprint}
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.scorer = CrossEncoderScorer(self.settings["model"], self.settings["batch_size"],
+                                         self.settings["max_length"])
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,
-             batch_size: int = 32, max_length: int | None = None,
-             depth: int = DEFAULT_DEPTH) -> RerankStage:
-        from cormorant.index.docstore import FILENAME, DocStore
+    def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        return {**settings, "fingerprint": model_fingerprint(str(settings["model"]))}
 
-        scorer = _scorer(model or meta["model"], batch_size, max_length)
-        if scorer.fingerprint != meta.get("fingerprint"):
-            log.warning("cross-encoder %s differs from the one this index was built with",
-                        scorer.path)
-        return cls(scorer, _StoreTexts(DocStore(directory.parent / FILENAME)),
-                   _params(scorer.path, max_length), depth)
-
-
-class _StoreTexts(Mapping[str, str]):
-    """Document contents read on demand from an index's document store."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def __getitem__(self, doc_id: str) -> str:
-        doc = self.store.get(doc_id)
-        if doc is None:
-            raise KeyError(doc_id)
-        return doc.contents
-
-    def __contains__(self, doc_id: object) -> bool:
-        return isinstance(doc_id, str) and self.store.get(doc_id) is not None
-
-    def __iter__(self):  # noqa: ANN204
-        raise TypeError("document store texts are looked up by id, not iterated")
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-
-def _scorer(model: str | None, batch_size: int, max_length: int | None) -> CrossEncoderScorer:
-    if not model:
-        raise PipelineError("rerank needs model=PATH (a cross-encoder; train one with"
-                            " 'cormorant train --kind cross-encoder')")
-    return CrossEncoderScorer(str(model), batch_size=batch_size, max_length=max_length)
-
-
-def _params(model: str | None, max_length: int | None) -> dict[str, Any]:
-    return {k: v for k, v in {"model": model, "max_length": max_length}.items() if v is not None}
+    def transform(self, flow: Flow) -> Flow:
+        run = flow.ranking(self)
+        texts = flow.texts((d for docs in run.values() for d in docs), self)
+        return flow.with_run(self.scorer.score_run(flow.queries, run, texts))

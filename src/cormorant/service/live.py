@@ -218,7 +218,8 @@ class LiveIndex:
         if stage is None:
             raise CormorantError(f"pipeline {pipeline!r} is not served for index {self.name!r}")
         queries = {str(i): text for i, text in enumerate(texts)}
-        run = stage.search(queries, k=k)
+        # Stages that read text (rerank, feedback) see live writes through this index.
+        run = stage.search(queries, k=k, documents=self)
         return [run.ranked(str(i)) for i in range(len(texts))]
 
     def get(self, doc_id: str) -> Document | None:

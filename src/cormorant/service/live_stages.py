@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from cormorant.index.docstore import DocStore
-from cormorant.pipeline import Stage
+from cormorant.pipeline import Flow, Stage
+from cormorant.pipeline_syntax import Spec
 from cormorant.retrieval.base import Retriever
-from cormorant.retrieval.bm25 import BM25Retriever, _import_bm25s, _tokenizer
+from cormorant.retrieval.bm25 import BM25Retriever, analyzer, index_tokens
 from cormorant.retrieval.dense import DenseRetriever
 from cormorant.types import Document, Queries, Run
 
@@ -163,7 +164,7 @@ class BM25State(LiveState):
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         if self._tokenizer is None:
-            self._tokenizer = _tokenizer(self._settings["stemmer"], self._settings["stopwords"])
+            self._tokenizer = analyzer(self._settings)
         return [list(ids) for ids in self._tokenizer.streaming_tokenize(texts)]
 
     def _ensure_base_tokens(self) -> dict[str, list[int]]:
@@ -188,11 +189,8 @@ class BM25State(LiveState):
         if not ids:
             return None, live
         token_ids = [base[d] for d in ids[:len(ids) - len(live)]] + list(live.values())
-        bm25s = _import_bm25s()
-        s = self._settings
-        model = bm25s.BM25(k1=s["k1"], b=s["b"], method=s["method"])
-        model.index(self._tokenizer.to_tokenized_tuple(token_ids), show_progress=False)
-        return BM25Retriever(model, ids, dict(s)), live
+        model = index_tokens(self._tokenizer, token_ids, self._settings)
+        return BM25Retriever(model, ids, dict(self._settings)), live
 
     def commit(self, prepared: tuple[BM25Retriever | None, dict[str, list[int]]]) -> None:
         self.current, self._live_tokens = prepared
@@ -215,29 +213,36 @@ class BM25State(LiveState):
 class LiveStage(Stage):
     """A loaded leaf that answers through its stored stage's live state."""
 
+    stores_index = True
+
     def __init__(self, inner: Retriever, state: LiveState) -> None:
         self.inner, self.state = inner, state
+        self.settings = inner.settings
 
-    def transform(self, queries: Queries, candidates: Run | None) -> Run:
-        if candidates is None:
-            return self.state.retrieve(self.inner, queries, self.inner.depth)
-        return self.state.rescore(self.inner, queries, candidates)
+    def transform(self, flow: Flow) -> Flow:
+        if flow.run is None:
+            return flow.with_run(self.state.retrieve(self.inner, flow.queries,
+                                                     flow.depth(self.inner.depth)))
+        return flow.with_run(self.state.rescore(self.inner, flow.queries, flow.run))
 
-    def __str__(self) -> str:
-        return str(self.inner)
+    def spec(self) -> Spec:
+        return self.inner.spec()
 
 
 class LockedStage(Stage):
     """A read-only leaf whose library may not be thread-safe (Pyserini's JVM searcher, token
     encoders): one search at a time."""
 
+    stores_index = True
+
     def __init__(self, inner: Retriever) -> None:
         self.inner = inner
+        self.settings = inner.settings
         self._lock = threading.Lock()
 
-    def transform(self, queries: Queries, candidates: Run | None) -> Run:
+    def transform(self, flow: Flow) -> Flow:
         with self._lock:
-            return self.inner.transform(queries, candidates)
+            return self.inner.transform(flow)
 
-    def __str__(self) -> str:
-        return str(self.inner)
+    def spec(self) -> Spec:
+        return self.inner.spec()

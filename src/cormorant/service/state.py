@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 from cormorant.errors import CormorantError
 from cormorant.index.format import read_meta
-from cormorant.pipeline_syntax import leaves, parse
-from cormorant.retrieval.assemble import reformulator_class, retriever_class
+from cormorant.retrieval.assemble import validate
 from cormorant.service.auth import KeyRing
 from cormorant.service.batching import BatchingEncoder
 from cormorant.service.live import LiveIndex
@@ -149,7 +148,6 @@ def check_settings(settings: ServiceSettings) -> None:
         try:
             read_meta(config.path, verify=False)
             for text in config.pipelines:
-                for leaf in leaves(parse(text)):
-                    reformulator_class(leaf.name) or retriever_class(leaf.name)
+                validate(text)
         except CormorantError as exc:
             raise CormorantError(f"index {name!r}: {exc}") from None

@@ -193,7 +193,7 @@ def round_trip_filter(result: SynthResult, retriever: Stage, k: int,
     for start in tqdm(range(0, len(qids), batch), desc="round-trip filter", unit="batch",
                       disable=not progress):
         chunk = {q: result.queries[q] for q in qids[start:start + batch]}
-        run = retriever.transform(chunk, None).topk(k)
+        run = retriever.search(chunk, k)
         for q in chunk:
             if result.source[q] in run.get(q, {}):
                 kept.queries[q] = result.queries[q]

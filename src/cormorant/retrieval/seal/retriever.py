@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import IndexFormatError, PipelineError
-from cormorant.pipeline import DEFAULT_DEPTH
+from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.seal.constrained import (
     TITLE_LENGTH,
@@ -45,11 +45,6 @@ from cormorant.types import Corpus, Queries, Run
 log = logging.getLogger(__name__)
 IDS_FILE = "doc_ids.json"
 UNIGRAMS = 5000  # first-step tokens kept as unigram keys (the paper's top 5000)
-_DEFAULTS: dict[str, Any] = {"beams": 15, "max_length": 10, "alpha": 2.0, "beta": 0.8,
-                             "smoothing": 5.0, "unigrams": UNIGRAMS, "query_ngrams": True,
-                             "shard_tokens": SHARD_TOKENS, "titles": False}
-
-
 class SealRetriever(Retriever):
     """Generative retrieval over a suffix array of the corpus (``seal``).
 
@@ -59,44 +54,45 @@ class SealRetriever(Retriever):
     """
 
     name: ClassVar[str] = "seal"
+    PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
+        Param("model", str, None, "generator: a local Hugging Face causal or seq2seq folder"
+              " (default SmolLM2-135M); any with the index's tokenizer", nullable=True),
+        Param("beams", int, 15, "beams of constrained decoding", low=1),
+        Param("max_length", int, 10, "longest generated n-gram, in tokens", low=1),
+        Param("alpha", float, 2.0, "n-gram weight exponent", positive=True),
+        Param("beta", float, 0.8, "weight of n-grams absent from the query", low=0, high=1),
+        Param("smoothing", float, 5.0, "corpus-frequency smoothing", positive=True),
+        Param("unigrams", int, UNIGRAMS, "first-step tokens kept as unigram keys", low=0),
+        Param("query_ngrams", bool, True, "also score n-grams copied from the query"),
+        Param("titles", bool, False, "decode title keys as well as body n-grams"),
+        Param("shard_tokens", int, SHARD_TOKENS, "tokens per suffix-array shard (memory of a"
+              " build: about 9 bytes a token)", when=BUILD, low=1),
+    )
 
     def __init__(self, generator: Generator, index: ShardedIndex, doc_ids: list[str],
-                 params: dict[str, Any], depth: int = DEFAULT_DEPTH,
-                 model_path: str | None = None) -> None:
-        super().__init__(params, depth)
+                 settings: dict[str, Any], model_path: str | None = None) -> None:
+        super().__init__(settings)
         self.generator, self.index, self.doc_ids = generator, index, doc_ids
         self.model_path = model_path
-        options = {**_DEFAULTS, **{k: v for k, v in params.items() if k in _DEFAULTS}}
-        _check_options(options)
-        self.decode = DecodeSettings(beams=int(options["beams"]),
-                                     max_length=int(options["max_length"]),
-                                     returned=int(options["beams"]))
-        self.scoring = ScoringSettings(smoothing=float(options["smoothing"]),
-                                       alpha=float(options["alpha"]),
-                                       beta=float(options["beta"]))
-        self.unigrams = int(options["unigrams"])
-        self.query_ngrams = bool(options["query_ngrams"])
-        self.titles = bool(options["titles"])
+        self.decode = DecodeSettings(beams=settings["beams"], max_length=settings["max_length"],
+                                     returned=settings["beams"])
+        self.scoring = ScoringSettings(smoothing=settings["smoothing"], alpha=settings["alpha"],
+                                       beta=settings["beta"])
+        self.unigrams = settings["unigrams"]
+        self.query_ngrams = settings["query_ngrams"]
+        self.titles = settings["titles"]
         self.title_decode = DecodeSettings(beams=self.decode.beams, max_length=TITLE_LENGTH,
                                            returned=self.decode.beams)
 
     # ---------------------------------------------------------------------- index life
     @classmethod
-    def build(cls, corpus: Corpus, *, model: str | None = None, beams: int = 15,
-              max_length: int = 10, alpha: float = 2.0, beta: float = 0.8,
-              smoothing: float = 5.0, unigrams: int = UNIGRAMS, query_ngrams: bool = True,
-              shard_tokens: int = SHARD_TOKENS, titles: bool = False,
-              depth: int = DEFAULT_DEPTH) -> SealRetriever:
+    def create(cls, corpus: Corpus, settings: dict[str, Any]) -> SealRetriever:
         """Tokenize the corpus with the generator's tokenizer and suffix-sort it, in shards of
         at most ``shard_tokens`` tokens (the memory a build needs: about 9 bytes a token of
         one shard; see :mod:`cormorant.retrieval.seal.sharded`)."""
         from tqdm import tqdm
 
-        params = _params(model=model, beams=beams, max_length=max_length, alpha=alpha,
-                         beta=beta, smoothing=smoothing, unigrams=unigrams,
-                         query_ngrams=query_ngrams, shard_tokens=shard_tokens, titles=titles)
-        _check_options({**_DEFAULTS, **params})
-        path = resolve_generator(model)
+        path = resolve_generator(settings["model"])
         generator = Generator.load(path)
         doc_ids: list[str] = []
 
@@ -106,8 +102,8 @@ class SealRetriever(Retriever):
                 doc_ids.append(doc.doc_id)
                 yield generator.tokenize(generator.document_text(doc.title, doc.text))
 
-        index = ShardedIndex.build(documents(), generator.vocab_size, int(shard_tokens))
-        return cls(generator, index, doc_ids, params, depth, path)
+        index = ShardedIndex.build(documents(), generator.vocab_size, settings["shard_tokens"])
+        return cls(generator, index, doc_ids, settings, path)
 
     def save(self, directory: Path) -> dict[str, Any]:
         meta = self.index.save(directory)
@@ -117,12 +113,8 @@ class SealRetriever(Retriever):
                 "generator": self.model_path}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], *, model: str | None = None,
-             beams: int = 15, max_length: int = 10, alpha: float = 2.0, beta: float = 0.8,
-             smoothing: float = 5.0, unigrams: int = UNIGRAMS, query_ngrams: bool = True,
-             shard_tokens: int = SHARD_TOKENS, titles: bool = False,
-             depth: int = DEFAULT_DEPTH) -> SealRetriever:
-        path = resolve_generator(model)
+    def open(cls, directory: Path, meta: dict[str, Any], settings: dict[str, Any]) -> SealRetriever:
+        path = resolve_generator(settings["model"])
         generator = Generator.load(path)
         if tokenizer_fingerprint(generator.tokenizer) != meta["tokenizer"]:
             raise PipelineError(f"index {directory.parent} was built with the tokenizer of"
@@ -133,16 +125,13 @@ class SealRetriever(Retriever):
             doc_ids = json.loads((directory / IDS_FILE).read_text())
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"{directory}: cannot read document ids ({exc})") from None
-        params = _params(model=model, beams=beams, max_length=max_length, alpha=alpha,
-                         beta=beta, smoothing=smoothing, unigrams=unigrams,
-                         query_ngrams=query_ngrams, shard_tokens=shard_tokens, titles=titles)
-        return cls(generator, index, doc_ids, params, depth, path)
+        return cls(generator, index, doc_ids, settings, path)
 
     @classmethod
-    def identity(cls, params: dict[str, Any]) -> dict[str, Any]:
+    def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
         from cormorant.retrieval.encoders import model_fingerprint
 
-        return {**params, "fingerprint": model_fingerprint(resolve_generator(params.get("model")))}
+        return {**settings, "fingerprint": model_fingerprint(resolve_generator(settings["model"]))}
 
     # ------------------------------------------------------------------------- search
     def retrieve(self, queries: Queries, k: int) -> Run:
@@ -239,21 +228,3 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A hash of the tokenizer's vocabulary: equal vocabularies index a corpus identically."""
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
     return hashlib.sha256(vocab.encode()).hexdigest()[:16]
-
-
-def _params(**given: Any) -> dict[str, Any]:
-    """What differs from the defaults: the stage's string form, ``seal(model=DIR, beams=5)``."""
-    return {k: v for k, v in given.items() if v is not None and _DEFAULTS.get(k, None) != v}
-
-
-def _check_options(options: dict[str, Any]) -> None:
-    checks = [(int(options["beams"]) >= 1, "beams must be at least 1"),
-              (int(options["max_length"]) >= 1, "max_length must be at least 1"),
-              (float(options["alpha"]) > 0, "alpha must be positive"),
-              (0 <= float(options["beta"]) <= 1, "beta must be in [0, 1]"),
-              (float(options["smoothing"]) > 0, "smoothing must be positive"),
-              (int(options["unigrams"]) >= 0, "unigrams must be 0 or more"),
-              (int(options["shard_tokens"]) >= 1, "shard_tokens must be at least 1")]
-    for ok, message in checks:
-        if not ok:
-            raise PipelineError(f"seal: {message}")
