@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import PipelineError
-from cormorant.index.cache import corpus_embeddings
+from cormorant.index.embeddings import corpus_embeddings
 from cormorant.index.faiss_index import FaissIndex
 from cormorant.pipeline import DEFAULT_DEPTH
 from cormorant.retrieval.base import Retriever
