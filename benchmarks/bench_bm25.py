@@ -34,11 +34,10 @@ def start_bm25s() -> Callable[..., Any]:
 
 
 def start_lucene() -> Callable[..., Any]:
-    from cormorant.retrieval.lucene import LuceneBM25Retriever, prepare_java
+    from cormorant.retrieval.lucene import LuceneBM25Retriever, import_pyserini
 
-    prepare_java()
-    import pyserini.index.lucene  # noqa: F401  (loads the JVM)
-    import pyserini.search.lucene  # noqa: F401
+    import_pyserini("index.lucene")  # loads the JVM
+    import_pyserini("search.lucene")
 
     return LuceneBM25Retriever.build
 

@@ -3,7 +3,7 @@ import pytest
 
 from cormorant.data import load_dataset
 from cormorant.errors import PipelineError
-from cormorant.index import cache
+from cormorant.index import embeddings
 from cormorant.retrieval.assemble import build_pipeline, open_index, save_index
 from cormorant.retrieval.dense import DenseRetriever
 from cormorant.retrieval.encoders import Encoder, SentenceTransformerEncoder
@@ -47,7 +47,7 @@ def test_embeddings_are_cached_and_reused(tiny_encoder, beir_dir, isolated_cache
     def no_encoding(*args, **kwargs):
         raise AssertionError("encoded again despite the cache")
 
-    monkeypatch.setattr(cache, "_encode_all", no_encoding)
+    monkeypatch.setattr(embeddings, "_encode_all", no_encoding)
     again = DenseRetriever.build(ds.corpus, model=str(tiny_encoder))
     assert len(again.index.ids) == 6
 
@@ -62,7 +62,7 @@ def test_interrupted_encoding_leaves_no_cache_entry(tiny_encoder, beir_dir, isol
 
     monkeypatch.setattr(encoder, "encode_documents", crash)
     with pytest.raises(KeyboardInterrupt):
-        cache.corpus_embeddings(encoder, ds.corpus)
+        embeddings.corpus_embeddings(encoder, ds.corpus)
     assert list((isolated_cache / "embeddings").iterdir()) == []
 
 

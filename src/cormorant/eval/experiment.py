@@ -18,7 +18,6 @@ Leaves shared by several pipelines are built once per dataset, and every run is 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -240,7 +239,3 @@ def _mean(values: Any) -> float:
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in text).strip("_")
-
-
-def result_json(result: ExperimentResult) -> str:
-    return json.dumps(result.to_json(), indent=2)

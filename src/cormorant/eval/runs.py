@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
-from cormorant.data.files import atomic_write
-from cormorant.index.cache import cache_dir
+from cormorant import cache
 from cormorant.types import Dataset, Run, Split
+
+KIND = "runs"
+RUN, META = "run.trec", "meta.json"
 
 
 def run_key(dataset: Dataset, split_name: str, split: Split, pipeline_identity: Any,
@@ -25,25 +26,28 @@ def run_key(dataset: Dataset, split_name: str, split: Split, pipeline_identity: 
     from cormorant import __version__
 
     # The version is part of the key: a new release may rank differently for the same input.
-    payload = {"version": __version__, "corpus": dataset.corpus.fingerprint,
-               "split": split_name, "queries": queries, "excluded": excluded,
-               "pipeline": pipeline_identity, "depth": depth}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return cache.key({"version": __version__, "corpus": dataset.corpus.fingerprint,
+                      "split": split_name, "queries": queries, "excluded": excluded,
+                      "pipeline": pipeline_identity, "depth": depth})
 
 
 class RunCache:
-    """TREC runs plus their timing, under ``$CORMORANT_CACHE/runs``."""
+    """TREC runs plus their timing: one folder per run in the cache (kind ``runs``).
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root or cache_dir() / "runs"
+    Example:
+        >>> runs = RunCache()  # doctest: +SKIP
+        >>> runs.put(key, run, {"search_s": 1.5})  # doctest: +SKIP
+        >>> runs.get(key)  # doctest: +SKIP
+        (Run(...), {'search_s': 1.5})
+    """
 
     def get(self, key: str) -> tuple[Run, dict[str, float]] | None:
-        trec, meta = self.root / f"{key}.trec", self.root / f"{key}.json"
-        if not (trec.is_file() and meta.is_file()):
+        folder = cache.lookup(KIND, key)
+        if folder is None:
             return None
         try:
-            info = json.loads(meta.read_text())
-            run = Run.from_trec(trec)
+            info = json.loads((folder / META).read_text())
+            run = Run.from_trec(folder / RUN)
         except (ValueError, OSError):
             return None  # a damaged entry is recomputed, never trusted
         for qid in info.get("queries", []):
@@ -51,7 +55,6 @@ class RunCache:
         return run, info["timing"]
 
     def put(self, key: str, run: Run, timing: dict[str, float]) -> None:
-        # The TREC file first: an entry counts only once its JSON, written last, exists.
-        run.to_trec(self.root / f"{key}.trec")
-        with atomic_write(self.root / f"{key}.json") as handle:
-            json.dump({"timing": timing, "queries": sorted(run)}, handle)
+        with cache.write(KIND, key, directory=True) as tmp:
+            run.to_trec(tmp / RUN)
+            (tmp / META).write_text(json.dumps({"timing": timing, "queries": sorted(run)}))

@@ -3,7 +3,7 @@
 
 A spec string ``"<backend>:<model>"`` picks one; options go as keyword arguments. Every model
 :func:`load_llm` returns is wrapped in a :class:`~cormorant.llm.cache.CachedModel`, so each
-generation is computed once and replayed from ``$CORMORANT_CACHE/generations.sqlite``.
+generation is computed once and replayed from the cache (:func:`default_store`).
 
 Example:
     >>> lm = load_llm("echo", cache=False)
@@ -20,13 +20,13 @@ from typing import Any
 from cormorant import registry
 from cormorant.errors import CormorantError
 from cormorant.llm.base import GenerationParams, LanguageModel, cut_at_stop
-from cormorant.llm.cache import CachedModel, GenerationCache, generation_key
+from cormorant.llm.cache import CachedModel, GenerationCache, default_store, generation_key
 
 GROUP = "cormorant.llms"
 DEFAULT_LLM = "transformers:smollm2"
 
 __all__ = ["GenerationParams", "LanguageModel", "CachedModel", "GenerationCache", "cut_at_stop",
-           "generation_key", "load_llm", "parse_spec", "weights_fingerprint", "DEFAULT_LLM"]
+           "default_store", "generation_key", "load_llm", "parse_spec", "weights_fingerprint", "DEFAULT_LLM"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -74,7 +74,8 @@ def load_llm(spec: str | LanguageModel = DEFAULT_LLM, *, cache: bool | str | Pat
 
     Args:
         spec: ``<backend>:<model>``, or an already built model (then only wrapped).
-        cache: True for ``$CORMORANT_CACHE/generations.sqlite``, a path, or False for none.
+        cache: True for the shared store in the cache (kind ``generations``), a path, or
+            False for none.
         offline: fail on a cache miss instead of generating.
         **options: the backend's own keyword arguments (``base_url``, ``chat``, ``timeout``...).
     """
@@ -95,7 +96,5 @@ def load_llm(spec: str | LanguageModel = DEFAULT_LLM, *, cache: bool | str | Pat
     if cache is False:
         return lm
     if cache is True:
-        from cormorant.index.cache import cache_dir
-
-        cache = cache_dir() / "generations.sqlite"
+        cache = default_store()
     return CachedModel(lm, cache, offline=offline)

@@ -1,6 +1,9 @@
 """Every generation on disk, so an evaluation re-runs identically and offline.
 
-One SQLite file holds rows keyed by sha256 of (model identity, prompt, decoding settings).
+One SQLite file holds rows keyed by sha256 of (model identity, prompt, decoding settings). The
+shared one (:func:`default_store`) is the ``generations`` entry of :mod:`cormorant.cache`:
+marked used whenever it is opened, and, like every entry, evicted whole only when the cache
+is over its limit and everything else was used more recently.
 A :class:`CachedModel` wraps any backend: it answers hits from the file and sends only the
 misses to the model, in one batch.
 
@@ -15,25 +18,42 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from cormorant import cache as disk_cache
 from cormorant.llm.base import GenerationParams, LanguageModel
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS generations (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, prompt TEXT NOT NULL, params TEXT NOT NULL,
     text TEXT NOT NULL, created REAL NOT NULL)"""
+DB_NAME = "generations.sqlite"
+SQLITE_FILES = ("", "-wal", "-shm")  # a WAL database is these files together
+
+
+def default_store() -> Path:
+    """The shared generation store, ``$CORMORANT_CACHE/generations/default/generations.sqlite``.
+
+    A store from before the cache had kinds (``$CORMORANT_CACHE/generations.sqlite``) is
+    moved in, because its generations are the slowest thing to compute again.
+    """
+    db = disk_cache.store("generations", "default") / DB_NAME
+    legacy = disk_cache.root() / DB_NAME
+    if legacy.is_file() and not db.exists():
+        for suffix in SQLITE_FILES:
+            if Path(f"{legacy}{suffix}").exists():
+                os.replace(f"{legacy}{suffix}", f"{db}{suffix}")
+    return db
 
 
 def generation_key(model: str, prompt: str, params: GenerationParams) -> str:
     """The cache key of one generation: any change to model, prompt or settings changes it."""
-    payload = json.dumps([model, prompt, params.key()], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return disk_cache.key([model, prompt, params.key()], length=64)
 
 
 class GenerationCache:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,17 +63,18 @@ def file_digest(path: Path) -> str:
 
 
 def _converted(gguf: Path) -> Path:
-    from cormorant.index.cache import cache_dir
+    from cormorant import cache
 
-    target = cache_dir() / "llm" / f"{gguf.stem}-{file_digest(gguf)[:16]}"
-    if (target / "config.json").is_file():
+    name = f"{gguf.stem}-{file_digest(gguf)[:16]}"
+    target = cache.lookup("models", name)
+    if target is not None and (target / "config.json").is_file():
         return target
     transformers = _transformers()
     try:
         import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF)
     except ModuleNotFoundError as exc:
         raise MissingExtraError("loading a GGUF model with transformers", "llm", exc) from None
-    log.info("converting %s into %s (once)", gguf, target)
+    log.info("converting %s into the cache (once)", gguf)
     tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent),
                                                               gguf_file=gguf.name)
@@ -83,12 +83,10 @@ def _converted(gguf: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(target)  # a crash mid-save leaves only the .tmp folder behind
-    return target
+    with cache.write("models", name, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return cache.entry("models", name)
 
 
 def load_model_folder(path: str, dtype: Any = None, what: str = "language model"

@@ -8,7 +8,6 @@ and the oracle that approximate multi-vector retrieval (MUVERA) is measured agai
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -17,9 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cormorant import cache
 from cormorant.errors import IndexFormatError, PipelineError
-from cormorant.index.cache import cache_dir
-from cormorant.index.format import atomic_directory
 from cormorant.index.token_store import OFFSETS, TOKENS, TokenStore, write_token_store
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
@@ -215,10 +213,9 @@ class ChamferRetriever(Retriever):
 
 def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus) -> Path:
     """The corpus's token store, encoded once per (encoder, corpus) and cached on disk."""
-    key = hashlib.sha256(json.dumps({"encoder": encoder.settings, "corpus": corpus.fingerprint},
-                                    sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir() / "tokens" / key
-    if (path / IDS).is_file():
+    key = cache.key({"encoder": encoder.settings, "corpus": corpus.fingerprint})
+    path = cache.lookup("tokens", key)
+    if path is not None and (path / IDS).is_file():
         return path
     doc_ids: list[str] = []
 
@@ -231,10 +228,10 @@ def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus) -> Path:
                 yield from encoder.encode_documents([d.contents for d in batch])
                 bar.update(len(batch))
 
-    with atomic_directory(path, overwrite=True) as tmp:
+    with cache.write("tokens", key, directory=True) as tmp:
         write_token_store(tmp, matrices(), encoder.dim)
         (tmp / IDS).write_text(json.dumps(doc_ids))
-    return path
+    return cache.entry("tokens", key)
 
 
 __all__ = ["ChamferRetriever", "cached_token_store", "chamfer_scores", "exact_search",

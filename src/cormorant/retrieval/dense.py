@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import CormorantError, PipelineError
-from cormorant.index.cache import corpus_embeddings
+from cormorant.index.embeddings import corpus_embeddings
 from cormorant.index.faiss_index import FaissIndex
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever

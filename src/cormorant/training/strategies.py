@@ -240,7 +240,7 @@ class ADORE(Strategy):
     name: ClassVar[str] = "adore"
 
     def plan(self, ctx: Context, model: Any) -> Plan:
-        from cormorant.index.cache import corpus_embeddings
+        from cormorant.index.embeddings import corpus_embeddings
         from cormorant.retrieval.encoders import SentenceTransformerEncoder
         from cormorant.training.losses import ADORELoss
 
@@ -358,7 +358,7 @@ class DistillQuery(Strategy):
         return student
 
     def plan(self, ctx: Context, model: Any) -> Plan:
-        from cormorant.index.cache import corpus_embeddings
+        from cormorant.index.embeddings import corpus_embeddings
         from cormorant.retrieval.encoders import SentenceTransformerEncoder
         from cormorant.training.losses import QueryDistillLoss
 

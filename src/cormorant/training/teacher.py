@@ -20,9 +20,9 @@ from typing import Protocol
 
 import numpy as np
 
-from cormorant.data.files import atomic_write, iter_jsonl
+from cormorant import cache
+from cormorant.data.files import iter_jsonl
 from cormorant.errors import DataError
-from cormorant.index.cache import cache_dir
 from cormorant.training.data import TrainingSet
 from cormorant.training.losses import DEFAULT_SCALE
 
@@ -62,7 +62,7 @@ class BiEncoderTeacher:
 
     def vectors(self, data: TrainingSet) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(query id -> vector, doc id -> vector) for every training query and corpus document."""
-        from cormorant.index.cache import corpus_embeddings
+        from cormorant.index.embeddings import corpus_embeddings
 
         docs = corpus_embeddings(self.encoder, data.corpus)
         doc_vectors = {d.doc_id: docs[i] for i, d in enumerate(data.corpus)}
@@ -135,20 +135,24 @@ def is_cross_encoder(path: Path) -> bool:
 
 
 def cached_scores(teacher: Teacher, data: TrainingSet, pairs: list[Pair]) -> np.ndarray:
-    """``teacher``'s scores for ``pairs``, computed once and kept in the cache directory."""
-    digest = hashlib.sha256(teacher.fingerprint.encode())
-    digest.update(data.corpus.fingerprint.encode())
+    """``teacher``'s scores for ``pairs``, computed once and kept in the cache (``teacher``)."""
+    # The pairs are hashed as a stream: TAS-Balanced scores hundreds of thousands of them.
+    digest = hashlib.sha256()
     for q, d in pairs:
         digest.update(f"{q}\0{data.queries[q]}\0{d}\1".encode())
-    path = cache_dir() / "teacher" / f"{digest.hexdigest()[:24]}.npy"
-    if path.is_file():
-        scores = np.load(path)
-        if scores.shape == (len(pairs),):
-            log.info("teacher scores from cache %s", path)
-            return scores
+    name = cache.key({"teacher": teacher.fingerprint, "corpus": data.corpus.fingerprint,
+                      "pairs": digest.hexdigest()}) + ".npy"
+    path = cache.lookup("teacher", name)
+    if path is not None:
+        try:
+            scores = np.load(path)
+            if scores.shape == (len(pairs),):
+                log.info("teacher scores from cache %s", path)
+                return scores
+        except (ValueError, OSError):
+            log.warning("ignoring unreadable cache entry %s", path)
     log.info("scoring %d pairs with the teacher", len(pairs))
     scores = np.asarray(teacher.score_pairs(data, pairs), dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as handle:
-        np.save(handle, scores)
+    with cache.write("teacher", name) as tmp:
+        np.save(tmp, scores)
     return scores
