@@ -244,3 +244,11 @@ def test_a_stage_from_another_package_works_in_strings_eval_and_the_service(
                              json={"query": "vitamin d", "k": 3, "pipeline": text})
         assert answer.status_code == 200, answer.text
         assert answer.json()["results"][0]["hits"][0]["score"] >= 1.5
+
+
+def test_the_readmes_stage_table_is_generated_from_the_declarations() -> None:
+    from cormorant.stage_help import END, START, markdown_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split(START, 1)[1].split(END, 1)[0]
+    assert block.strip() == markdown_table(), "run: python -m cormorant.stage_help README.md"

@@ -76,7 +76,8 @@ def make_tokenizer(stemmer: str | None, stopwords: str | None) -> Any:
 
 
 class BM25Retriever(Retriever):
-    """BM25 over an in-memory sparse index (``bm25``).
+    """BM25 in process with bm25s (``bm25``): Lucene's BM25 variant, Snowball stemming, English
+    stop words, Pyserini's BEIR settings.
 
     Example:
         >>> from cormorant.types import Corpus, Document

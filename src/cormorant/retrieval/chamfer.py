@@ -127,7 +127,8 @@ def token_blocks(offsets: np.ndarray) -> list[tuple[int, int]]:
 
 
 class ChamferRetriever(Retriever):
-    """Exact MaxSim over stored token vectors (``chamfer``).
+    """Exact late interaction (``chamfer``): MaxSim over stored float16 token vectors, the
+    oracle for ``muvera``; the model is a sentence-transformers folder or a ColBERT checkpoint.
 
     Example:
         >>> exact = ChamferRetriever.build(corpus)  # doctest: +SKIP

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class DenseRetriever(Retriever):
-    """Queries and documents embedded by one encoder, searched in a FAISS index (``dense``).
+    """Queries and documents embedded by one encoder, searched in a FAISS inner-product index
+    (``dense``). A query tower from ``train --negatives adore/distill-query`` brings its
+    document encoder.
 
     Example:
         >>> dense = DenseRetriever.build(corpus, model="/models/my-encoder", index="hnsw")  # doctest: +SKIP

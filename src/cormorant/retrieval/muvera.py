@@ -137,7 +137,9 @@ def ball_carve(query: np.ndarray, threshold: float) -> np.ndarray:
 
 
 class MuveraRetriever(ChamferRetriever):
-    """FDE candidates from FAISS, re-ranked by exact Chamfer (``muvera``).
+    """MUVERA (``muvera``): fixed-dimensional encodings of token vectors in FAISS; the FDE top
+    ``candidates`` re-ranked by exact Chamfer against the token store. Defaults (10,240 dims)
+    were chosen in docs/benchmarks.md.
 
     Example:
         >>> muvera = MuveraRetriever.build(corpus, candidates=200)  # doctest: +SKIP

@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 IDS_FILE = "doc_ids.json"
 UNIGRAMS = 5000  # first-step tokens kept as unigram keys (the paper's top 5000)
 class SealRetriever(Retriever):
-    """Generative retrieval over a suffix array of the corpus (``seal``).
+    """Generative retrieval (SEAL, ``seal``): constrained beam search writes corpus n-grams,
+    kept real by a suffix array of the corpus; documents are scored by the n-grams they hold.
+    Needs the ``[seal]`` extra; train a generator with ``cormorant train --kind seal``; see
+    docs/seal.md.
 
     Example:
         >>> seal = SealRetriever.build(corpus, model="/models/tiny-llama")  # doctest: +SKIP
