@@ -38,7 +38,7 @@ from typing import Any
 from cormorant.training.budget import Deadline, budget_record, planned_if_stopped
 from cormorant.training.config import TrainConfig
 from cormorant.training.evaluation import DevEvaluator, DevSet, cross_encoder_scorer
-from cormorant.training.strategies import Context, _epochs, epoch_share, negatives_for
+from cormorant.training.strategies import Context, epoch_share, negatives_for, passes
 
 log = logging.getLogger(__name__)
 DEFAULT_NEGATIVES = "bm25"
@@ -61,8 +61,8 @@ def train_cross_encoder(config: TrainConfig, deadline: Deadline | None = None) -
     from cormorant.training.trainer import (
         CSVLogger,
         TrainResult,
-        _last_checkpoint,
         hardware,
+        last_checkpoint,
         prepare_out,
         split_dev,
         training_arguments,
@@ -89,7 +89,7 @@ def train_cross_encoder(config: TrainConfig, deadline: Deadline | None = None) -
     # A step scores about --batch-size pairs either way: a listwise row is a whole group.
     batch = max(2, config.batch_size // (1 + mined + in_batch)) if listwise \
         else config.batch_size
-    per_epoch = len(rows["query"]) // _epochs(config)
+    per_epoch = len(rows["query"]) // passes(config)
     args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
                               every=config.eval_steps or max(1, math.ceil(per_epoch / batch)),
                               learning_rate=config.peak_learning_rate, share=epoch_share(config),
@@ -103,7 +103,7 @@ def train_cross_encoder(config: TrainConfig, deadline: Deadline | None = None) -
                                   loss=loss, evaluator=evaluator,
                                   callbacks=with_budget(csv_log, budget))
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
+    trainer.train(resume_from_checkpoint=last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     model.max_seq_length = CROSS_ENCODER_MAX_LENGTH
     summary = {"kind": "cross-encoder", "negatives": method, "loss": config.cross_encoder_loss,
@@ -173,7 +173,7 @@ def _draws(data: Any, negatives: Any, per_query: int, config: TrainConfig, fill:
     to ``per_query`` with random documents not judged relevant."""
     rng = random.Random(config.seed)
     doc_ids = list(data.texts)
-    for _ in range(_epochs(config)):
+    for _ in range(passes(config)):
         for qid, text in data.queries.items():
             positive = rng.choice(data.positives[qid])
             pool = negatives.ids(qid)

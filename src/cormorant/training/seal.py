@@ -72,8 +72,8 @@ def train_seal(config: TrainConfig, deadline: Deadline | None = None) -> Any:
     from cormorant.training.trainer import (
         CSVLogger,
         TrainResult,
-        _last_checkpoint,
         hardware,
+        last_checkpoint,
         prepare_out,
         split_dev,
         training_arguments,
@@ -115,7 +115,7 @@ def train_seal(config: TrainConfig, deadline: Deadline | None = None) -> Any:
                       data_collator=Collator(generator.tokenizer.pad_token_id),
                       callbacks=with_budget(csv_log, budget))
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
+    trainer.train(resume_from_checkpoint=last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     generator.model.eval()
     history = [{"step": e["step"], "loss": round(e["eval_loss"], 4)}

@@ -158,7 +158,7 @@ def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
         starting_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     budget = deadline.callback(evaluation_s)
     trainer, losses = _trainer(config, model, plan, evaluator, work, budget)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
+    trainer.train(resume_from_checkpoint=last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     model.max_seq_length = full_length
     summary = {"strategy": name, "seconds": round(seconds, 1), **plan.notes,
@@ -286,7 +286,9 @@ def _reporters() -> list[str]:
     return ["tensorboard"]
 
 
-def _last_checkpoint(work: Path) -> str | None:
+def last_checkpoint(work: Path) -> str | None:
+    """The newest Trainer checkpoint under ``work`` (what ``--resume`` continues from), or
+    None with a warning when there is none."""
     checkpoints = sorted((work / "checkpoints").glob("checkpoint-*"),
                          key=lambda p: int(p.name.split("-")[1]))
     if not checkpoints:
