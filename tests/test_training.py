@@ -428,6 +428,56 @@ def test_dev_view_keeps_the_best_judged_positives_of_a_query_with_many(data: Tra
 
 # --- the command line and bad input ----------------------------------------------------------
 
+def test_every_kind_is_found_by_its_name_and_an_unknown_one_is_refused() -> None:
+    from cormorant.errors import CormorantError
+    from cormorant.training.kinds import KINDS, training_kind
+
+    assert {name: training_kind(name).name for name in KINDS} == {n: n for n in KINDS}
+    with pytest.raises(CormorantError, match="--kind must be one of bi-encoder, cross-encoder"):
+        training_kind("colbert")
+
+
+def test_train_command_has_one_option_per_declared_flag_with_its_help() -> None:
+    """The command line is generated from TrainConfig: each flagged field is an option (a
+    switch can also be turned off), named as in the README, with the field's help."""
+    import dataclasses
+
+    import typer
+
+    from cormorant.cli import app
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["train"].params}
+    flagged = [f for f in dataclasses.fields(TrainConfig) if f.metadata["cli"]]
+    assert len(flagged) == 21 and set(params) == {f.name for f in flagged} | {"config"}
+    for field in flagged:
+        option = params[field.name]
+        assert f"--{field.name.replace('_', '-')}" in option.opts
+        assert option.help.startswith(field.metadata["help"]) and option.default is None
+    assert params["dataset"].opts == ["--dataset", "-d"]
+    assert params["resume"].secondary_opts == ["--no-resume"]
+    assert "Default: 32." in params["batch_size"].help
+
+
+def test_config_values_are_converted_by_type_and_checked_with_one_line_errors(tmp_path) -> None:
+    from cormorant.errors import CormorantError
+
+    conf = tmp_path / "train.yaml"
+    conf.write_text("dataset: data/x\nout: models/y\nnegatives-file: neg.jsonl\nresume: true\n")
+    loaded = TrainConfig.from_file(conf)
+    assert loaded.negatives_file == Path("neg.jsonl") and loaded.out == Path("models/y")
+    assert TrainConfig.from_file(conf, resume=False).resume is False  # --no-resume wins
+    for text, message in [("batch_size: abc", "--batch-size takes a whole number, got 'abc'"),
+                          ("epochs: yes", "--epochs takes a number, got True"),
+                          ("kind: colbert", "--kind must be one of bi-encoder, cross-encoder,"
+                                            " seal, got 'colbert'"),
+                          ("dev_fraction: 1", "dev_fraction must be in [0, 1)"),
+                          ("teacher: [a, b]", "--teacher takes text, got ['a', 'b']")]:
+        conf.write_text(f"dataset: d\nout: o\n{text}\n")
+        with pytest.raises(CormorantError) as raised:
+            TrainConfig.from_file(conf)
+        assert str(raised.value) == message
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cormorant.cli", *args], capture_output=True,
                           text=True)

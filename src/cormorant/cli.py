@@ -16,6 +16,8 @@ from typing import Annotated
 import typer
 
 from cormorant.errors import CormorantError
+from cormorant.training.config import TrainConfig
+from cormorant.training.options import command_options
 
 app = typer.Typer(help="Cormorant: dense retrieval and ranking. Index, search and evaluate "
                        "collections with BM25, dense FAISS indexes and pipelines of them.",
@@ -232,54 +234,13 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
         results[0].run.to_trec(run_file)
 
 
-TrainHelp = ("Strategy: in-batch, random, bm25, dense (hard negatives), star, adore, star+adore,"
-             " tas-balanced, distill-query.")
-
-
 @app.command()
+@command_options(TrainConfig)  # every option flagged cli=True in TrainConfig, with its help
 def train(
-    dataset: Annotated[Path | None, typer.Option(
-        "--dataset", "-d", help="BEIR-style dataset folder.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder to write"
-                                             " (a sentence-transformers model).")] = None,
-    negatives: Annotated[str | None, typer.Option("--negatives", "-n", help=TrainHelp)] = None,
-    kind: Annotated[str | None, typer.Option(
-        help="bi-encoder (default), cross-encoder, or seal (a generator for the seal stage;"
-             " default base model: SmolLM2-135M-Instruct).")] = None,
-    split: Annotated[str | None, typer.Option(help="Training split (default: train).")] = None,
-    base_model: Annotated[str | None, typer.Option(
-        help="Model to start from (default: all-MiniLM-L6-v2; for --kind seal,"
-             " SmolLM2-135M-Instruct).")] = None,
-    negatives_file: Annotated[Path | None, typer.Option(
-        help="Negatives JSONL from 'cormorant data negatives' (instead of mining).")] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="YAML/JSON file with any of these options (and more: see"
                                " docs/training.md); command-line options win.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the training queries (1).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
-    max_time: Annotated[float | None, typer.Option(
-        help="Minutes the whole run may take; training stops at the last step that fits and"
-             " keeps the best checkpoint (default: 15 on a CPU unless --max-steps is given,"
-             " no limit on a GPU; 0: no limit).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Queries per batch (32).")] = None,
-    learning_rate: Annotated[float | None, typer.Option(
-        help="Peak learning rate (2e-5; cross-encoder 7e-5).")] = None,
-    max_length: Annotated[int | None, typer.Option(
-        help="Tokens per text while training (128); the saved model keeps its own length.")] = None,
-    teacher: Annotated[str | None, typer.Option(
-        help="tas-balanced: cross-encoder folder, bi-encoder folder or scores file.")] = None,
-    document_model: Annotated[str | None, typer.Option(
-        help="adore: the model whose fixed document index queries train against.")] = None,
-    student: Annotated[str | None, typer.Option(
-        help="distill-query: the small query model (default: the base model's first layers).")] = None,
-    dev_split: Annotated[str | None, typer.Option(
-        help="Dev split for checkpoint selection (default: 10% of train held out).")] = None,
-    synthetic_queries: Annotated[Path | None, typer.Option(
-        help="seal: a folder from 'cormorant data synth-queries' whose queries add training"
-             " pairs for their documents.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for sampling and initialisation (42).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT.work's last checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    **options: object,
 ) -> None:
     """Train a retriever (or a cross-encoder re-ranker) and write a model folder.
 
@@ -287,22 +248,12 @@ def train(
     loss and dev nDCG@10 are logged to OUT/training/ (CSV and TensorBoard); the best dev
     checkpoint is kept; OUT appears only when training finishes.
     """
-    from cormorant.training.config import TrainConfig
     from cormorant.training.trainer import is_main_process
     from cormorant.training.trainer import train as run_training
 
-    given = {"dataset": dataset, "out": out, "negatives": negatives, "kind": kind,
-             "split": split, "base_model": base_model, "negatives_file": negatives_file,
-             "epochs": epochs, "max_steps": max_steps, "max_time": max_time,
-             "batch_size": batch_size,
-             "learning_rate": learning_rate, "max_length": max_length, "teacher": teacher,
-             "document_model": document_model, "student": student, "dev_split": dev_split,
-             "synthetic_queries": synthetic_queries, "seed": seed, "resume": resume or None,
-             "overwrite": overwrite or None}
-    if config is not None:
-        settings = TrainConfig.from_file(config, **given)
-    else:
-        settings = TrainConfig.from_dict({k: v for k, v in given.items() if v is not None})
+    given = {name: value for name, value in options.items() if value is not None}
+    settings = TrainConfig.from_file(config, **given) if config is not None \
+        else TrainConfig.from_dict(given)
     result = run_training(settings)
     if not is_main_process():
         return  # torchrun's other ranks: the main process reports

@@ -116,7 +116,7 @@ class SentenceTransformerEncoder:
         self.path = resolve_model(model)
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self._model = _load_sentence_transformer(self.path, device)
+        self._model = load_sentence_transformer(self.path, device)
         if max_length is not None:
             self._model.max_seq_length = max_length
         similarity = getattr(self._model, "similarity_fn_name", None) or "cosine"
@@ -150,7 +150,15 @@ class SentenceTransformerEncoder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def _load_sentence_transformer(path: str, device: str | None) -> Any:
+def load_sentence_transformer(path: str, device: str | None = None) -> Any:
+    """The sentence-transformers model at ``path`` (a local folder, or a hub name where a hub
+    is reachable), or a one-line :class:`CormorantError` saying why it cannot load.
+
+    Example:
+        >>> model = load_sentence_transformer(resolve_model(None))  # doctest: +SKIP
+        >>> model.encode(["what is a cormorant"]).shape  # doctest: +SKIP
+        (1, 384)
+    """
     # A local model must never reach for a hub (machines here have none): local_files_only
     # says so to this one load, where HF_HUB_OFFLINE would say it to the whole process.
     local = Path(path).exists()

@@ -47,12 +47,12 @@ class TokenEncoder:
 
     def __init__(self, model: str | None = None, batch_size: int = 32,
                  max_length: int | None = None, device: str | None = None) -> None:
-        from cormorant.retrieval.encoders import _load_sentence_transformer
+        from cormorant.retrieval.encoders import load_sentence_transformer
 
         self.name = model or DEFAULT_MODEL
         self.path = resolve_model(model)
         self.batch_size = batch_size
-        self._model = _load_sentence_transformer(self.path, device)
+        self._model = load_sentence_transformer(self.path, device)
         if max_length is not None:
             self._model.max_seq_length = max_length
         dimension = getattr(self._model, "get_embedding_dimension", None) \

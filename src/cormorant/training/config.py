@@ -1,4 +1,10 @@
-"""Training arguments as one dataclass (Tevatron style): from the CLI or a YAML/JSON file."""
+"""Training arguments as one dataclass (Tevatron style): from the CLI or a YAML/JSON file.
+
+Each option is declared once, as a field made by :func:`~cormorant.training.options.option`:
+its type, default, one-line help, whether ``cormorant train`` has it as a flag, and the rule
+its value must meet. The command line, the conversion of paths, and the checks with their
+one-line errors all come from that declaration.
+"""
 
 from __future__ import annotations
 
@@ -11,86 +17,131 @@ from typing import Any
 import yaml
 
 from cormorant.errors import CormorantError
+from cormorant.training.kinds import KINDS
+from cormorant.training.options import POSITIVE, Rule, at_least, checked, one_of, option
 
-KINDS = ("bi-encoder", "cross-encoder", "seal")
 CROSS_ENCODER_LOSSES = ("bce", "listwise")
 LEARNING_RATE = 2e-5
 CROSS_ENCODER_LEARNING_RATE = 7e-5
+STRATEGIES_HELP = ("Strategy: in-batch, random, bm25, dense (hard negatives), star, adore,"
+                   " star+adore, tas-balanced, distill-query.")
 
 
 @dataclass
 class TrainConfig:
     """Everything a ``cormorant train`` run reads. Defaults fit a 2-core CPU: one epoch,
     batch 32, documents cut to 128 tokens while training, and at most 15 minutes on a CPU
-    (``max_time``, see :mod:`cormorant.training.budget`).
+    (``max_time``, see :mod:`cormorant.training.budget`). Values are converted and checked
+    when the config is made: a bad one raises a one-line CormorantError.
 
     Example:
-        >>> TrainConfig(dataset=Path("data/scifact"), out=Path("models/star"), negatives="star").kind
-        'bi-encoder'
+        >>> TrainConfig(dataset="data/scifact", out="models/star", negatives="star").out
+        PosixPath('models/star')
+        >>> TrainConfig(dataset="d", out="o", batch_size=1)
+        Traceback (most recent call last):
+        cormorant.errors.CormorantError: --batch-size must be at least 2 (in-batch negatives)
     """
 
-    dataset: Path
-    out: Path
-    negatives: str = "in-batch"
-    kind: str = "bi-encoder"
-    split: str = "train"
-    base_model: str | None = None
-    negatives_file: Path | None = None
-    epochs: float = 1.0
-    max_steps: int = -1
-    # Wall-clock minutes for the whole run; None: 15 on a CPU unless max_steps is set, no limit
-    # on a GPU; 0: no limit.
-    max_time: float | None = None
-    batch_size: int = 32
-    learning_rate: float | None = None  # per kind: see peak_learning_rate
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_length: int = 128
-    scale: float = 20.0
-    seed: int = 42
+    dataset: Path = option(help="BEIR-style dataset folder.", cli=True, short="-d")
+    out: Path = option(help="Model folder to write (a sentence-transformers model).", cli=True,
+                       short="-o")
+    negatives: str = option("in-batch", help=STRATEGIES_HELP, cli=True, short="-n")
+    kind: str = option("bi-encoder", cli=True, rule=one_of(*KINDS), help=(
+        "bi-encoder, cross-encoder, or seal (a generator for the seal stage; default base"
+        " model: SmolLM2-135M-Instruct)."))
+    split: str = option("train", help="Training split.", cli=True)
+    base_model: str | None = option(None, cli=True, help=(
+        "Model to start from (default: all-MiniLM-L6-v2; for --kind seal,"
+        " SmolLM2-135M-Instruct)."))
+    negatives_file: Path | None = option(None, cli=True, help=(
+        "Negatives JSONL from 'cormorant data negatives' (instead of mining)."))
+    epochs: float = option(1.0, cli=True, rule=POSITIVE, help=(
+        "Passes over the training queries; a fraction trains that share of a pass."))
+    max_steps: int = option(-1, help="Stop after this many steps (-1: no limit).", cli=True)
+    max_time: float | None = option(None, cli=True, rule=Rule(
+        lambda minutes: minutes >= 0, "must be 0 (no limit) or a positive number of minutes"),
+        help=("Minutes the whole run may take; training stops at the last step that fits and"
+              " keeps the best checkpoint (default: 15 on a CPU unless --max-steps is given,"
+              " no limit on a GPU; 0: no limit)."))
+    batch_size: int = option(32, help="Queries per batch.", cli=True,
+                             rule=at_least(2, " (in-batch negatives)"))
+    learning_rate: float | None = option(None, cli=True, rule=POSITIVE, help=(
+        "Peak learning rate (default: 2e-5; cross-encoder 7e-5)."))
+    warmup_ratio: float = option(0.1, help="Share of the steps the learning rate warms up over.")
+    weight_decay: float = option(0.01, help="AdamW weight decay.")
+    max_length: int = option(128, cli=True, rule=at_least(8, " tokens"), help=(
+        "Tokens per text while training; the saved model keeps its own length."))
+    scale: float = option(20.0, help="Multiplier of cosine scores in the losses.")
+    seed: int = option(42, help="Seed for sampling and initialisation.", cli=True)
     # Negatives: how many are mined per query, from how deep, with which filters.
-    num_negatives: int = 8
-    range_min: int = 0
-    range_max: int | None = None
-    relative_margin: float | None = None
-    absolute_margin: float | None = None
-    mining_model: str | None = None
-    mining_cross_encoder: str | None = None
+    num_negatives: int = option(8, help="Negatives mined per query.", rule=at_least(1))
+    range_min: int = option(0, help="Mining: skip this many best surviving candidates.")
+    range_max: int | None = option(None, help="Mining: how deep the retriever is read.")
+    relative_margin: float | None = option(None, help=(
+        "Mining: drop candidates scoring above (1 - r) x the weakest positive."))
+    absolute_margin: float | None = option(None, help=(
+        "Mining: drop candidates scoring above the weakest positive minus a."))
+    mining_model: str | None = option(None, help="Mining: the dense model (default: base).")
+    mining_cross_encoder: str | None = option(None, help=(
+        "Mining: a cross-encoder that re-scores candidates before the margins."))
     # STAR / ADORE
-    star_pool: int = 200
-    adore_top_k: int = 200
-    metric_cut: int | None = 200
-    document_model: str | None = None
+    star_pool: int = option(200, help="star: static hard negatives per query.")
+    adore_top_k: int = option(200, help="adore: documents retrieved per query at each step.")
+    metric_cut: int | None = option(200, help="adore: ranks beyond this count as 0.")
+    document_model: str | None = option(None, cli=True, help=(
+        "adore: the model whose fixed document index queries train against."))
     # TAS-Balanced
-    teacher: str | None = None
-    inbatch_teacher: str | None = None
-    inbatch_weight: float = 0.75
-    clusters: int | None = None
-    tas_candidates: str = "bm25"
+    teacher: str | None = option(None, cli=True, help=(
+        "tas-balanced: cross-encoder folder, bi-encoder folder or scores file."))
+    inbatch_teacher: str | None = option(None, help=(
+        "tas-balanced: bi-encoder teacher of the in-batch margins (default: base)."))
+    inbatch_weight: float = option(0.75, help="tas-balanced: weight of the in-batch loss.")
+    clusters: int | None = option(None, help=(
+        "tas-balanced: query clusters (default: one per 4 batches of queries)."))
+    tas_candidates: str = option("bm25", help="tas-balanced: how candidates are mined.")
     # cross-encoder: the fresh scoring head learns faster than the pre-trained body
-    head_learning_rate: float = 1e-3
-    cross_encoder_loss: str = "listwise"
-    cross_encoder_mined: int = 3  # mined negatives per query and epoch (listwise and bce)
-    cross_encoder_in_batch: int = 4  # listwise: other queries' documents in each group
+    head_learning_rate: float = option(1e-3, rule=POSITIVE, help=(
+        "cross-encoder: learning rate of the fresh scoring head."))
+    cross_encoder_loss: str = option("listwise", rule=one_of(*CROSS_ENCODER_LOSSES), help=(
+        "cross-encoder: listwise (softmax over a group) or bce (pointwise)."))
+    cross_encoder_mined: int = option(3, rule=at_least(1), help=(
+        "cross-encoder: mined negatives per query and epoch (listwise and bce)."))
+    cross_encoder_in_batch: int = option(4, rule=Rule(lambda n: n >= 0, "must be 0 or more"),
+                                         help="cross-encoder, listwise: other queries'"
+                                              " documents in each group.")
     # distill-query: query-only steps are ~20x cheaper than pair steps, so it runs longer
-    student: str | None = None
-    student_layers: int = 3
-    distill_epochs: int = 2
-    distill_learning_rate: float = 1e-4
-    distill_titles: bool = True
+    student: str | None = option(None, cli=True, help=(
+        "distill-query: the small query model (default: the base model's first layers)."))
+    student_layers: int = option(3, rule=at_least(1), help=(
+        "distill-query: layers the default student keeps."))
+    distill_epochs: int = option(2, help="distill-query: passes over the texts.")
+    distill_learning_rate: float = option(1e-4, help="distill-query: peak learning rate.")
+    distill_titles: bool = option(True, help="distill-query: also distil document titles.")
     # seal: queries written by `cormorant data synth-queries` add pairs for their documents
-    synthetic_queries: Path | None = None
+    synthetic_queries: Path | None = option(None, cli=True, help=(
+        "seal: a folder from 'cormorant data synth-queries' whose queries add training pairs"
+        " for their documents."))
     # in-batch
-    cached: bool = False
-    mini_batch_size: int = 16
+    cached: bool = option(False, help="in-batch: the cached loss (big batches, small memory).")
+    mini_batch_size: int = option(16, help="cached: texts per forward pass.")
     # Dev evaluation and checkpoints
-    dev_split: str | None = None
-    dev_fraction: float = 0.1
-    dev_candidates: int = 10
-    eval_steps: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    fp16: bool | None = None
+    dev_split: str | None = option(None, cli=True, help=(
+        "Dev split for checkpoint selection (default: 10% of train held out)."))
+    dev_fraction: float = option(0.1, rule=Rule(lambda f: 0 <= f < 1, "must be in [0, 1)"),
+                                 help="Share of train held out as dev without a dev split.")
+    dev_candidates: int = option(10, help="Dev: BM25 candidates per query re-ranked.")
+    eval_steps: int | None = option(None, help=(
+        "Steps between dev evaluations and checkpoints (default: one an epoch)."))
+    resume: bool = option(False, help="Continue from OUT.work's last checkpoint.", cli=True)
+    overwrite: bool = option(False, help="Replace an existing --out.", cli=True)
+    fp16: bool | None = option(None, help=(
+        "fp16 autocast (default: on a CUDA GPU; true without one is refused)."))
+
+    def __post_init__(self) -> None:
+        checked(self)
+        if self.synthetic_queries is not None and self.kind != "seal":
+            raise CormorantError("--synthetic-queries is for --kind seal (a bi-encoder trains on"
+                                 " the folder itself: --dataset SYNTH_DIR)")
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> TrainConfig:
@@ -109,43 +160,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(raw) - set(known))
+        """Options by field name, checked; an unknown name or a bad value is a CormorantError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
         if unknown:
             raise CormorantError(f"unknown training option(s): {', '.join(unknown)}")
         for required in ("dataset", "out"):
             if raw.get(required) is None:
                 raise CormorantError(f"training needs --{required} (or '{required}:' in the config)")
-        values = {k: (Path(v) if k in ("dataset", "out", "negatives_file", "synthetic_queries")
-                      and v is not None
-                      else v) for k, v in raw.items()}
-        config = cls(**values)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        if self.kind not in KINDS:
-            raise CormorantError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        checks = [(self.batch_size >= 2, "--batch-size must be at least 2 (in-batch negatives)"),
-                  (self.epochs > 0, "--epochs must be positive"),
-                  (self.max_time is None or self.max_time >= 0,
-                   "--max-time must be 0 (no limit) or a positive number of minutes"),
-                  (self.peak_learning_rate > 0, "--learning-rate must be positive"),
-                  (self.head_learning_rate > 0, "head_learning_rate must be positive"),
-                  (self.cross_encoder_loss in CROSS_ENCODER_LOSSES,
-                   f"cross_encoder_loss must be one of {', '.join(CROSS_ENCODER_LOSSES)}"),
-                  (0 <= self.dev_fraction < 1, "--dev-fraction must be in [0, 1)"),
-                  (self.num_negatives >= 1, "--num-negatives must be at least 1"),
-                  (self.cross_encoder_mined >= 1, "cross_encoder_mined must be at least 1"),
-                  (self.cross_encoder_in_batch >= 0, "cross_encoder_in_batch must be 0 or more"),
-                  (self.max_length >= 8, "--max-length must be at least 8 tokens"),
-                  (self.student_layers >= 1, "--student-layers must be at least 1"),
-                  (self.synthetic_queries is None or self.kind == "seal",
-                   "--synthetic-queries is for --kind seal (a bi-encoder trains on the folder"
-                   " itself: --dataset SYNTH_DIR)")]
-        for ok, message in checks:
-            if not ok:
-                raise CormorantError(message)
+        return cls(**raw)
 
     @property
     def peak_learning_rate(self) -> float:

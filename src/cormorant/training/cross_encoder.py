@@ -30,15 +30,16 @@ import logging
 import math
 import random
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cormorant.training.budget import Deadline, budget_record, planned_if_stopped
+from transformers import TrainerCallback
+
 from cormorant.training.config import TrainConfig
 from cormorant.training.evaluation import DevEvaluator, DevSet, cross_encoder_scorer
-from cormorant.training.strategies import Context, _epochs, epoch_share, negatives_for
+from cormorant.training.strategies import Context, epoch_share, negatives_for, passes
+from cormorant.training.trainer import Job, Outcome, Session, TrainingKind, training_arguments
 
 log = logging.getLogger(__name__)
 DEFAULT_NEGATIVES = "bm25"
@@ -49,70 +50,75 @@ NEGATIVES_PER_QUERY = 3  # the defaults of cross_encoder_mined and cross_encoder
 IN_BATCH_NEGATIVES = 4
 
 
-def train_cross_encoder(config: TrainConfig, deadline: Deadline | None = None) -> Any:
-    """Train and write a cross-encoder; returns the same TrainResult as bi-encoders.
-    ``deadline``: the run's time budget (default: counted from now)."""
-    import torch
-    from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+class CrossEncoderKind(TrainingKind):
+    """A re-ranker: a fresh scoring head on ``--base-model`` (default all-MiniLM-L6-v2)."""
 
-    from cormorant.retrieval.encoders import resolve_model
-    from cormorant.training.trainer import (
-        CSVLogger,
-        TrainResult,
-        _last_checkpoint,
-        hardware,
-        prepare_out,
-        split_dev,
-        training_arguments,
-        with_budget,
-        write_output,
-    )
+    name: ClassVar[str] = "cross-encoder"
 
-    deadline = deadline or Deadline.start(config, hardware(config)["device"])
-    base = resolve_model(config.base_model)
-    work = prepare_out(config)
-    data, dev = split_dev(config)
-    method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
-    negatives = negatives_for(Context(config, data, base, work), method)
-    listwise = config.cross_encoder_loss == "listwise"
-    mined, in_batch = config.cross_encoder_mined, config.cross_encoder_in_batch
-    rows = group_rows(data, negatives, mined, config) if listwise \
-        else pair_rows(data, negatives, mined, config)
-    model = load_base(base)
-    # Pairs are cut to --max-length while training (like bi-encoder documents); the saved model
-    # re-ranks at its full length.
-    model.max_seq_length = min(config.max_length, CROSS_ENCODER_MAX_LENGTH)
-    evaluator = DevEvaluator(DevSet.build(dev, config.dev_candidates), cross_encoder_scorer) \
-        if dev is not None else None
-    # A step scores about --batch-size pairs either way: a listwise row is a whole group.
-    batch = max(2, config.batch_size // (1 + mined + in_batch)) if listwise \
-        else config.batch_size
-    per_epoch = len(rows["query"]) // _epochs(config)
-    args = training_arguments(CrossEncoderTrainingArguments, config, work, evaluator,
-                              every=config.eval_steps or max(1, math.ceil(per_epoch / batch)),
-                              learning_rate=config.peak_learning_rate, share=epoch_share(config),
-                              batch_size=batch,
-                              learning_rate_mapping=head_learning_rates(model, config))
-    loss = listwise_loss(model, in_batch) if listwise \
-        else BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(mined)))
-    csv_log = CSVLogger(work / "logs" / "train_log.csv")
-    budget = deadline.callback()
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
-                                  loss=loss, evaluator=evaluator,
-                                  callbacks=with_budget(csv_log, budget))
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
-    seconds = time.perf_counter() - start
-    model.max_seq_length = CROSS_ENCODER_MAX_LENGTH
-    summary = {"kind": "cross-encoder", "negatives": method, "loss": config.cross_encoder_loss,
-               "group": {"mined": mined, "in_batch": in_batch if listwise else 0},
-               "seconds": round(seconds, 1), "time_budget": budget_record(budget)}
-    write_output(config, model, work, summary, evaluator, negatives)
-    return TrainResult(config.out, seconds, trainer.state.global_step,
-                       evaluator.history if evaluator else [], csv_log.values,
-                       planned_steps=planned_if_stopped(budget))
+    def base_model(self, config: TrainConfig) -> str:
+        from cormorant.retrieval.encoders import resolve_model
+
+        return resolve_model(config.base_model)
+
+    def setup(self, session: Session) -> Job:
+        return CrossEncoderJob(session)
+
+
+class CrossEncoderJob(Job):
+    """Mined negatives, the rows of every epoch, the model with its fresh head (pairs cut to
+    ``--max-length`` while training) and dev nDCG@10 of its re-ranking."""
+
+    def __init__(self, session: Session) -> None:
+        config = self.config = session.config
+        self.work = session.work
+        self.method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
+        self.negatives = negatives_for(Context(config, session.data, session.base_model,
+                                               session.work), self.method)
+        self.listwise = config.cross_encoder_loss == "listwise"
+        draw = group_rows if self.listwise else pair_rows
+        self.rows = draw(session.data, self.negatives, config.cross_encoder_mined, config)
+        self.model = load_base(session.base_model)
+        # Pairs are cut to --max-length while training (like bi-encoder documents); the saved
+        # model re-ranks at its full length.
+        self.model.max_seq_length = min(config.max_length, CROSS_ENCODER_MAX_LENGTH)
+        if session.dev is not None:
+            self.evaluator = DevEvaluator(DevSet.build(session.dev, config.dev_candidates),
+                                          cross_encoder_scorer)
+
+    def trainer(self, callbacks: list[TrainerCallback]) -> Any:
+        import torch
+        from datasets import Dataset
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+        config = self.config
+        mined, in_batch = config.cross_encoder_mined, config.cross_encoder_in_batch
+        # A step scores about --batch-size pairs either way: a listwise row is a whole group.
+        batch = max(2, config.batch_size // (1 + mined + in_batch)) if self.listwise \
+            else config.batch_size
+        per_epoch = len(self.rows["query"]) // passes(config)
+        args = training_arguments(CrossEncoderTrainingArguments, config, self.work,
+                                  self.evaluator,
+                                  every=config.eval_steps or max(1, math.ceil(per_epoch / batch)),
+                                  learning_rate=config.peak_learning_rate,
+                                  share=epoch_share(config), batch_size=batch,
+                                  learning_rate_mapping=head_learning_rates(self.model, config))
+        loss = listwise_loss(self.model, in_batch) if self.listwise \
+            else BinaryCrossEntropyLoss(self.model, pos_weight=torch.tensor(float(mined)))
+        return CrossEncoderTrainer(model=self.model, args=args,
+                                   train_dataset=Dataset.from_dict(self.rows), loss=loss,
+                                   evaluator=self.evaluator, callbacks=callbacks)
+
+    def finish(self) -> None:
+        self.model.max_seq_length = CROSS_ENCODER_MAX_LENGTH
+
+    def summary(self, trainer: Any, outcome: Outcome) -> dict[str, Any]:
+        config = self.config
+        in_batch = config.cross_encoder_in_batch if self.listwise else 0
+        return {"kind": "cross-encoder", "negatives": self.method,
+                "loss": config.cross_encoder_loss,
+                "group": {"mined": config.cross_encoder_mined, "in_batch": in_batch},
+                "seconds": round(outcome.seconds, 1), "time_budget": outcome.time_budget}
 
 
 def listwise_loss(model: Any, in_batch: int) -> Any:
@@ -173,7 +179,7 @@ def _draws(data: Any, negatives: Any, per_query: int, config: TrainConfig, fill:
     to ``per_query`` with random documents not judged relevant."""
     rng = random.Random(config.seed)
     doc_ids = list(data.texts)
-    for _ in range(_epochs(config)):
+    for _ in range(passes(config)):
         for qid, text in data.queries.items():
             positive = rng.choice(data.positives[qid])
             pool = negatives.ids(qid)

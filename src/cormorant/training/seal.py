@@ -30,14 +30,15 @@ import logging
 import math
 import random
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from transformers import TrainerCallback
 
 from cormorant.retrieval.seal.generator import TITLE_END
-from cormorant.training.budget import Deadline, budget_record, planned_if_stopped
 from cormorant.training.config import TrainConfig
+from cormorant.training.trainer import Job, Outcome, Session, TrainingKind, training_arguments
 
 log = logging.getLogger(__name__)
 SPAN_WORDS = 10
@@ -62,77 +63,91 @@ class Pair:
     titles: bool = False  # put to the model with the title prompt (a title key to write)
 
 
-def train_seal(config: TrainConfig, deadline: Deadline | None = None) -> Any:
-    """Fine-tune and write a generator; returns the TrainResult every kind returns.
-    ``deadline``: the run's time budget (default: counted from now)."""
-    from transformers import Trainer, TrainingArguments
+class SealKind(TrainingKind):
+    """A SEAL generator fine-tuned on its corpus (default base: SmolLM2-135M-Instruct)."""
 
-    from cormorant.retrieval.seal.generator import Generator, resolve_generator
-    from cormorant.training.strategies import epoch_share
-    from cormorant.training.trainer import (
-        CSVLogger,
-        TrainResult,
-        _last_checkpoint,
-        hardware,
-        prepare_out,
-        split_dev,
-        training_arguments,
-        with_budget,
-        write_output,
-    )
+    name: ClassVar[str] = "seal"
 
-    deadline = deadline or Deadline.start(config, hardware(config)["device"])
-    base = resolve_generator(config.base_model)
-    generator = Generator.load(base)
-    data, dev = split_dev(config)
-    synthetic = load_synthetic(config.synthetic_queries, data.corpus) \
-        if config.synthetic_queries else None
-    work = prepare_out(config)
-    documents = {d.doc_id: d for d in data.corpus}
-    pairs = training_pairs(data, synthetic, documents, config)
-    features = [encode_pair(generator, p, config.max_length) for p in pairs]
-    dev_rows = _dev_rows(generator, dev, documents, config) if dev is not None else None
-    if dev_rows is not None and not len(dev_rows):
-        # Dev queries whose documents have neither title nor text give no pairs; evaluating
-        # nothing would leave "best checkpoint" without a metric, so train without a dev set.
-        log.warning("seal: the %d dev queries gave no pairs (their documents have no title"
-                    " and no text); training without a dev set", len(dev.queries))
-        dev_rows = None
-    log.info("seal: %d training pairs from %d queries%s, %s", len(pairs), len(data.queries),
-             f" and {len(synthetic.queries)} synthetic queries" if synthetic else "",
-             f"{len(dev_rows)} dev pairs from {len(dev.queries)} queries" if dev_rows
-             else "no dev set")
-    every = _eval_interval(config, len(features), dev_rows is not None)
-    args = training_arguments(TrainingArguments, config, work, dev_rows, every=every,
-                              learning_rate=config.peak_learning_rate, share=epoch_share(config),
-                              best=("eval_loss", False), remove_unused_columns=False,
-                              max_grad_norm=1.0, per_device_eval_batch_size=config.batch_size)
-    generator.model.train()
-    csv_log = CSVLogger(work / "logs" / "train_log.csv")
-    budget = deadline.callback()
-    trainer = Trainer(model=generator.model, args=args, train_dataset=_Rows(features),
-                      eval_dataset=dev_rows,
-                      data_collator=Collator(generator.tokenizer.pad_token_id),
-                      callbacks=with_budget(csv_log, budget))
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
-    seconds = time.perf_counter() - start
-    generator.model.eval()
-    history = [{"step": e["step"], "loss": round(e["eval_loss"], 4)}
-               for e in trainer.state.log_history if "eval_loss" in e]
-    summary = {"kind": "seal", "base_model": base, "pairs": len(pairs),
-               "synthetic_queries": len(synthetic.queries) if synthetic else 0,
-               "seconds": round(seconds, 1), "dev_loss": history,
-               "kept_checkpoint": Path(trainer.state.best_model_checkpoint).name
-               if trainer.state.best_model_checkpoint else "last step",
-               "time_budget": budget_record(budget)}
-    if history:
-        log.info("seal: dev loss %s; kept %s", " -> ".join(str(h["loss"]) for h in history),
-                 summary["kept_checkpoint"])
-    write_output(config, generator, work, summary, evaluator=None)
-    return TrainResult(config.out, seconds, trainer.state.global_step, [], csv_log.values,
-                       best_dev_loss=min((h["loss"] for h in history), default=None),
-                       planned_steps=planned_if_stopped(budget))
+    def base_model(self, config: TrainConfig) -> str:
+        from cormorant.retrieval.seal.generator import resolve_generator
+
+        return resolve_generator(config.base_model)
+
+    def setup(self, session: Session) -> Job:
+        return SealJob(session)
+
+
+class SealJob(Job):
+    """The generator, its encoded (prompt, n-gram) pairs, and dev pairs whose loss picks the
+    checkpoint (no dev nDCG@10: the evaluator stays None)."""
+
+    def __init__(self, session: Session) -> None:
+        from cormorant.retrieval.seal.generator import Generator
+
+        config = self.config = session.config
+        data, dev = session.data, session.dev
+        self.work, self.base = session.work, session.base_model
+        self.model = generator = Generator.load(session.base_model)
+        self.synthetic = load_synthetic(config.synthetic_queries, data.corpus) \
+            if config.synthetic_queries else None
+        documents = {d.doc_id: d for d in data.corpus}
+        self.pairs = training_pairs(data, self.synthetic, documents, config)
+        self.features = [encode_pair(generator, p, config.max_length) for p in self.pairs]
+        self.dev_rows = _dev_rows(generator, dev, documents, config) if dev is not None else None
+        if self.dev_rows is not None and not len(self.dev_rows):
+            # Dev queries whose documents have neither title nor text give no pairs; evaluating
+            # nothing would leave "best checkpoint" without a metric, so train without a dev set.
+            log.warning("seal: the %d dev queries gave no pairs (their documents have no title"
+                        " and no text); training without a dev set", len(dev.queries))
+            self.dev_rows = None
+        log.info("seal: %d training pairs from %d queries%s, %s", len(self.pairs),
+                 len(data.queries),
+                 f" and {len(self.synthetic.queries)} synthetic queries" if self.synthetic else "",
+                 f"{len(self.dev_rows)} dev pairs from {len(dev.queries)} queries"
+                 if self.dev_rows else "no dev set")
+
+    def trainer(self, callbacks: list[TrainerCallback]) -> Any:
+        from transformers import Trainer, TrainingArguments
+
+        from cormorant.training.strategies import epoch_share
+
+        config, generator = self.config, self.model
+        every = _eval_interval(config, len(self.features), self.dev_rows is not None)
+        args = training_arguments(TrainingArguments, config, self.work, self.dev_rows,
+                                  every=every, learning_rate=config.peak_learning_rate,
+                                  share=epoch_share(config), best=("eval_loss", False),
+                                  remove_unused_columns=False, max_grad_norm=1.0,
+                                  per_device_eval_batch_size=config.batch_size)
+        generator.model.train()
+        return Trainer(model=generator.model, args=args, train_dataset=_Rows(self.features),
+                       eval_dataset=self.dev_rows,
+                       data_collator=Collator(generator.tokenizer.pad_token_id),
+                       callbacks=callbacks)
+
+    def finish(self) -> None:
+        self.model.model.eval()
+
+    def summary(self, trainer: Any, outcome: Outcome) -> dict[str, Any]:
+        history = _dev_losses(trainer)
+        best = trainer.state.best_model_checkpoint
+        summary = {"kind": "seal", "base_model": self.base, "pairs": len(self.pairs),
+                   "synthetic_queries": len(self.synthetic.queries) if self.synthetic else 0,
+                   "seconds": round(outcome.seconds, 1), "dev_loss": history,
+                   "kept_checkpoint": Path(best).name if best else "last step",
+                   "time_budget": outcome.time_budget}
+        if history:
+            log.info("seal: dev loss %s; kept %s", " -> ".join(str(h["loss"]) for h in history),
+                     summary["kept_checkpoint"])
+        return summary
+
+    def best_dev_loss(self, trainer: Any) -> float | None:
+        return min((h["loss"] for h in _dev_losses(trainer)), default=None)
+
+
+def _dev_losses(trainer: Any) -> list[dict[str, Any]]:
+    """Each dev evaluation's step and loss, from the Trainer's log."""
+    return [{"step": e["step"], "loss": round(e["eval_loss"], 4)}
+            for e in trainer.state.log_history if "eval_loss" in e]
 
 
 def training_pairs(data: Any, synthetic: Any, documents: dict[str, Any],

@@ -67,9 +67,9 @@ class Strategy:
 
 
 def load_model(path: str) -> Any:
-    from cormorant.retrieval.encoders import _load_sentence_transformer
+    from cormorant.retrieval.encoders import load_sentence_transformer
 
-    return _load_sentence_transformer(path, None)
+    return load_sentence_transformer(path)
 
 
 def strategy(name: str) -> Strategy:
@@ -77,7 +77,13 @@ def strategy(name: str) -> Strategy:
     return registry.get(GROUP, name)()
 
 
-def _epochs(config: TrainConfig) -> int:
+def passes(config: TrainConfig) -> int:
+    """Passes over the training queries that rows are drawn for: ``--epochs`` rounded up.
+
+    Example:
+        >>> passes(TrainConfig(dataset=Path("d"), out=Path("o"), epochs=1.5))
+        2
+    """
     return max(1, int(np.ceil(config.epochs)))
 
 
@@ -89,7 +95,7 @@ def epoch_share(config: TrainConfig) -> float:
         >>> epoch_share(TrainConfig(dataset=Path("d"), out=Path("o"), epochs=1.5))
         0.75
     """
-    return float(config.epochs) / _epochs(config)
+    return float(config.epochs) / passes(config)
 
 
 def _steps(rows: int, config: TrainConfig) -> int:
@@ -142,7 +148,7 @@ def draw_instances(ctx: Context, negatives: Negatives | None = None
     rng = random.Random(ctx.config.seed)
     doc_ids = sorted(ctx.data.texts)
     drawn = []
-    for _ in range(_epochs(ctx.config)):
+    for _ in range(passes(ctx.config)):
         for qid in ctx.data.queries:
             positive = rng.choice(ctx.data.positives[qid])
             negative = None
@@ -252,7 +258,7 @@ class ADORE(Strategy):
         qids = list(ctx.data.queries)
         relevant = {q: [row_of[d] for d in ctx.data.positives[q]] for q in qids}
         rows: dict[str, list[Any]] = {"query": [], "label": []}
-        for _ in range(_epochs(ctx.config)):
+        for _ in range(passes(ctx.config)):
             for i, qid in enumerate(qids):
                 rows["query"].append(ctx.data.queries[qid])
                 rows["label"].append(i)
@@ -319,7 +325,7 @@ def _tas_batch_count(config: TrainConfig, per_epoch: int) -> int:
     fresh draws instead of replaying the first ones. A multiple of ``WORLD_SIZE``: accelerate
     deals the batches round-robin, and processes with unequal step counts would hang DDP."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    batches = per_epoch * _epochs(config)
+    batches = per_epoch * passes(config)
     if config.max_steps > 0:
         batches = max(batches, config.max_steps * world)
     return -(-batches // world) * world

@@ -1,5 +1,11 @@
-"""``cormorant train``: run a strategy with the sentence-transformers Trainer, keep the best
-dev checkpoint, and write a normal sentence-transformers model folder atomically.
+"""``cormorant train``: the one driver every kind of model runs through.
+
+:func:`train` starts the time budget, checks ``--out``, splits off the dev queries, and hands a
+:class:`Session` to the kind named by ``--kind`` (looked up in
+:data:`cormorant.training.kinds.KINDS`). A kind (:class:`TrainingKind`) loads its model and
+builds its rows, loss and evaluator into a :class:`Job`; :func:`fit` then runs the same
+sequence for every kind: the CSV log, the Trainer with the budget, ``--resume``, keeping the
+best dev checkpoint, and writing a normal model folder atomically.
 
 Layout while training: ``OUT.work/`` holds checkpoints, logs (CSV and TensorBoard) and mined
 negatives, so ``--resume`` can pick up after a crash; ``OUT`` appears only when the model is
@@ -16,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import TrainerCallback
 
@@ -26,8 +32,9 @@ from cormorant.retrieval.encoders import TRAINING_RECORDS
 from cormorant.training.budget import Deadline, budget_record, planned_if_stopped
 from cormorant.training.config import TrainConfig
 from cormorant.training.data import TrainingSet
-from cormorant.training.evaluation import DevEvaluator, DevSet, bi_encoder_scorer
-from cormorant.training.strategies import Context, Plan, epoch_share, strategy
+from cormorant.training.evaluation import DevEvaluator
+from cormorant.training.kinds import training_kind
+from cormorant.training.negatives import Negatives
 
 log = logging.getLogger(__name__)
 ROLE_FILE = "cormorant.json"
@@ -95,82 +102,137 @@ def split_dev(config: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
     return data.hold_out(config.dev_fraction, config.seed)
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train a bi-encoder with ``config.negatives``; ``star+adore`` chains the two."""
-    from cormorant.retrieval.encoders import resolve_model
+@dataclass
+class Session:
+    """What the driver hands a kind: the options, the start model, the training and dev
+    queries, the work directory and the time budget."""
 
+    config: TrainConfig
+    base_model: str
+    data: TrainingSet
+    dev: TrainingSet | None
+    work: Path
+    deadline: Deadline
+
+
+@dataclass
+class Outcome:
+    """How the Trainer's run went, for the kind's ``summary.json``."""
+
+    seconds: float
+    time_budget: dict[str, Any] | None
+    kept_start: bool  # no checkpoint beat the starting weights, which were written instead
+
+
+class Job:
+    """One kind's run, set up for :func:`fit`: the model, how its Trainer is built, and what
+    is written beside it. A kind's job sets ``model`` and implements :meth:`trainer` and
+    :meth:`summary`; the rest has defaults.
+
+    Example:
+        >>> class Echo(Job):  # doctest: +SKIP
+        ...     def __init__(self, session: Session) -> None:
+        ...         self.model = load_model(session.base_model)
+        ...     def trainer(self, callbacks): return SentenceTransformerTrainer(..., callbacks=callbacks)
+        ...     def summary(self, trainer, outcome): return {"seconds": round(outcome.seconds, 1)}
+    """
+
+    model: Any  # what OUT holds: ``model.save(dir)`` writes the folder
+    evaluator: DevEvaluator | None = None  # dev nDCG@10, recorded in summary.json
+    negatives: Negatives | None = None  # written to OUT/training/negatives.jsonl
+    document_encoder: str | None = None  # a query tower's document model, copied into OUT
+    # Score the starting weights before training, and write them if no checkpoint beats them.
+    evaluates_start: bool = False
+
+    def trainer(self, callbacks: list[TrainerCallback]) -> Any:
+        """The Hugging Face Trainer that trains ``model``, with these callbacks."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Undo what only training needed (shorter texts, train mode) before the model is
+        written."""
+
+    def summary(self, trainer: Any, outcome: Outcome) -> dict[str, Any]:
+        """What ``OUT/training/summary.json`` says of the run (the driver adds the config,
+        hardware, process count and dev history)."""
+        raise NotImplementedError
+
+    def best_dev_loss(self, trainer: Any) -> float | None:
+        """The lowest dev loss, for a kind that selects checkpoints by loss; else None."""
+        return None
+
+
+class TrainingKind:
+    """A kind of model ``cormorant train --kind`` trains, registered in
+    :data:`cormorant.training.kinds.KINDS`. It names its start model (failing on bad names
+    before any work) and sets up a :class:`Job`; :meth:`train` runs it through :func:`fit`
+    (a kind with several stages, such as ``star+adore``, overrides it).
+
+    Example:
+        >>> training_kind("cross-encoder").base_model(config)  # doctest: +SKIP
+        '/.../all-MiniLM-L6-v2'
+    """
+
+    name: ClassVar[str] = "kind"
+
+    def base_model(self, config: TrainConfig) -> str:
+        """The resolved model to start from."""
+        raise NotImplementedError
+
+    def setup(self, session: Session) -> Job:
+        """Load the model and build the rows, loss and evaluator."""
+        raise NotImplementedError
+
+    def train(self, session: Session) -> TrainResult:
+        return fit(self.setup(session), session)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train the model ``config.kind`` names and write it to ``config.out``.
+
+    Example:
+        >>> train(TrainConfig(dataset="../shared/data/scifact", out="models/star",
+        ...                   negatives="star"))  # doctest: +SKIP
+        TrainResult(out=PosixPath('models/star'), ...)
+    """
     # fp16 asked for on a machine without a GPU: say so before any work
     deadline = Deadline.start(config, hardware(config)["device"])
     if deadline.minutes is not None:
         log.info("time budget: %g minutes for the whole run (--max-time 0 removes it)",
                  deadline.minutes)
-    if config.kind == "cross-encoder":
-        from cormorant.training.cross_encoder import train_cross_encoder
-
-        return train_cross_encoder(config, deadline)
-    if config.kind == "seal":
-        from cormorant.training.seal import train_seal
-
-        return train_seal(config, deadline)
-    if config.kind != "bi-encoder":
-        raise CormorantError(f"--kind {config.kind} is not available yet")
-    steps = config.negatives.split("+")
-    for name in steps:
-        strategy(name)  # fail on an unknown name before loading anything
-    base = resolve_model(config.base_model)
+    kind = training_kind(config.kind)
+    base = kind.base_model(config)
     work = prepare_out(config)
     data, dev = split_dev(config)
-    if len(steps) == 1:
-        return _run(config, steps[0], base, data, dev, work, deadline)
-    # star+adore: each stage gets an equal share of the time left when it starts
-    first = _run(_stage(config, work / steps[0]), steps[0], base, data, dev,
-                 work_dir(work / steps[0]), deadline.share(len(steps)))
-    rest = _stage(config, config.out, document_model=str(first.out))
-    return _run(rest, "+".join(steps[1:]) if len(steps) > 2 else steps[1], str(first.out),
-                data, dev, work, deadline)
+    return kind.train(Session(config, base, data, dev, work, deadline))
 
 
-def _stage(config: TrainConfig, out: Path, **changes: Any) -> TrainConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, out=out, negatives_file=None, overwrite=True, **changes)
-
-
-def _run(config: TrainConfig, name: str, base: str, data: TrainingSet,
-         dev: TrainingSet | None, work: Path, deadline: Deadline) -> TrainResult:
-    work.mkdir(parents=True, exist_ok=True)
-    chosen = strategy(name)
-    ctx = Context(config, data, base, work)
-    model = chosen.model(ctx)
-    full_length = model.max_seq_length
-    # Documents are cut short to train fast; the saved model encodes at its own length.
-    model.max_seq_length = min(config.max_length, full_length or config.max_length)
-    plan = chosen.plan(ctx, model)
-    evaluator = None
-    if dev is not None:
-        dev_set = DevSet.build(dev, config.dev_candidates)
-        evaluator = DevEvaluator(dev_set, bi_encoder_scorer(plan.fixed_documents))
+def fit(job: Job, session: Session) -> TrainResult:
+    """Train ``job``'s model under the session's budget and write it: the sequence every kind
+    shares. The clock starts before the starting point's dev evaluation, which the budget
+    then keeps time for at the end."""
+    config, work = session.config, session.work
     start = time.perf_counter()
     starting_weights, evaluation_s = None, 0.0
-    if evaluator is not None and not config.resume:
-        evaluator(model, steps=0)  # the starting point: is training helping?
-        evaluation_s = time.perf_counter() - start  # what the time budget keeps for the last
-        starting_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    budget = deadline.callback(evaluation_s)
-    trainer, losses = _trainer(config, model, plan, evaluator, work, budget)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(work) if config.resume else None)
+    if job.evaluates_start and job.evaluator is not None and not config.resume:
+        job.evaluator(job.model, steps=0)  # the starting point: is training helping?
+        evaluation_s = time.perf_counter() - start
+        starting_weights = {k: v.detach().clone() for k, v in job.model.state_dict().items()}
+    budget = session.deadline.callback(evaluation_s)
+    csv_log = CSVLogger(work / "logs" / "train_log.csv")
+    trainer = job.trainer(with_budget(csv_log, budget))
+    trainer.train(resume_from_checkpoint=last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
-    model.max_seq_length = full_length
-    summary = {"strategy": name, "seconds": round(seconds, 1), **plan.notes,
-               "time_budget": budget_record(budget)}
-    if starting_weights is not None and start_was_best(evaluator.history):
-        model.load_state_dict(starting_weights)
-        summary["kept"] = "start"
-    if hasattr(plan.loss, "gather_across_devices"):  # the contrastive losses decide at build time
-        summary["gathered_across_processes"] = bool(plan.loss.gather_across_devices)
-    write_output(config, model, work, summary, evaluator, plan.negatives, plan.document_encoder)
-    return TrainResult(config.out, seconds, trainer.state.global_step,
-                       evaluator.history if evaluator else [], losses.values,
+    job.finish()
+    history = job.evaluator.history if job.evaluator is not None else []
+    kept_start = starting_weights is not None and start_was_best(history)
+    if kept_start:
+        job.model.load_state_dict(starting_weights)
+    summary = job.summary(trainer, Outcome(seconds, budget_record(budget), kept_start))
+    write_output(config, job.model, work, summary, job.evaluator, job.negatives,
+                 job.document_encoder)
+    return TrainResult(config.out, seconds, trainer.state.global_step, history, csv_log.values,
+                       best_dev_loss=job.best_dev_loss(trainer),
                        planned_steps=planned_if_stopped(budget))
 
 
@@ -184,25 +246,6 @@ def start_was_best(history: list[tuple[int, float]]) -> bool:
     log.warning("training did not improve dev nDCG@10 (start %.4f, best checkpoint %.4f):"
                 " writing the starting weights", start[0], max(later))
     return True
-
-
-def _trainer(config: TrainConfig, model: Any, plan: Plan, evaluator: DevEvaluator | None,
-             work: Path, budget: TrainerCallback | None = None) -> tuple[Any, CSVLogger]:
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-    args = training_arguments(SentenceTransformerTrainingArguments, config, work, evaluator,
-                              every=config.eval_steps or plan.steps_per_epoch,
-                              learning_rate=plan.learning_rate or config.peak_learning_rate,
-                              batch_sampler=plan.batch_sampler, max_grad_norm=1.0,
-                              dataloader_drop_last=False,
-                              share=epoch_share(config) if plan.share is None else plan.share)
-    dataset = Dataset.from_dict(plan.rows)
-    csv_log = CSVLogger(work / "logs" / "train_log.csv")
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
-                                         loss=plan.loss, evaluator=evaluator,
-                                         callbacks=with_budget(csv_log, budget))
-    return trainer, csv_log
 
 
 def with_budget(csv_log: CSVLogger, budget: TrainerCallback | None) -> list[TrainerCallback]:
@@ -286,7 +329,9 @@ def _reporters() -> list[str]:
     return ["tensorboard"]
 
 
-def _last_checkpoint(work: Path) -> str | None:
+def last_checkpoint(work: Path) -> str | None:
+    """The newest Trainer checkpoint under ``work`` (what ``--resume`` continues from), or
+    None with a warning when there is none."""
     checkpoints = sorted((work / "checkpoints").glob("checkpoint-*"),
                          key=lambda p: int(p.name.split("-")[1]))
     if not checkpoints:
