@@ -123,9 +123,9 @@ def test_help_explains_commands():
 
 
 def test_bright_domain_with_documents_file(tmp_path):
-    from tests.test_data import _bright_fixture
+    from tests.test_data import bright_fixture
 
-    domain = _bright_fixture(tmp_path / "biology")
+    domain = bright_fixture(tmp_path / "biology")
     docs = domain / "documents.jsonl"
     result = cormorant("eval", "-d", domain, "--documents", docs, "-p", "bm25",
                        "--json", tmp_path / "out.json", "--run-file", tmp_path / "run.trec")

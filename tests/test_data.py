@@ -53,7 +53,7 @@ def test_msmarco_tsv(tmp_path):
     assert split.qrels == {"100": {"1": 1}}
 
 
-def _bright_fixture(folder):
+def bright_fixture(folder):
     folder.mkdir()
     examples = [
         {"id": "0", "query": "why do insects fly to light", "reasoning": "GOLD NOTES",
@@ -71,7 +71,7 @@ def _bright_fixture(folder):
 
 
 def test_bright_queries_qrels_and_exclusions(tmp_path):
-    ds = load_dataset(_bright_fixture(tmp_path / "biology"))
+    ds = load_dataset(bright_fixture(tmp_path / "biology"))
     split = ds.split("test")
     assert split.queries["0"] == "why do insects fly to light"  # never the reasoning field
     assert split.qrels == {"0": {"a_0": 1, "a_1": 1}, "1": {"b_0": 1}}
@@ -80,13 +80,13 @@ def test_bright_queries_qrels_and_exclusions(tmp_path):
 
 
 def test_bright_long_documents_use_gold_ids_long(tmp_path):
-    ds = load_dataset(_bright_fixture(tmp_path / "biology"), long_documents=True)
+    ds = load_dataset(bright_fixture(tmp_path / "biology"), long_documents=True)
     assert ds.split("test").qrels == {"0": {"a": 1}, "1": {"b": 1}}
     assert {d.doc_id for d in ds.corpus} == {"a", "b", "x"}
 
 
 def test_bright_excluded_documents_are_dropped_before_cutting(tmp_path):
-    ds = load_dataset(_bright_fixture(tmp_path / "biology"))
+    ds = load_dataset(bright_fixture(tmp_path / "biology"))
     # The excluded doc ranks first; with depth 2 it would push a_1 out if it were cut first.
     run = Run({"0": {"x_0": 9.0, "a_0": 5.0, "a_1": 4.0}, "1": {"b_0": 1.0}})
     result = run_split(StaticStage(run), ds, "test", depth=2, measures=["R@2"])
@@ -95,7 +95,7 @@ def test_bright_excluded_documents_are_dropped_before_cutting(tmp_path):
 
 
 def test_bright_rejects_excluded_gold(tmp_path):
-    folder = _bright_fixture(tmp_path / "bad")
+    folder = bright_fixture(tmp_path / "bad")
     record = {"id": "9", "query": "q", "gold_ids": ["a_0"], "gold_ids_long": [],
               "excluded_ids": ["a_0"]}
     with open(folder / "examples.jsonl", "a") as handle:

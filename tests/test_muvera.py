@@ -155,7 +155,7 @@ def test_batched_encoding_of_ragged_sets_matches_one_set_at_a_time(document):
 
 def test_ams_projection_applies_blockwise_to_the_identity_encoding():
     """Means, sums and filled points all commute with the linear AMS sketch."""
-    from cormorant.index.muvera import _repetition
+    from cormorant.index.muvera import repetition_draws
 
     identity = FDEConfig(dimension=16, repetitions=2, k_sim=2, d_proj=None)
     sketched = FDEConfig(dimension=16, repetitions=2, k_sim=2, d_proj=4)
@@ -164,7 +164,7 @@ def test_ams_projection_applies_blockwise_to_the_identity_encoding():
         full = encode(points, identity).reshape(2, 4, 16)
         small = encode(points, sketched).reshape(2, 4, 4)
         for r in range(2):
-            assert np.allclose(full[r] @ _repetition(sketched, r)[1], small[r], atol=1e-5)
+            assert np.allclose(full[r] @ repetition_draws(sketched, r)[1], small[r], atol=1e-5)
 
 
 def test_final_projection_is_a_count_sketch_of_the_full_encoding():

@@ -248,9 +248,9 @@ def test_reasoning_expansion_on_bright_format_data(tmp_path: Path) -> None:
     shown to it; excluded documents are dropped before scoring."""
     from cormorant.data import DatasetSpec
     from cormorant.eval.harness import run_split
-    from tests.test_data import _bright_fixture
+    from tests.test_data import bright_fixture
 
-    ds = DatasetSpec(_bright_fixture(tmp_path / "biology")).load()
+    ds = DatasetSpec(bright_fixture(tmp_path / "biology")).load()
     model = Scripted({"smell primaries": "the olfactory answer is b_0"}, default="")
     stage = build_pipeline("bm25", ds.corpus)
     pipe = ReasonExpansion(llm=model) >> stage

@@ -40,7 +40,8 @@ def examples(m: dict[str, Path]) -> dict[str, str]:
     enc = m["encoder"]
     return {
         "bm25": "bm25(depth=50, k1=1.2, b=0.75, stemmer=none)",
-        "dense": f"dense(depth=20, model={enc}, batch_size=8, cache=false, nprobe=4)",
+        "dense": f"dense(depth=20, model={enc}, query_model={enc}, batch_size=8, cache=false,"
+                 " nprobe=4)",
         "chamfer": f"chamfer(model={enc}, max_length=64)",
         "muvera": f"muvera(model={enc}, repetitions=2, k_sim=2, d_proj=8, seed=3, index=flat,"
                   " candidates=5, carve=0.5)",

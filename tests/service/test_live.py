@@ -189,3 +189,26 @@ def test_separate_query_tower_encodes_queries_and_documents_keep_theirs(tmp_path
     got = dict(live.search([text], k=7)[0])
     assert all(abs(got[d.doc_id] - w) < 1e-5 for d, w in zip(docs, want, strict=True))
     live.close()
+
+
+def test_rocchio_over_a_live_dense_index_equals_rocchio_over_a_fresh_build(index_dir,
+                                                                           tiny_encoder):
+    """rocchio(dense) in the service: feedback and results include written documents and
+    never deleted ones, with the scores a fresh flat build over the same documents gives."""
+    from cormorant.retrieval.dense import DenseRetriever
+    from cormorant.retrieval.reformulate import Rocchio
+
+    live = LiveIndex.open("tiny", index_dir, ["rocchio(dense, beta=0.5, fb_docs=2)"])
+    live.put(NEW)
+    live.delete(["d2"])
+    docs = [Document(i, x, title=t) for i, t, x in DOCS if i != "d2"] + NEW
+    dense = live.states[1]
+    fresh = DenseRetriever.build(Corpus.from_documents(docs), model=dense.encoder.path,
+                                 cache=False)
+    query = "birds that catch fish"
+    want = Rocchio([fresh], beta=0.5, fb_docs=2).search(query, k=4)["0"]
+    got = dict(live.search([query], k=4, pipeline="rocchio(dense, beta=0.5, fb_docs=2)")[0])
+    assert got.keys() == want.keys() and "d2" not in got
+    assert all(abs(got[d] - want[d]) < 1e-4 for d in want)
+    assert {"n1", "n2"} & set(got)
+    live.close()

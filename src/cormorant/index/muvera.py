@@ -67,7 +67,7 @@ class FDEConfig:
         return asdict(self)
 
 
-def _repetition(config: FDEConfig, r: int) -> tuple[np.ndarray, np.ndarray | None]:
+def repetition_draws(config: FDEConfig, r: int) -> tuple[np.ndarray, np.ndarray | None]:
     """SimHash hyperplanes (d x k_sim) and, for AMS, the (d x d_proj) sketch matrix.
 
     Drawn in a fixed order from ``default_rng(seed + r)``, so queries and documents agree.
@@ -108,7 +108,7 @@ class _Randomness:
 @lru_cache(maxsize=16)
 def _randomness(config: FDEConfig) -> _Randomness:
     """All random matrices of ``config``, drawn once (per process) rather than per call."""
-    drawn = [_repetition(config, r) for r in range(config.repetitions)]
+    drawn = [repetition_draws(config, r) for r in range(config.repetitions)]
     planes = np.hstack([p for p, _ in drawn]).astype(np.float32)
     sketches = None if config.d_proj is None else np.hstack([s for _, s in drawn]).astype(
         np.float32)

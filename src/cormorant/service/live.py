@@ -40,7 +40,6 @@ from cormorant.service.live_stages import (
     BM25State,
     Change,
     DenseState,
-    LiveStage,
     LiveState,
     LockedStage,
 )
@@ -128,7 +127,7 @@ class LiveIndex:
                 if state is None:
                     return LockedStage(leaf)
                 states[position] = state
-            return LiveStage(leaf, states[position])
+            return states[position].stage(leaf)
 
         first = open_index(path, None, verify=verify, loaded=loaded, wrap=wrap)
         default = first.meta["pipeline"]

@@ -73,6 +73,10 @@ class LiveState:
     def rescore(self, inner: Retriever, queries: Queries, candidates: Run) -> Run:
         raise NotImplementedError
 
+    def stage(self, inner: Retriever) -> Stage:
+        """The stage that answers for ``inner`` through this state."""
+        return LiveStage(inner, self)
+
 
 @dataclass(frozen=True)
 class _DenseSnapshot:
@@ -109,11 +113,18 @@ class DenseState(LiveState):
     def vectors(self, prepared: tuple[_DenseSnapshot, np.ndarray]) -> np.ndarray:
         return prepared[1]
 
+    def stage(self, inner: Retriever) -> Stage:
+        assert isinstance(inner, DenseRetriever)
+        return LiveDenseStage(inner, self)
+
     def retrieve(self, inner: Retriever, queries: Queries, k: int) -> Run:
         assert isinstance(inner, DenseRetriever)
+        return self.search_vectors(inner, list(queries), inner.encode_queries(queries), k)
+
+    def search_vectors(self, inner: DenseRetriever, qids: list[str], vectors: np.ndarray,
+                       k: int) -> Run:
+        """The top ``k`` of the live collection for already encoded queries."""
         snap = self.snapshot
-        qids = list(queries)
-        vectors = inner.query_encoder.encode_queries([queries[q] for q in qids])
         base = Run({q: {} for q in qids})
         base_k = min(k + len(snap.tombstones), len(inner.index.ids))
         if base_k > 0:
@@ -130,10 +141,21 @@ class DenseState(LiveState):
 
     def rescore(self, inner: Retriever, queries: Queries, candidates: Run) -> Run:
         assert isinstance(inner, DenseRetriever)
+        return self.score_vectors(inner, list(queries), inner.encode_queries(queries), candidates)
+
+    def document_vectors(self, inner: DenseRetriever, doc_ids: list[str]) -> np.ndarray:
+        """Current vectors of ``doc_ids``: written ones from the delta, others as built."""
+        snap = self.snapshot
+        live = {d: i for i, d in enumerate(snap.ids)}
+        rows = [snap.matrix[live[d]] if d in live else inner.document_vectors([d])[0]
+                for d in doc_ids]
+        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+
+    def score_vectors(self, inner: DenseRetriever, qids: list[str], vectors: np.ndarray,
+                      candidates: Run) -> Run:
+        """Scores of each query's live candidates for already encoded queries."""
         snap = self.snapshot
         hidden = snap.tombstones | set(snap.ids)
-        qids = list(queries)
-        vectors = inner.query_encoder.encode_queries([queries[q] for q in qids])  # once
         base = inner.score_candidates(qids, vectors, Run(
             {q: {d: s for d, s in docs.items() if d not in hidden} for q, docs in candidates.items()}))
         if not snap.ids:
@@ -227,6 +249,33 @@ class LiveStage(Stage):
 
     def spec(self) -> Spec:
         return self.inner.spec()
+
+
+class LiveDenseStage(LiveStage):
+    """A live dense leaf that also searches with given query vectors (``rocchio(dense)``)."""
+
+    state: DenseState
+
+    def __init__(self, inner: DenseRetriever, state: DenseState) -> None:
+        super().__init__(inner, state)
+        self.dense = inner
+
+    @property
+    def depth(self) -> int:
+        return self.dense.depth
+
+    def encode_queries(self, queries: Queries) -> np.ndarray:
+        return self.dense.encode_queries(queries)
+
+    def document_vectors(self, doc_ids: list[str]) -> np.ndarray:
+        return self.state.document_vectors(self.dense, doc_ids)
+
+    def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
+        return self.state.search_vectors(self.dense, qids, vectors, k)
+
+    def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
+                         candidates: Run) -> Run:
+        return self.state.score_vectors(self.dense, qids, query_vectors, candidates)
 
 
 class LockedStage(Stage):
