@@ -250,7 +250,7 @@ def seal_run(index_dir: Path, model: str | None, queries: dict[str, str],
     params = [f"beams={opts.beams}", f"max_length={opts.max_length}", *extra]
     if model:
         params.append(f"model={model}")
-    stage = open_index(index_dir, pipeline=f"seal({', '.join(params)})").pipeline
+    stage = open_index(index_dir, pipeline=f"seal({', '.join(params)})").pipeline.stage
     if stage.titles:  # title_key_stats reads the keys the search decoded, not a second decode
         stage.title_keys = lru_cache(maxsize=None)(stage.title_keys)
     start = time.perf_counter()

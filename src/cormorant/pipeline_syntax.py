@@ -276,19 +276,8 @@ def parse(text: str) -> Spec:
 
 
 def leaves(spec: Spec) -> list[Leaf]:
-    """The named stages of ``spec``, left to right."""
-    match spec:
-        case Leaf():
-            return [spec]
-        case Call(args=args):
-            return [leaf for a in args for leaf in leaves(a)]
-        case Then(first=a, second=b):
-            return leaves(a) + leaves(b)
-        case Cutoff(stage=s) | Scale(stage=s):
-            return leaves(s)
-        case Sum(stages=stages):
-            return [leaf for s in stages for leaf in leaves(s)]
-    raise TypeError(spec)
+    """The named stages of ``spec`` that take no stages, left to right."""
+    return [node for node in named(spec) if isinstance(node, Leaf)]
 
 
 def named(spec: Spec) -> list[Leaf | Call]:
