@@ -6,10 +6,36 @@ from cormorant.errors import DataError
 from cormorant.types import Corpus, Document, Run
 
 
-def test_topk_keeps_best_and_breaks_ties_by_doc_id():
+def test_topk_keeps_best_and_breaks_ties_as_trec_eval():
     run = Run({"q": {"b": 1.0, "a": 1.0, "c": 3.0, "d": 0.5}})
-    assert list(run.topk(2)["q"]) == ["c", "a"]
-    assert run.ranked("q")[0] == ("c", 3.0)
+    assert list(run.topk(2)["q"]) == ["c", "b"]  # tied: the larger doc id ranks first
+    assert run.ranked("q") == [("c", 3.0), ("b", 1.0), ("a", 1.0), ("d", 0.5)]
+
+
+TIED_DOCS = ["d1", "d10", "d2", "D3", "doc-9", "x", "a_b", "é"]
+
+
+@pytest.mark.parametrize("relevant", TIED_DOCS)
+def test_tied_scores_are_ordered_as_trec_eval_orders_them(relevant, tmp_path):
+    """trec_eval (pytrec_eval, ir-measures' trec_eval backend) reads the run and sorts ties
+    itself, so its RR of the one relevant document gives that document's rank in trec_eval's
+    order: ours must agree, in ranked(), in the written file and in the depth cut."""
+    import ir_measures
+
+    run = Run({"q": {d: 1.0 for d in TIED_DOCS} | {"top": 2.0}})
+    qrels = {"q": {relevant: 1}}
+    backend = ir_measures.pytrec_eval
+    trec_rr = backend.calc_aggregate([ir_measures.RR], qrels, run)[ir_measures.RR]
+    ours = [d for d, _ in run.ranked("q")]
+    assert 1 / (ours.index(relevant) + 1) == pytest.approx(trec_rr)
+    write_trec_run(run, tmp_path / "run.trec")
+    lines = (tmp_path / "run.trec").read_text().split("\n")
+    assert f"q Q0 {relevant} {ours.index(relevant) + 1} 1 cormorant" in lines
+    # The depth cut keeps what trec_eval would rank in its top 3.
+    for depth in (2, 3, 5):
+        cut = run.topk(depth)
+        precision = backend.calc_aggregate([ir_measures.P @ depth], qrels, run)[ir_measures.P @ depth]
+        assert (relevant in cut["q"]) == (precision > 0)
 
 
 def test_topk_rejects_zero():

@@ -32,3 +32,16 @@ class MissingExtraError(CormorantError):
         super().__init__(
             f"{feature} needs the [{extra}] extra: pip install 'cormorant[{extra}]'{detail}"
         )
+
+
+def did_you_mean(name: str, choices: object) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to a mistyped ``name``, or "".
+
+    Example:
+        >>> did_you_mean("bm52", ["bm25", "dense"])
+        "; did you mean 'bm25'?"
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.6)  # type: ignore[attr-defined]
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -313,13 +313,15 @@ class Fusion(Composite):
 
 
 class CombSUM(Fusion):
-    """Sum of the stages' scores (``a + b``); optionally min-max normalised per query first."""
+    """Sum of the stages' scores (``a + b``); optionally normalised per query first
+    (:func:`cormorant.fusion.normalize`, shared with ``cormorant fuse``)."""
 
     name: ClassVar[str] = "combsum"
     usage: ClassVar[str] = "combsum(bm25, dense, normalize=minmax)"
     PARAMS: ClassVar[Params] = Params(
-        Param("normalize", str, "none", "min-max normalise each run per query before summing",
-              choices=("none", "minmax")))
+        Param("normalize", str, "none", "normalise each run per query before summing"
+              " (as cormorant.fusion.normalize)",
+              choices=("none", "minmax", "max", "sum", "zscore", "rank")))
 
     def __init__(self, stages: list[Stage], **params: Any) -> None:
         settings = self.PARAMS.resolve(params, self.name)
@@ -331,15 +333,9 @@ class CombSUM(Fusion):
         super().__init__(flat, **params)
 
     def fuse(self, runs: list[Run]) -> Run:
-        out = Run()
-        for run in runs:
-            for qid, docs in run.items():
-                if self.settings["normalize"] == "minmax":
-                    docs = _minmax(docs)
-                target = out.setdefault(qid, {})
-                for doc, score in docs.items():
-                    target[doc] = target.get(doc, 0.0) + score
-        return out
+        from cormorant.fusion import fuse
+
+        return fuse(runs, "combsum", norm=self.settings["normalize"])
 
     def spec(self) -> syntax.Spec:
         if self.settings["normalize"] == "none":
@@ -377,13 +373,9 @@ class RRF(Fusion):
         return self._ranked
 
     def fuse(self, runs: list[Run]) -> Run:
-        out = Run()
-        for run, weight in zip(runs, self.weights, strict=True):
-            for qid in run:
-                target = out.setdefault(qid, {})
-                for rank, (doc, _) in enumerate(run.ranked(qid), start=1):
-                    target[doc] = target.get(doc, 0.0) + weight / (self.settings["k"] + rank)
-        return out
+        from cormorant.fusion import fuse
+
+        return fuse(runs, "rrf", weights=self.weights, k=self.settings["k"])
 
 
 def _rrf_weight(stage: Stage) -> tuple[float, Stage]:
@@ -441,11 +433,3 @@ class WithDocuments(Stage):
 
     def spec(self) -> syntax.Spec:
         return self.stage.spec()
-
-
-def _minmax(docs: dict[str, float]) -> dict[str, float]:
-    if not docs:
-        return docs
-    low, high = min(docs.values()), max(docs.values())
-    span = high - low
-    return {d: (s - low) / span if span else 1.0 for d, s in docs.items()}

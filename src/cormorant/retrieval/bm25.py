@@ -19,7 +19,7 @@ import numpy as np
 from cormorant.errors import IndexFormatError, PipelineError
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
-from cormorant.types import Corpus, Queries, Run
+from cormorant.types import Corpus, Queries, Run, top_rows
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class BM25Retriever(Retriever):
                 run[qid] = {}  # no query term occurs in the corpus: nothing matches
                 continue
             scores = self._model.get_scores(query_tokens)
-            top = _top_positive(scores, k)
+            top = _top_positive(scores, k, self.doc_ids)
             run[qid] = {self.doc_ids[i]: float(scores[i]) for i in top}
         return run
 
@@ -196,11 +196,8 @@ def index_tokens(tokenizer: Any, token_ids: list[list[int]], settings: dict[str,
     return model
 
 
-def _top_positive(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores that are above zero, best first."""
-    if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(len(scores))
-    part = part[scores[part] > 0]
-    return part[np.argsort(-scores[part], kind="stable")]
+def _top_positive(scores: np.ndarray, k: int, doc_ids: list[str]) -> np.ndarray:
+    """Indices of the ``k`` highest scores that are above zero, best first; ties at the cut
+    as trec_eval orders them (:func:`cormorant.types.top_rows`)."""
+    top = top_rows(scores, k, doc_ids)
+    return top[scores[top] > 0]
