@@ -47,7 +47,7 @@ def test_build_search_and_eval(bm25_index, tmp_path):
 
     out = tmp_path / "out.json"
     result = cormorant("eval", "--dataset", dataset, "--pipeline", "bm25", "--json", out,
-                       "--run-file", tmp_path / "run.trec", "--markdown", tmp_path / "t.md")
+                       "--save-run", tmp_path / "run.trec", "--markdown", tmp_path / "t.md")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert set(report) == {"dataset", "split", "pipeline", "metrics", "per_query", "timing"}
@@ -128,7 +128,7 @@ def test_bright_domain_with_documents_file(tmp_path):
     domain = bright_fixture(tmp_path / "biology")
     docs = domain / "documents.jsonl"
     result = cormorant("eval", "-d", domain, "--documents", docs, "-p", "bm25",
-                       "--json", tmp_path / "out.json", "--run-file", tmp_path / "run.trec")
+                       "--json", tmp_path / "out.json", "--save-run", tmp_path / "run.trec")
     assert result.returncode == 0, result.stderr
     run = read_trec_run(tmp_path / "run.trec")
     assert set(run["0"]) == {"a_0", "a_1", "b_0"}  # x_0 matches but is excluded

@@ -7,7 +7,6 @@ traceback.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,26 @@ import typer
 from cormorant.errors import CormorantError
 from cormorant.training.config import TrainConfig
 from cormorant.training.options import command_options
+
+_TYPE_NAMES = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "Path": "PATH", "bool": ""}
+
+
+def _conventional_type(original):  # noqa: ANN001, ANN202
+    """Help shows INTEGER, TEXT, PATH as click and most tools do, not typer's ``<list[str]>``
+    (repetition is said in each option's help)."""
+    def display_type(self, ctx):  # noqa: ANN001, ANN202
+        label = original(self, ctx)
+        if not label or not label.startswith("<"):
+            return label
+        inner = label[1:-1]
+        inner = inner[5:-1] if inner.startswith("list[") else inner
+        return _TYPE_NAMES.get(inner, inner.upper() if inner.isidentifier() else inner) or None
+    return display_type
+
+
+# typer offers no hook for the type column; its parameter class is patched for this process.
+typer.core._TyperParameter.display_type = _conventional_type(  # type: ignore[attr-defined]
+    typer.core._TyperParameter.display_type)  # type: ignore[attr-defined]
 
 app = typer.Typer(help="Cormorant: dense retrieval and ranking. Index, search and evaluate "
                        "collections with BM25, dense FAISS indexes and pipelines of them.",
@@ -35,17 +54,37 @@ DocumentsOpt = Annotated[Path | None, typer.Option(
     help="BRIGHT only: the documents file (jsonl or parquet with id, content).")]
 LongOpt = Annotated[bool, typer.Option(
     "--long-documents", help="BRIGHT only: judge against gold_ids_long (long-document variant).")]
-PipelineHelp = ("Pipeline, e.g. 'bm25', 'dense(model=PATH)', 'rrf(bm25, dense) % 100',"
-                " 'bm25 % 100 >> dense', 'genqr_ensemble >> bm25'. 'cormorant stages' lists every"
-                " stage and its parameters.")
+
+
+def _pipeline_help() -> str:
+    from cormorant import registry
+
+    return ("Pipeline, e.g. 'bm25', 'dense(model=PATH)', 'rrf(bm25, dense) % 100', 'bm25 % 100 >>"
+            f" dense'. Stages: {', '.join(registry.stage_names())}; 'cormorant stages NAME' gives"
+            " their parameters.")
+
+
+PipelineHelp = _pipeline_help()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cormorant import __version__
+
+        typer.echo(f"cormorant {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                                help="Log progress details.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+def _main(verbose: Annotated[bool, typer.Option(
+              "--verbose", "-v", help="Log progress details and libraries' own output"
+                                      " (anywhere on the command line).")] = False,
+          version: Annotated[bool, typer.Option(
+              "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+          ) -> None:
+    from cormorant.console import configure
+
+    configure(verbose)
 
 
 def _load(dataset: Path, documents: Path | None = None, long_documents: bool = False):  # noqa: ANN202
@@ -109,21 +148,89 @@ def index_build(dataset: DatasetOpt,
 
 
 @app.command()
-def search(query: Annotated[list[str], typer.Argument(help="One or more query texts.")],
-           index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
-           k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
+def search(index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+           query: Annotated[list[str] | None, typer.Argument(
+               help="Query texts; '-' reads one query per line from stdin.", show_default=False)] = None,
+           topics: Annotated[str | None, typer.Option(
+               "--topics", "-t", help="Queries to search: a tsv (id<TAB>text), jsonl, TREC topics"
+                                      " file, a dataset folder or irds:<id>.")] = None,
+           split: Annotated[str | None, typer.Option(
+               help="With a dataset folder or irds:<id> as --topics: only this split's queries.")] = None,
+           output: Annotated[Path | None, typer.Option(
+               "--output", "-o", help="Write a TREC run file here instead of printing.")] = None,
+           tag: Annotated[str, typer.Option(help="The run's tag (last column of --output).")] = "cormorant",
+           k: Annotated[int | None, typer.Option(
+               "-k", help="Results per query.  [default: 10 printed, 1000 with --output]",
+               show_default=False)] = None,
+           batch_size: Annotated[int, typer.Option(help="Queries searched at once.")] = 64,
            pipeline: Annotated[str | None, typer.Option(
                "--pipeline", "-p", help="Re-compose the index's stages (default: as built).")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+           overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
            ) -> None:
-    """Search an index and print the top-k documents per query."""
-    from cormorant.retrieval.assemble import open_index
+    """Search an index: print the top-k documents per query, or write a TREC run.
 
+    Examples: cormorant search -i indexes/scifact "vitamin d";
+    cormorant search -i indexes/scifact --topics queries.tsv --output run.trec --tag bm25
+    """
+    queries = _search_queries(query, topics, split)
+    k = k if k is not None else (1000 if output else 10)
     if k < 1:
         raise CormorantError(f"-k must be at least 1, got {k}")
+    if batch_size < 1:
+        raise CormorantError(f"--batch-size must be at least 1, got {batch_size}")
+    if output is not None:
+        _check_output(output, overwrite, "--output")
+        if not tag or any(ch.isspace() for ch in tag):
+            raise CormorantError(f"--tag must be one word, got {tag!r}")
+    from cormorant.retrieval.assemble import open_index
+
     handle = open_index(index, pipeline)
-    queries = {str(i): q for i, q in enumerate(query)}
-    run = handle.pipeline.search(queries, k=k)
+    run = _search_batches(handle.pipeline, queries, k, batch_size)
+    if output is not None:
+        run.to_trec(output, tag=tag)
+        typer.echo(f"{len(run):,} queries, {sum(map(len, run.values())):,} results -> {output}",
+                   err=True)
+        return
+    _print_hits(handle, queries, run, as_json)
+
+
+def _search_queries(query: list[str] | None, topics: str | None, split: str | None) -> dict[str, str]:
+    """Queries from the command line, stdin ('-') or a topics source; exactly one of them."""
+    if topics is not None and query:
+        raise CormorantError("give query texts or --topics, not both")
+    if topics is not None:
+        from cormorant.data.topics import read_topics
+
+        return read_topics(topics, split)
+    if split is not None:
+        raise CormorantError("--split picks queries of a --topics dataset")
+    if not query:
+        raise CormorantError("give one or more query texts, '-' to read them from stdin,"
+                             " or --topics FILE")
+    if query == ["-"]:
+        query = [line.strip() for line in sys.stdin if line.strip()]
+        if not query:
+            raise CormorantError("no queries on stdin")
+    return {str(i): q for i, q in enumerate(query)}
+
+
+def _search_batches(stage, queries: dict[str, str], k: int, batch_size: int):  # noqa: ANN001, ANN202
+    """Search ``queries`` ``batch_size`` at a time with a labelled progress bar."""
+    from cormorant.console import progress
+    from cormorant.types import Run
+
+    ids = list(queries)
+    run = Run()
+    with progress(f"searching {len(ids):,} queries", total=len(ids), unit="query") as bar:
+        for start in range(0, len(ids), batch_size):
+            batch = {q: queries[q] for q in ids[start:start + batch_size]}
+            run.update(stage.search(batch, k=k))
+            bar.update(len(batch))
+    return run
+
+
+def _print_hits(handle, queries: dict[str, str], run, as_json: bool) -> None:  # noqa: ANN001
     docs = handle.docs.get_many([d for hits in run.values() for d in hits])
     results = []
     for qid, text in queries.items():
@@ -142,6 +249,12 @@ def search(query: Annotated[list[str], typer.Argument(help="One or more query te
             typer.echo(f"{hit['rank']:>3}  {hit['score']:9.4f}  {hit['doc_id']:<16} {snippet}")
 
 
+def _check_output(path: Path, overwrite: bool, flag: str) -> None:
+    """An output file is never replaced unless the user says so."""
+    if path.exists() and not path.is_dir() and not overwrite:
+        raise CormorantError(f"{flag} {path} already exists (use --overwrite to replace it)")
+
+
 @app.command()
 def stages(name: Annotated[list[str] | None, typer.Argument(
         help="Stages to describe (default: every registered stage).")] = None) -> None:
@@ -158,19 +271,33 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
               "--dataset", "-d", help="Dataset folder; repeat for several.")] = None,
           pipeline: Annotated[list[str] | None, typer.Option(
               "--pipeline", "-p", help=PipelineHelp + " Repeat for several.")] = None,
+          run: Annotated[list[Path] | None, typer.Option(
+              "--run", "-r", help="A TREC run file to score (yours, or from 'search --output' or"
+                                  " 'fuse'); repeat for several. One dataset, or --qrels.")] = None,
+          qrels: Annotated[Path | None, typer.Option(
+              help="Score --run files against this qrels file (TREC or BEIR tsv) instead of a"
+                   " dataset's split.")] = None,
           split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
           experiment: Annotated[Path | None, typer.Option(
-              help="YAML/JSON experiment file (datasets, pipelines, baseline, ...).")] = None,
+              help="YAML/JSON experiment file (datasets, pipelines, runs, baseline, ...).")] = None,
           baseline: Annotated[str | None, typer.Option(
-              help="Pipeline the others are tested against (paired t-test and randomisation"
-                   " test, Holm-corrected).")] = None,
+              help="Pipeline or run file the others are tested against (paired t-test and"
+                   " randomisation test, Holm-corrected).")] = None,
           report: Annotated[Path | None, typer.Option(
               help="Write a report: .md (figures beside it) or self-contained .html.")] = None,
           index: Annotated[Path | None, typer.Option(
               help="Use this index instead of building the pipeline (one dataset).")] = None,
+          allow_mismatch: Annotated[bool, typer.Option(
+              "--allow-mismatch", help="Score an --index even if it was built from another corpus"
+                                       " or lacks judged documents.")] = False,
           measure: Annotated[list[str] | None, typer.Option(
-              "--measure", "-m", help="ir-measures name; repeat for several.")] = None,
+              "--measure", "-m", help="ir-measures name; repeat for several."
+                                      "  [default: nDCG@10, RR@10, R@100]")] = None,
           depth: Annotated[int, typer.Option(help="Results per query that are scored.")] = 1000,
+          average: Annotated[str, typer.Option(
+              help="Which queries a mean is over: 'judged' (every judged query, no results count"
+                   " 0: trec_eval -c, TREC, Pyserini) or 'retrieved' (judged queries with"
+                   " results: BEIR, MTEB).")] = "judged",
           interp_extrap: Annotated[bool, typer.Option(
               "--interp-extrap", help="Also score interpolation vs extrapolation queries.")] = False,
           train_split: Annotated[str, typer.Option(help="Training split for --interp-extrap.")] = "train",
@@ -178,19 +305,29 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
           seed: Annotated[int, typer.Option(help="Seed of the --interp-extrap clustering.")] = 0,
           split_out: Annotated[Path | None, typer.Option(
               help="Write each dataset's interpolation/extrapolation folds here for reuse.")] = None,
-          json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON.")] = None,
+          json_out: Annotated[Path | None, typer.Option(
+              "--save-json", "--json", help="Write results JSON to this file.")] = None,
           markdown: Annotated[Path | None, typer.Option(help="Write a Markdown table.")] = None,
-          run_file: Annotated[Path | None, typer.Option(
-              help="Write the TREC run (one dataset and pipeline).")] = None,
+          save_run: Annotated[Path | None, typer.Option(
+              help="Write the TREC run of the one dataset and pipeline here.")] = None,
           runs_dir: Annotated[Path | None, typer.Option(help="Write every TREC run here.")] = None,
+          overwrite: Annotated[bool, typer.Option(
+              help="Let --save-run replace an existing file.")] = False,
           cache: Annotated[bool, typer.Option(help="Reuse cached runs.")] = True,
           documents: DocumentsOpt = None, long_documents: LongOpt = False) -> None:
-    """Evaluate pipelines on datasets with ir-measures (nDCG@10, RR@10, R@100 by default).
+    """Evaluate pipelines or run files on datasets with ir-measures (nDCG@10, RR@10, R@100 by
+    default).
 
-    With one dataset and one pipeline, --json writes {dataset, split, pipeline, metrics,
-    per_query, timing}; with several it writes {results: [...], significance: [...],
+    With one dataset and one pipeline (or run), --save-json writes {dataset, split, pipeline,
+    metrics, per_query, timing}; with several it writes {results: [...], significance: [...],
     interp_extrap: {...}}.
     """
+    if save_run is not None:
+        _check_output(save_run, overwrite, "--save-run")
+    if qrels is not None and (dataset or experiment):
+        raise CormorantError("--qrels replaces --dataset; give one of them")
+    if qrels is not None and not run:
+        raise CormorantError("--qrels scores run files: give --run RUN")
     from cormorant.data.files import atomic_write
     from cormorant.eval.experiment import DatasetSpec, Experiment, InterpExtrapConfig, run_experiment
     from cormorant.eval.harness import markdown_table
@@ -198,29 +335,33 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
     if experiment is not None:
         exp = Experiment.from_file(experiment)
     else:
-        if not dataset:
-            raise CormorantError("give --dataset (repeatable) or --experiment FILE")
+        if not dataset and qrels is None:
+            raise CormorantError("give --dataset (repeatable), --qrels FILE or --experiment FILE")
+        specs = [_QrelsSpec(qrels, split)] if qrels is not None else \
+            [DatasetSpec(d, documents, long_documents) for d in dataset or []]
         exp = Experiment(
-            datasets=[DatasetSpec(d, documents, long_documents) for d in dataset],
-            pipelines=pipeline or ["bm25"], split=split, baseline=baseline,
+            datasets=specs,  # type: ignore[arg-type]
+            pipelines=pipeline or ([] if run else ["bm25"]), runs=list(run or []),
+            split=split, baseline=baseline, average=average,
             measures=measure or Experiment.__dataclass_fields__["measures"].default_factory(),
             depth=depth, runs_dir=runs_dir, use_cache=cache,
             interp_extrap=InterpExtrapConfig(train_split, buckets, seed, out=split_out)
             if interp_extrap else None)
     exp.validate()
     if index is not None:
-        results = [_eval_index(exp, index, pipeline[0] if pipeline else None)]
+        results = [_eval_index(exp, index, pipeline[0] if pipeline else None, allow_mismatch)]
         payload = results[0].to_json()
+        comparisons: list = []
     else:
         outcome = run_experiment(exp)
-        results = outcome.results
+        results, comparisons = outcome.results, outcome.comparisons
         single = len(results) == 1 and not outcome.regimes
         payload = results[0].to_json() if single else outcome.to_json()
         if report:
             from cormorant.eval.report import write_report
 
             write_report(outcome, report)
-    table = markdown_table(results)
+    table = markdown_table(results, comparisons)
     typer.echo(table, nl=False)
     if json_out:
         with atomic_write(json_out) as handle:
@@ -228,10 +369,87 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
     if markdown:
         with atomic_write(markdown) as handle:
             handle.write(table)
-    if run_file:
+    if save_run:
         if len(results) != 1:
-            raise CormorantError("--run-file takes one dataset and one pipeline; use --runs-dir")
-        results[0].run.to_trec(run_file)
+            raise CormorantError("--save-run takes one dataset and one pipeline; use --runs-dir")
+        results[0].run.to_trec(save_run, tag=_tag(results[0].pipeline))
+
+
+def _tag(system: str) -> str:
+    """A run tag (one word) from a pipeline string."""
+    slug = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in system).strip("_")
+    return slug[:40] or "cormorant"
+
+
+class _QrelsSpec:
+    """A qrels file standing in for a dataset when only run files are scored."""
+
+    def __init__(self, path: Path, split: str) -> None:
+        self.path, self.split = path, split
+
+    def load(self):  # noqa: ANN201
+        from cormorant.data.trec import read_qrels
+        from cormorant.types import Corpus, Dataset, Split
+
+        judged = read_qrels(self.path)
+        name = self.path.name.split(".")[0]
+        return Dataset(name, Corpus.from_documents([], name=name), [self.split],
+                       lambda _: Split({}, judged), self.path)
+
+
+@app.command()
+def fuse(runs: Annotated[list[Path], typer.Option(
+             "--runs", help="Run files to fuse (TREC): --runs A B C, or --runs A --runs B.")],
+         output: Annotated[Path, typer.Option("--output", "-o", help="The fused TREC run to write.")],
+         method: Annotated[str, typer.Option(
+             help="rrf, isr, combsum, wsum, combmnz, wmnz, combanz, combmax, combmin or combmed.")] = "rrf",
+         norm: Annotated[str, typer.Option(
+             help="Per-query normalisation before a score method: none, minmax, max, sum, zscore,"
+                  " rank (rrf and isr fuse ranks and ignore it).")] = "none",
+         weights: Annotated[list[float] | None, typer.Option(
+             help="One weight per run (rrf, isr, combsum/wsum, wmnz): --weights 0.3 0.7.")] = None,
+         rrf_k: Annotated[int, typer.Option("--rrf-k", help="rrf's rank offset.")] = 60,
+         k: Annotated[int, typer.Option("-k", help="Results kept per query.")] = 1000,
+         tag: Annotated[str, typer.Option(help="The fused run's tag.")] = "fused",
+         optimize: Annotated[str | None, typer.Option(
+             help="Choose the weights that maximise this measure (e.g. nDCG@10) on --dataset's"
+                  " --split queries, by grid search, then fuse every query with them.")] = None,
+         dataset: Annotated[Path | None, typer.Option(
+             "--dataset", "-d", help="--optimize: the dataset whose judgments pick the weights.")] = None,
+         split: Annotated[str, typer.Option(help="--optimize: the split used (a dev split).")] = "dev",
+         step: Annotated[float, typer.Option(help="--optimize: grid step of the weights.")] = 0.1,
+         overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
+         ) -> None:
+    """Fuse TREC run files (as pyserini.fusion and ranx.fuse do) into one run.
+
+    Example: cormorant fuse --runs bm25.trec dense.trec --method rrf --output fused.trec
+    """
+    from cormorant.fusion import check
+    from cormorant.fusion import fuse as fuse_runs
+
+    if len(runs) < 2:
+        raise CormorantError(f"--runs needs at least two run files, got {len(runs)}")
+    check(method, norm, weights, len(runs))
+    if optimize is not None and weights is not None:
+        raise CormorantError("give --weights or --optimize, not both")
+    if optimize is not None and dataset is None:
+        raise CormorantError("--optimize needs --dataset (and --split) to judge the weights")
+    if k < 1:
+        raise CormorantError(f"-k must be at least 1, got {k}")
+    _check_output(output, overwrite, "--output")
+    from cormorant.types import Run
+
+    loaded = [Run.from_trec(path) for path in runs]
+    if optimize is not None:
+        from cormorant.eval.fusion_weights import optimize_weights
+
+        weights, best = optimize_weights(loaded, method, norm, optimize, _load(dataset).split(split),
+                                         step=step, k=rrf_k)
+        typer.echo(f"weights {' '.join(f'{w:g}' for w in weights)}: {optimize} {best:.4f}"
+                   f" on {dataset} {split}", err=True)
+    fused = fuse_runs(loaded, method, norm, weights, k=rrf_k).topk(k)
+    fused.to_trec(output, tag=tag)
+    typer.echo(f"fused {len(runs)} runs with {method}: {len(fused):,} queries -> {output}", err=True)
 
 
 @app.command()
@@ -358,20 +576,23 @@ def data_synth_queries(
                f" ({result.duplicates} duplicates, {result.filtered} filtered) -> {out}")
 
 
-def _eval_index(exp, index: Path, pipeline: str | None):  # noqa: ANN001, ANN202
+def _eval_index(exp, index: Path, pipeline: str | None, allow_mismatch: bool = False):  # noqa: ANN001, ANN202
     """Evaluate an index directory (built earlier) on the experiment's one dataset; ``pipeline``
-    re-composes its stages (default: as built)."""
+    re-composes its stages (default: as built). An index of another collection is refused
+    unless ``allow_mismatch``."""
     from cormorant.eval.harness import run_split
-    from cormorant.retrieval.assemble import open_index
+    from cormorant.retrieval.assemble import check_index_fits, open_index
 
-    if len(exp.datasets) != 1 or len(exp.pipelines) > 1:
+    if len(exp.datasets) != 1 or len(exp.pipelines) > 1 or exp.runs:
         raise CormorantError("--index evaluates one dataset with one pipeline")
     ds = exp.datasets[0].load()
-    ds.split(exp.split)
+    judged = ds.split(exp.split).qrels
     start = time.perf_counter()
-    stage = open_index(index, pipeline).pipeline
-    return run_split(stage, ds, exp.split, depth=exp.depth, measures=exp.measures,
-                     build_seconds=time.perf_counter() - start)
+    handle = open_index(index, pipeline)
+    if not allow_mismatch:
+        check_index_fits(handle, ds.corpus.name, {d for docs in judged.values() for d in docs})
+    return run_split(handle.pipeline, ds, exp.split, depth=exp.depth, measures=exp.measures,
+                     build_seconds=time.perf_counter() - start, average=exp.average)
 
 
 @app.command()
@@ -469,10 +690,61 @@ def cache_prune(
                f" cache now {cache.format_size(cache.info().total)}")
 
 
+MULTI_VALUE = {"fuse": ("--runs", "--weights"), "eval": ("--run", "-r")}
+"""Options that take several values after one flag (``--runs A B C``), as Pyserini's and
+ranx's users write them; click takes one value per flag, so the command line is rewritten to
+``--runs A --runs B --runs C`` before click reads it."""
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """``-v``/``--verbose`` anywhere moves to the front (where the app's callback reads it),
+    and the options of :data:`MULTI_VALUE` take every value up to the next option.
+
+    Example:
+        >>> normalize_argv(["fuse", "--runs", "a", "b", "-v", "--method", "rrf"])
+        ['-v', 'fuse', '--runs', 'a', '--runs', 'b', '--method', 'rrf']
+    """
+    if "--" in argv:
+        head, tail = argv[:argv.index("--")], argv[argv.index("--"):]
+    else:
+        head, tail = argv, []
+    verbose = [a for a in head if a in ("-v", "--verbose")]
+    head = [a for a in head if a not in ("-v", "--verbose")]
+    command = next((a for a in head if not a.startswith("-")), None)
+    multi = MULTI_VALUE.get(command or "", ())
+    out: list[str] = []
+    flag = None
+    for arg in head:
+        if arg in multi:
+            flag = arg
+            out.append(arg)
+            continue
+        if flag is not None and not arg.startswith("-") and out[-1] != flag:
+            out.extend([flag, arg])
+            continue
+        if arg.startswith("-") and not _is_number(arg):
+            flag = None
+        out.append(arg)
+    return verbose[:1] + out + tail
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     try:
-        code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
+        if any(a == "--run-file" or a.startswith("--run-file=") for a in sys.argv[1:]):
+            raise CormorantError("--run-file is now --save-run (it writes this evaluation's run,"
+                                 " and never over an existing file without --overwrite);"
+                                 " --run RUN reads a run to score")
+        code = app(args=normalize_argv(sys.argv[1:]), prog_name="cormorant",
+                   standalone_mode=False)  # returns typer.Exit's code instead of exiting
         if isinstance(code, int) and code:
             sys.exit(code)
     except CormorantError as exc:
@@ -487,7 +759,8 @@ def main() -> None:
 
 
 def _exit_for_click_error(exc: Exception) -> None:
-    """Exit as click would for its own exceptions: usage errors print one message, exit 2.
+    """Exit as click would for its own exceptions, but a usage error is the project's one
+    ``error:`` line (with click's "did you mean", and where to find help), exit status 2.
 
     Newer typer releases raise their own vendored copies of click's exception classes, so
     both are matched (a usage error has ``show`` and ``exit_code`` in either)."""
@@ -497,10 +770,14 @@ def _exit_for_click_error(exc: Exception) -> None:
         sys.exit(exc.exit_code)
     if isinstance(exc, click.ClickException) or (hasattr(exc, "show")
                                                  and isinstance(getattr(exc, "exit_code", None), int)):
-        exc.show()
-        sys.exit(exc.exit_code)
+        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "cormorant"
+        typer.echo(f"error: {message} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     if isinstance(exc, click.exceptions.Abort | typer.Abort):
         sys.exit(1)
+
 
 if __name__ == "__main__":
     main()

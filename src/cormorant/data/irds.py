@@ -39,6 +39,20 @@ def _local(action: str, dataset_id: str, produce: Any) -> Any:
                         f" (no network here; put them under $IR_DATASETS_HOME): {exc}") from None
 
 
+def read_queries(dataset_id: str) -> dict[str, str]:
+    """Every query of an ir_datasets dataset, judged or not (topics for a submission).
+
+    Example:
+        >>> read_queries("beir/scifact/test")  # doctest: +SKIP
+    """
+    source = _open(dataset_id)
+    if not source.has_queries():
+        raise DataError(f"ir_datasets {dataset_id!r} has no queries")
+    return _local("read queries", dataset_id, lambda: {
+        str(q.query_id): q.default_text() if hasattr(q, "default_text") else str(q.text)
+        for q in source.queries_iter()})
+
+
 def _document(doc: Any) -> Document:
     title = getattr(doc, "title", "") or ""
     text = getattr(doc, "text", None)
@@ -77,9 +91,7 @@ class IrDatasetsFormat:
             else []
 
         def load_split(name: str) -> Split:
-            queries = _local("read queries", dataset_id, lambda: {
-                str(q.query_id): q.default_text() if hasattr(q, "default_text") else str(q.text)
-                for q in source.queries_iter()})
+            queries = read_queries(dataset_id)
             qrels: dict[str, dict[str, int]] = {}
             for qrel in _local("read judgments", dataset_id, lambda: list(source.qrels_iter())):
                 qrels.setdefault(str(qrel.query_id), {})[str(qrel.doc_id)] = int(qrel.relevance)

@@ -62,13 +62,25 @@ class Experiment:
     interp_extrap: InterpExtrapConfig | None = None
     runs_dir: Path | None = None
     use_cache: bool = True
+    runs: list[Path] = field(default_factory=list)
+    """Run files scored beside the pipelines (one dataset): systems named by their path."""
+    average: str = "judged"
 
     def validate(self) -> None:
         """Fail on every mistake that can be found before slow work starts."""
+        from cormorant.eval.measures import AVERAGES
         from cormorant.retrieval.assemble import validate
 
-        if not self.datasets or not self.pipelines:
-            raise CormorantError("an experiment needs at least one dataset and one pipeline")
+        if not self.datasets or not (self.pipelines or self.runs):
+            raise CormorantError("an experiment needs at least one dataset and one pipeline"
+                                 " or run file")
+        if self.runs and len(self.datasets) != 1:
+            raise CormorantError("run files are scored against one dataset; give one --dataset")
+        if self.average not in AVERAGES:
+            raise CormorantError(f"average must be one of {', '.join(AVERAGES)}, got {self.average!r}")
+        for path in self.runs:
+            if not Path(path).is_file():
+                raise CormorantError(f"run file not found: {path}")
         if not isinstance(self.pipelines, list) or not all(isinstance(p, str) for p in self.pipelines):
             raise CormorantError(f"pipelines must be a list of pipeline strings, got {self.pipelines!r}")
         if not isinstance(self.measures, list):
@@ -78,9 +90,13 @@ class Experiment:
         parse_measures(self.measures)
         for pipeline in self.pipelines:
             validate(pipeline)
-        if self.baseline is not None and self.baseline not in self.pipelines:
-            raise CormorantError(f"baseline {self.baseline!r} is not one of the pipelines"
-                                 f" ({', '.join(self.pipelines)})")
+        if self.baseline is not None and self.baseline not in self.systems():
+            raise CormorantError(f"baseline {self.baseline!r} is not one of the pipelines or"
+                                 f" run files ({', '.join(self.systems())})")
+
+    def systems(self) -> list[str]:
+        """What the tables and tests name each system: pipeline strings, then run paths."""
+        return [*self.pipelines, *(str(p) for p in self.runs)]
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> Experiment:
@@ -106,6 +122,8 @@ class Experiment:
             interp = InterpExtrapConfig(**{**interp, "out": _path(interp.get("out"), base)})
         if "runs_dir" in raw:
             raw["runs_dir"] = _path(raw["runs_dir"], base)
+        if "runs" in raw:
+            raw["runs"] = [_path(p, base) for p in raw["runs"] or []]
         try:
             return cls(datasets=datasets, interp_extrap=interp, **{**raw, **overrides})
         except TypeError as exc:
@@ -158,13 +176,16 @@ def run_experiment(exp: Experiment) -> ExperimentResult:
         dataset = spec.load()
         split = dataset.split(exp.split)
         built: dict[str, Stage] = {}
-        for pipeline in exp.pipelines:
-            result = _evaluate_pair(exp, dataset, split, pipeline, built, cache)
+        for pipeline in exp.systems():
+            if pipeline in exp.pipelines:
+                result = _evaluate_pair(exp, dataset, split, pipeline, built, cache)
+            else:
+                result = _evaluate_run_file(exp, dataset, split, Path(pipeline))
             curve = score_run(result.run, dataset.name, exp.split, split, pipeline, {},
-                              exp.depth, [f"R@{k}" for k in curve_ks]).metrics
+                              exp.depth, [f"R@{k}" for k in curve_ks], exp.average).metrics
             curves[(dataset.name, pipeline)] = {k: curve[f"R@{k}"] for k in curve_ks}
             results.append(result)
-            if exp.runs_dir:
+            if exp.runs_dir and pipeline in exp.pipelines:
                 result.run.to_trec(exp.runs_dir / f"{dataset.name}.{_slug(pipeline)}.trec",
                                    tag=_slug(pipeline)[:40] or "run")
         if exp.interp_extrap:
@@ -186,13 +207,26 @@ def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
         log.info("%s on %s: run from cache", pipeline, dataset.name)
         run, timing = cached
         return score_run(run, dataset.name, exp.split, split, pipeline, timing, exp.depth,
-                         exp.measures)
+                         exp.measures, exp.average)
     start = time.perf_counter()
     stage = build_pipeline(pipeline, dataset.corpus, built)
     run, timing = timed_search(stage, split.queries, time.perf_counter() - start)
     cache.put(key, run, timing)  # whole run: exclusions must be dropped before any cut
     return score_run(run, dataset.name, exp.split, split, pipeline, timing, exp.depth,
-                     exp.measures)
+                     exp.measures, exp.average)
+
+
+def _evaluate_run_file(exp: Experiment, dataset: Dataset, split: Any, path: Path) -> EvalResult:
+    """Score a TREC run read from ``path`` exactly as a pipeline's run is scored (exclusions
+    dropped, cut to the depth by trec_eval's order); it has no timing."""
+    from cormorant.types import Run
+
+    run = Run.from_trec(path)
+    if not set(run) & set(split.qrels):
+        log.warning("%s answers none of the %s judged queries of %s/%s: is it a run of another"
+                    " dataset?", path, f"{len(split.qrels):,}", dataset.name, exp.split)
+    return score_run(run, dataset.name, exp.split, split, str(path), {}, exp.depth,
+                     exp.measures, exp.average)
 
 
 def _compare(exp: Experiment, results: list[EvalResult]) -> list[Comparison]:

@@ -31,10 +31,16 @@ class EvalResult:
         return {"dataset": self.dataset, "split": self.split, "pipeline": self.pipeline,
                 "metrics": self.metrics, "per_query": self.per_query, "timing": self.timing}
 
+    def __repr__(self) -> str:
+        # The per-query values (hundreds of numbers) stay out of the printed form.
+        values = ", ".join(f"{name}={value:.4f}" for name, value in self.metrics.items())
+        return (f"EvalResult({self.dataset}/{self.split}, {self.pipeline!r}: {values};"
+                f" {len(self.per_query)} queries)")
+
 
 def run_split(stage: Stage, dataset: Dataset, split: str, depth: int = 1000,
               measures: Sequence[str] = DEFAULT_MEASURES,
-              build_seconds: float = 0.0) -> EvalResult:
+              build_seconds: float = 0.0, average: str = "judged") -> EvalResult:
     """Search every query of ``split`` with ``stage`` and evaluate the top ``depth``.
 
     BRIGHT-style ``excluded`` documents are removed from each ranking before it is cut to
@@ -42,13 +48,14 @@ def run_split(stage: Stage, dataset: Dataset, split: str, depth: int = 1000,
     """
     data = dataset.split(split)
     run, timing = timed_search(stage, data.queries, build_seconds)
-    return score_run(run, dataset.name, split, data, str(stage), timing, depth, measures)
+    return score_run(run, dataset.name, split, data, str(stage), timing, depth, measures, average)
 
 
 def timed_search(stage: Stage, queries: dict[str, str],
                  build_seconds: float = 0.0) -> tuple[Run, dict[str, float]]:
     """Search all ``queries`` in one batch; the run and its timing record."""
     start = time.perf_counter()
+    log.info("searching %s queries with %s", f"{len(queries):,}", stage)
     run = stage.transform(Flow.start(queries)).result(stage)
     search_seconds = time.perf_counter() - start
     n = max(len(queries), 1)
@@ -58,26 +65,39 @@ def timed_search(stage: Stage, queries: dict[str, str],
 
 def score_run(run: Run, dataset: str, split_name: str, split: Split, pipeline: str,
               timing: dict[str, float], depth: int = 1000,
-              measures: Sequence[str] = DEFAULT_MEASURES) -> EvalResult:
+              measures: Sequence[str] = DEFAULT_MEASURES, average: str = "judged") -> EvalResult:
     """Drop excluded documents, cut to ``depth`` and evaluate an existing run."""
     if split.excluded:
         run = run.without(split.excluded)
     run = run.topk(depth)
-    evaluation = evaluate(run, split.qrels, measures)
+    evaluation = evaluate(run, split.qrels, measures, average)
     return EvalResult(dataset, split_name, pipeline, evaluation.aggregate,
                       evaluation.per_query, timing, run)
 
 
-def markdown_table(results: Sequence[EvalResult]) -> str:
-    """One row per result, one column per measure."""
+def markdown_table(results: Sequence[EvalResult], comparisons: Sequence[Any] = ()) -> str:
+    """One row per result, one column per measure, and the number of queries averaged over.
+    With ``comparisons`` (against a baseline), a value is marked † where it differs from the
+    baseline's with corrected randomisation-test p < 0.05, and a legend follows."""
+    from cormorant.eval.significance import ALPHA
+
     if not results:
         return ""
     names = list(results[0].metrics)
-    lines = ["| dataset | split | pipeline | " + " | ".join(names) + " | ms/query |",
-             "|---|---|---|" + "---:|" * (len(names) + 1)]
+    marked = {(c.dataset, c.system, c.measure) for c in comparisons
+              if c.randomization_p_adjusted < ALPHA}
+    lines = ["| dataset | split | pipeline | " + " | ".join(names) + " | queries | ms/query |",
+             "|---|---|---|" + "---:|" * (len(names) + 2)]
     for r in results:
-        values = " | ".join(f"{r.metrics[n]:.4f}" for n in names)
+        values = " | ".join(f"{r.metrics[n]:.4f}{' †' if (r.dataset, r.pipeline, n) in marked else ''}"
+                            for n in names)
+        values += f" | {len(r.per_query):,}"
         pipe = r.pipeline.replace("|", "\\|")
+        ms = r.timing.get("ms_per_query")
         lines.append(f"| {r.dataset} | {r.split} | `{pipe}` | {values} |"
-                     f" {r.timing['ms_per_query']:.1f} |")
+                     f" {'-' if ms is None else f'{ms:.1f}'} |")
+    if comparisons:
+        baseline = comparisons[0].baseline.replace("|", "\\|")
+        lines.append(f"\n†: differs from the baseline `{baseline}` with Holm-corrected"
+                     f" randomisation-test p < {ALPHA}.")
     return "\n".join(lines) + "\n"

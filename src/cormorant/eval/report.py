@@ -21,8 +21,7 @@ from cormorant.errors import CormorantError
 from cormorant.eval import plots
 from cormorant.eval.experiment import ExperimentResult
 from cormorant.eval.reference import published
-
-ALPHA = 0.05
+from cormorant.eval.significance import ALPHA
 
 
 @dataclass

@@ -15,6 +15,9 @@ import numpy as np
 
 from cormorant.errors import CormorantError
 
+ALPHA = 0.05
+"""The corrected p-value below which tables mark a difference from the baseline (†)."""
+
 
 def paired_t_test(system: Sequence[float], baseline: Sequence[float]) -> float:
     """Two-sided p-value of the paired t-test; 1.0 when every difference is zero."""

@@ -24,7 +24,9 @@ from cormorant.types import Corpus
 log = logging.getLogger(__name__)
 
 KIND = "embeddings"
-CHUNK = 16384  # documents encoded per call: bounds memory for corpora larger than RAM
+# Documents per encoder call: bounds memory for corpora larger than RAM, and the progress bar
+# moves at least this often.
+STEP = 1024
 
 
 def embeddings_key(settings: dict[str, Any], corpus: Corpus) -> str:
@@ -68,10 +70,16 @@ def _encode_all(encoder: Any, corpus: Corpus, out_path: Path | None) -> np.ndarr
         out = np.zeros(shape, dtype=np.float32)
     else:
         out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=shape)
+    from cormorant.console import progress
+
+    name = Path(str(getattr(encoder, "name", type(encoder).__name__))).name
     start = 0
-    for batch in corpus.batches(CHUNK):
-        out[start:start + len(batch)] = encoder.encode_documents([d.contents for d in batch])
-        start += len(batch)
+    with progress(f"encoding {shape[0]:,} documents with {name}", total=shape[0],
+                  unit="doc") as bar:
+        for batch in corpus.batches(STEP):
+            out[start:start + len(batch)] = encoder.encode_documents([d.contents for d in batch])
+            start += len(batch)
+            bar.update(len(batch))
     if isinstance(out, np.memmap):
         out.flush()
     return out

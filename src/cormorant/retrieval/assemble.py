@@ -184,3 +184,30 @@ class _LeafOpener:
                                 f" (build one with: cormorant index build --pipeline ...)")
         self.used.add(choices[0])
         return choices[0]
+
+
+def check_index_fits(handle: IndexHandle, corpus_name: str, judged: set[str]) -> None:
+    """Refuse to score an index against a dataset it was not built from: one whose recorded
+    corpus has another name, or that lacks documents the dataset judges. Either way every
+    measure would read 0 (or near it) with nothing to say why.
+
+    Raises:
+        IndexFormatError: naming the corpus recorded and the judged documents missing, and
+            how to go on anyway.
+    """
+    recorded = handle.meta.get("corpus")
+    override = " (--allow-mismatch scores it anyway)"
+    if recorded and recorded != corpus_name:
+        raise IndexFormatError(f"{handle.path} was built from corpus {recorded!r}, not"
+                               f" {corpus_name!r}{override}")
+    ids = sorted(judged)
+    missing = len(ids) - len(handle.docs.get_many(ids)) if ids else 0
+    # A few missing documents happen with the right index (some collections judge documents
+    # their corpus lacks: `cormorant data info` reports them); most missing means another one.
+    if missing * 2 > len(ids):
+        raise IndexFormatError(f"{handle.path} lacks {missing:,} of the {len(ids):,} documents"
+                               f" judged in {corpus_name}: is it an index of another"
+                               f" collection?{override}")
+    if missing:
+        log.warning("%s lacks %s of the %s documents judged in %s", handle.path,
+                    f"{missing:,}", f"{len(ids):,}", corpus_name)

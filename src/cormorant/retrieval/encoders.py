@@ -111,7 +111,7 @@ class SentenceTransformerEncoder:
 
     def __init__(self, model: str | None = None, batch_size: int = 64, device: str | None = None,
                  max_length: int | None = None, normalize: bool | None = None,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = False) -> None:
         self.name = model or DEFAULT_MODEL
         self.path = resolve_model(model)
         self.batch_size = batch_size
