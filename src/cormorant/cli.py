@@ -429,7 +429,7 @@ def fuse(runs: Annotated[list[Path], typer.Option(
 
     if len(runs) < 2:
         raise CormorantError(f"--runs needs at least two run files, got {len(runs)}")
-    check(method, norm, weights, len(runs))
+    check(method, norm, weights if optimize is None else [1.0] * len(runs), len(runs))
     if optimize is not None and weights is not None:
         raise CormorantError("give --weights or --optimize, not both")
     if optimize is not None and dataset is None:

@@ -107,7 +107,7 @@ def _looks_like_trec(path: Path) -> bool:
 
 
 _TOPIC = re.compile(r"<top>(.*?)</top>", re.S)
-_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(\S+)", re.I)
+_NUM = re.compile(r"<num>\s*(?:Number:)?\s*([^\s<]+)", re.I)
 _TITLE = re.compile(r"<title>\s*(?:Topic:)?\s*(.*?)\s*(?=<|\Z)", re.I | re.S)
 
 
