@@ -603,6 +603,11 @@ def serve(index: Annotated[list[str] | None, typer.Option(
                                      " limits, micro-batching. Environment: CORMORANT_SERVICE_*.")] = None,
           host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
           port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+          open_reads: Annotated[bool | None, typer.Option(
+              "--open-reads/--closed-reads", help="Let searches and reads go without a key"
+                                                  " (writes always need one).  [default: from"
+                                                  " --config, else closed]",
+              show_default=False)] = None,
           hash_key: Annotated[bool, typer.Option(
               "--hash-key", help="Read an API key on stdin, print the sha256 for the config, exit.")] = False,
           ) -> None:
@@ -626,7 +631,8 @@ def serve(index: Annotated[list[str] | None, typer.Option(
         typer.echo(digest(key))
         return
     extra = dict(_name_path(entry) for entry in index or [])
-    settings = load_settings(config, extra_indexes=extra, host=host, port=port)
+    settings = load_settings(config, extra_indexes=extra, host=host, port=port,
+                             open_reads=open_reads)
     if not settings.indexes:
         raise CormorantError("nothing to serve: give --index NAME=PATH or indexes in --config")
     application = create_app(settings)  # checks every path before the port opens

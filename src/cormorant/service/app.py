@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +40,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         CormorantError: an index path is not an index, or a pipeline names an unknown stage.
     """
     settings = settings or load_settings()
+    warn_if_closed(settings)
     state = ServiceState(settings)
     _configure_access_log(settings.log_level)
 
@@ -50,8 +52,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Cormorant", version=getattr(cormorant, "__version__", "0"),
                   description="Search dense and BM25 indexes; add, replace and delete documents"
-                              " live.", lifespan=lifespan)
+                              " live.", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = state
+    _add_docs_pages(app)
     app.include_router(router)
     app.include_router(v1)
     app.add_exception_handler(RequestValidationError, _invalid_request)
@@ -61,6 +64,51 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(RequestLimits, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(AccessLog, metrics=state.metrics)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _add_docs_pages(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their scripts served from the installed
+    ``fastapi-offline`` package, not a CDN: the pages work on a machine with no network. Like
+    ``/openapi.json`` they need no key."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(docs_assets())), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title="Cormorant API",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title="Cormorant API",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                              with_google_fonts=False)
+
+
+def docs_assets() -> Path:
+    """The folder holding Swagger UI's and ReDoc's scripts (package ``fastapi-offline``).
+
+    Raises:
+        MissingExtraError: the [service] extra (which brings it) is not installed.
+    """
+    try:
+        import fastapi_offline
+    except ModuleNotFoundError as exc:
+        from cormorant.errors import MissingExtraError
+
+        raise MissingExtraError("the service's /docs pages", "service", exc) from None
+    return Path(fastapi_offline.__file__).parent / "static"
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -89,6 +137,15 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug, not the caller's fault: log the traceback here, tell the caller nothing of it.
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def warn_if_closed(settings: ServiceSettings) -> None:
+    """Say at start-up when no key is configured and reads are closed: every request would be
+    refused (401) and nothing else would tell the operator why."""
+    if not settings.api_keys and not settings.open_reads:
+        log.warning("no API keys are configured and reads are closed: every request will be"
+                    " refused with 401. Give --open-reads (or open_reads: true) to allow"
+                    " searches without a key, or add api_keys to the --config file.")
 
 
 def _configure_access_log(level: str) -> None:
