@@ -189,6 +189,9 @@ class Stage:
     def __str__(self) -> str:
         return str(self.spec())
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
     def __rshift__(self, other: Stage) -> Stage:
         return Then(self, _stage(other, ">>"))
 

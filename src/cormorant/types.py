@@ -74,6 +74,11 @@ class Corpus:
     def __iter__(self) -> Iterator[Document]:
         return self._open_stream()
 
+    def __repr__(self) -> str:
+        # The size only when known: counting would read a corpus that may not fit in memory.
+        size = f", {self._size:,} documents" if self._size is not None else ""
+        return f"Corpus({self.name!r}{size})"
+
     def __len__(self) -> int:
         if self._size is None:
             self._size = sum(1 for _ in self)
@@ -116,6 +121,53 @@ class Run(dict[str, dict[str, float]]):
         >>> run.ranked("q1")
         [('d2', 0.9), ('d3', 0.5), ('d1', 0.2)]
     """
+
+    def __repr__(self) -> str:
+        results = sum(len(docs) for docs in self.values())
+        if results <= 12:
+            return super().__repr__()
+        return f"Run({len(self):,} queries, {results:,} results)"
+
+    def to_pandas(self) -> Any:
+        """The run as a DataFrame: ``query_id``, ``doc_id``, ``score``, ``rank`` (from 1, in
+        trec_eval's order), ir-measures' column names; PyTerrier wants ``qid``/``docno``
+        (``df.rename(columns={"query_id": "qid", "doc_id": "docno"})``).
+
+        Example:
+            >>> Run({"q": {"a": 1.0, "b": 2.0}}).to_pandas().to_dict("records")  # doctest: +SKIP
+            [{'query_id': 'q', 'doc_id': 'b', 'score': 2.0, 'rank': 1}, ...]
+        """
+        import pandas as pd
+
+        rows = [(qid, doc, score, rank) for qid in self
+                for rank, (doc, score) in enumerate(self.ranked(qid), start=1)]
+        return pd.DataFrame(rows, columns=["query_id", "doc_id", "score", "rank"])
+
+    @classmethod
+    def from_pandas(cls, frame: Any) -> Run:
+        """A run from a DataFrame with ir-measures' (``query_id``, ``doc_id``, ``score``),
+        PyTerrier's (``qid``, ``docno``, ``score``) or ranx's (``q_id``, ``doc_id``, ``score``)
+        column names.
+
+        Raises:
+            DataError: no query, document or score column.
+
+        Example:
+            >>> import pandas as pd
+            >>> Run.from_pandas(pd.DataFrame({"qid": ["q"], "docno": ["a"], "score": [1.0]}))
+            {'q': {'a': 1.0}}
+        """
+        columns = set(frame.columns)
+        qid = next((c for c in ("query_id", "qid", "q_id") if c in columns), None)
+        doc = next((c for c in ("doc_id", "docno", "docid") if c in columns), None)
+        if qid is None or doc is None or "score" not in columns:
+            raise DataError(f"a run DataFrame needs query, document and score columns (query_id"
+                            f" or qid, doc_id or docno, score); got {sorted(columns)}")
+        run = cls()
+        for q, d, score in zip(frame[qid].astype(str), frame[doc].astype(str),
+                               frame["score"].astype(float), strict=True):
+            run.setdefault(q, {})[d] = float(score)
+        return run
 
     def ranked(self, query_id: str) -> list[tuple[str, float]]:
         """The query's documents by decreasing score, ties broken as trec_eval breaks them.
@@ -231,6 +283,10 @@ class Split:
     qrels: Qrels
     excluded: dict[str, set[str]] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        judgments = sum(len(docs) for docs in self.qrels.values())
+        return f"Split({len(self.queries):,} queries, {judgments:,} judgments)"
+
 
 @dataclass
 class Dataset:
@@ -245,6 +301,9 @@ class Dataset:
     split_names: list[str]
     load_split: Callable[[str], Split]
     path: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, {self.corpus!r}, splits={self.split_names})"
 
     def split(self, name: str) -> Split:
         """The named split; a clear error lists the splits that exist."""

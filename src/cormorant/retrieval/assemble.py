@@ -114,6 +114,10 @@ class IndexHandle:
     docs: DocStore
     meta: dict[str, Any]
 
+    def __repr__(self) -> str:
+        return (f"IndexHandle({str(self.path)!r}, {str(self.pipeline)!r},"
+                f" {self.meta.get('count', 0):,} documents of {self.meta.get('corpus')!r})")
+
 
 LeafHook = Callable[[int, Retriever], Stage]
 """Given a stored leaf's position in ``meta.json`` and the loaded retriever, the stage to use."""
