@@ -490,6 +490,11 @@ def test_cli_trains_from_a_config_file(train_dir, tiny_encoder, tmp_path) -> Non
     done = cli("train", "--config", str(conf), "--out", str(tmp_path / "m"), "--max-steps", "3")
     assert done.returncode == 0, done.stderr
     assert "trained bm25 for 3 steps" in done.stdout
+    # A quiet terminal: one line per dev evaluation, no raw Trainer dicts, no weight-loading bar.
+    assert "{'loss'" not in done.stderr + done.stdout and "{'eval_" not in done.stderr + done.stdout
+    assert "Loading weights" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if line.startswith("step 3/3  dev nDCG@10 ")], done.stderr
     summary = json.loads((tmp_path / "m" / "training" / "summary.json").read_text())
     assert summary["config"]["num_negatives"] == 2 and summary["config"]["max_steps"] == 3
     negatives = (tmp_path / "m" / "training" / "negatives.jsonl").read_text().splitlines()

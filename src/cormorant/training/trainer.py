@@ -221,6 +221,7 @@ def fit(job: Job, session: Session) -> TrainResult:
     budget = session.deadline.callback(evaluation_s)
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
     trainer = job.trainer(with_budget(csv_log, budget))
+    quiet_terminal(trainer)
     trainer.train(resume_from_checkpoint=last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
     job.finish()
@@ -370,6 +371,73 @@ def write_output(config: TrainConfig, model: Any, work: Path, summary: dict[str,
                    "dev_ndcg@10": evaluator.history if evaluator else []}
         (records / "summary.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(work, ignore_errors=True)
+
+
+def quiet_terminal(trainer: Any) -> None:
+    """Unless ``-v``: the Trainer's bar without the raw log dicts it prints under it, and one
+    line per dev evaluation (:class:`EvaluationLine`) instead."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from cormorant.console import verbose
+
+    if verbose():
+        return
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress())
+    trainer.add_callback(EvaluationLine())
+
+
+class QuietProgress(TrainerCallback):
+    """transformers' progress bar, minus the ``{'loss': ..., 'grad_norm': ...}`` lines."""
+
+    def __init__(self) -> None:
+        from transformers.trainer_callback import ProgressCallback
+
+        self._bar = ProgressCallback()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._bar.on_train_begin(args, state, control, **kwargs)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._bar.on_step_end(args, state, control, **kwargs)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._bar.on_train_end(args, state, control, **kwargs)
+
+
+class EvaluationLine(TrainerCallback):
+    """One line per dev evaluation: ``step 200/1000  dev nDCG@10 0.6521 (best 0.6610)  loss
+    0.2130``, on stderr."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, float] = {}
+        self.loss: float | None = None
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+    def on_evaluate(self, args: Any, state: Any, control: Any,
+                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        parts = []
+        for key, value in (metrics or {}).items():
+            if not key.startswith("eval_") or key.endswith(("_runtime", "_per_second", "epoch")):
+                continue
+            name = key.removeprefix("eval_").replace("dev_ndcg@10", "dev nDCG@10").replace("_", " ")
+            lower = "loss" in key
+            best = min(self.best.get(key, value), value) if lower else max(self.best.get(key, value), value)
+            self.best[key] = best
+            parts.append(f"{name} {value:.4f} (best {best:.4f})")
+        loss = f"  train loss {self.loss:.4f}" if self.loss is not None else ""
+        # tqdm.write: the line goes above the training bar instead of after its last frame.
+        tqdm.write(f"step {state.global_step}/{state.max_steps}  " + "  ".join(parts) + loss,
+                   file=sys.stderr)
 
 
 class CSVLogger(TrainerCallback):
