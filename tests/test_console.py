@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import write_beir
 
 
@@ -51,3 +53,12 @@ def test_usage_errors_are_the_projects_error_line():
         len(result.stderr.strip().splitlines()) == 1
     assert "did you mean 'bm25'" in cormorant("eval", "-d", ".", "-p", "bm52").stderr
     assert "did you mean 'nDCG@10'" in cormorant("eval", "-d", ".", "-m", "ndcg@10").stderr
+
+
+@pytest.mark.java
+def test_lucene_prints_no_java_info_lines(tmp_path):
+    pytest.importorskip("pyserini", reason="needs the [lucene] extra")
+    dataset = write_beir(tmp_path / "tiny")
+    built = cormorant("index", "build", "-d", dataset, "-p", "bm25.lucene", "-o", tmp_path / "idx")
+    assert built.returncode == 0, built.stderr
+    assert built.stderr == "" and built.stdout.startswith("indexed 6 documents for bm25.lucene")

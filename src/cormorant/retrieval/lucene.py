@@ -55,8 +55,15 @@ def prepare_java() -> None:
     add_options._cormorant = True  # type: ignore[attr-defined]
     jnius_config.add_options = add_options
     if not jnius_config.vm_running:
-        # Anserini logs every index and search step at INFO; users read our logs, not those.
+        # Anserini logs every index and search step at INFO (log4j2, on stdout) and Lucene
+        # its start-up choices (java.util.logging); users read our logs, not those, unless -v.
         original("-Dlog4j2.level=WARN")
+        from cormorant.console import verbose
+
+        if not verbose():
+            here = Path(__file__).parent
+            original(f"-Dlog4j2.configurationFile={here / 'java-log4j2.xml'}",
+                     f"-Djava.util.logging.config.file={here / 'java-logging.properties'}")
 
 
 def import_pyserini(module: str) -> ModuleType:
