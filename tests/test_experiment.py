@@ -75,8 +75,11 @@ def test_markdown_report_with_figures(experiment, tmp_path):
     outcome = run_experiment(experiment)
     path = write_report(outcome, tmp_path / "report.md")
     text = path.read_text()
-    assert "| pipeline | nDCG@10 | RR@10 | R@100 | ms/query |" in text
+    assert "| pipeline | nDCG@10 | RR@10 | R@100 | queries | ms/query |" in text
     assert "## Significance against the baseline" in text
+    # The legend follows the first results table, not the end of the page.
+    assert text.index("Bold: best value") < text.index("## Significance against the baseline")
+    assert "0.0000 /" not in text  # tiny p-values print as <0.0001
     figures = sorted(p.name for p in (tmp_path / "report_files").iterdir())
     assert figures == ["tiny-latency.png", "tiny-per-query.png", "tiny-recall.png"]
     for name in figures:
@@ -142,3 +145,14 @@ def test_pipelines_over_the_same_stages_get_their_own_runs(tmp_path, isolated_ca
     fused, chained = run_experiment(exp).results
     assert all(len(docs) <= 1 for docs in chained.run.values())
     assert any(len(docs) > 1 for docs in fused.run.values())
+
+
+def test_p_values_and_colours_in_reports():
+    from cormorant.eval.plots import color
+    from cormorant.eval.report import format_p
+
+    assert format_p(0.0) == "<0.0001" and format_p(0.00009) == "<0.0001"
+    assert format_p(0.0001) == "0.0001" and format_p(0.5) == "0.5000"
+    # A system keeps its colour whatever else is plotted beside it.
+    assert color("rrf(bm25, dense)") == color("rrf(bm25, dense)")
+    assert len({color(s) for s in ("bm25", "dense", "rrf(bm25, dense)", "chamfer", "muvera")}) > 1

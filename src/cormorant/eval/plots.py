@@ -34,12 +34,30 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
+PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+           "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+
+
+def color(system: str) -> str:
+    """A system's colour, the same in every figure and every report: picked by a hash of its
+    name, not by its position in one plot.
+
+    Example:
+        >>> color("bm25") == color("bm25")
+        True
+    """
+    import zlib
+
+    return PALETTE[zlib.crc32(system.encode()) % len(PALETTE)]
+
+
 def recall_curves(dataset: str, curves: dict[str, dict[int, float]]) -> bytes:
     """Recall@k against k (log scale), one line per pipeline."""
     fig, ax = _figure()
     for pipeline, curve in curves.items():
         ks = sorted(curve)
-        ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=pipeline)
+        ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=pipeline,
+                color=color(pipeline))
     ax.set_xscale("log")
     ax.set_xlabel("k (results per query)")
     ax.set_ylabel("Recall@k")
@@ -55,7 +73,7 @@ def quality_vs_latency(dataset: str, results: list[EvalResult], measure: str) ->
     fig, ax = _figure()
     for r in results:
         latency = max(r.timing.get("ms_per_query", 0.0), 1e-3)
-        ax.scatter(latency, r.metrics[measure], s=40)
+        ax.scatter(latency, r.metrics[measure], s=40, color=color(r.pipeline))
         ax.annotate(r.pipeline, (latency, r.metrics[measure]), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
@@ -104,4 +122,19 @@ def regimes(dataset: str, systems: dict[str, dict[str, dict[str, float]]], measu
     ax.set_ylabel(measure)
     ax.set_title(f"{dataset}: interpolation vs extrapolation")
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def regime_gap(dataset: str, systems: dict[str, dict[str, dict[str, float]]], measure: str) -> bytes:
+    """Each system's gap on ``measure``: interpolation minus extrapolation (above 0: worse on
+    queries unlike the training queries)."""
+    fig, ax = _figure()
+    names = list(systems)
+    gaps = [systems[n][measure]["gap"] for n in names]
+    ax.bar(np.arange(len(names)), gaps, color=[color(n) for n in names])
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(np.arange(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"{measure} gap (interp - extrap)")
+    ax.set_title(f"{dataset}: extrapolation gap")
+    ax.grid(alpha=0.3, axis="y")
     return _png(fig)

@@ -61,10 +61,15 @@ def build_blocks(result: ExperimentResult) -> list[Block]:
     ]
     significant = {(c.dataset, c.system, c.measure) for c in result.comparisons
                    if c.randomization_p_adjusted < ALPHA}
-    for dataset in dict.fromkeys(r.dataset for r in result.results):
+    for number, dataset in enumerate(dict.fromkeys(r.dataset for r in result.results)):
         rows = [r for r in result.results if r.dataset == dataset]
         blocks.append(("h2", f"{dataset}"))
         blocks.append(_results_table(rows, significant, first))
+        if number == 0:  # the legend where a reader first needs it, not at the bottom
+            blocks.append(("p", "Bold: best value in its column. †: differs from the baseline"
+                                f" with corrected randomisation-test p < {ALPHA}. Queries: the"
+                                " judged queries each mean is over. Published: the reference"
+                                " number shipped with Cormorant for that dataset and pipeline."))
         slug = _slug(dataset)
         curves = {r.pipeline: result.curves[(dataset, r.pipeline)] for r in rows}
         blocks.append(Image(f"{slug}-recall.png", plots.recall_curves(dataset, curves),
@@ -90,9 +95,10 @@ def build_blocks(result: ExperimentResult) -> list[Block]:
             blocks.append(Image(f"{_slug(dataset)}-regimes.png",
                                 plots.regimes(dataset, info["systems"], first),
                                 f"{dataset}: {first} on interpolation and extrapolation queries."))
-    blocks.append(("p", "Bold: best value in its column. †: differs from the baseline with"
-                        f" corrected randomisation-test p < {ALPHA}. Published: the reference"
-                        " number shipped with Cormorant for that dataset and pipeline."))
+            blocks.append(Image(f"{_slug(dataset)}-gap.png",
+                                plots.regime_gap(dataset, info["systems"], first),
+                                f"{dataset}: each system's gap (interpolation minus"
+                                f" extrapolation {first}; above 0: worse on unfamiliar queries)."))
     return blocks
 
 
@@ -105,19 +111,32 @@ def _results_table(rows: list, significant: set, first: str) -> Table:
         for m in measures:
             mark = " †" if (r.dataset, r.pipeline, m) in significant else ""
             cells.append(Cell(f"{r.metrics[m]:.4f}{mark}", bold=r.metrics[m] == best[m]))
-        cells.append(Cell(f"{r.timing.get('ms_per_query', 0):.1f}"))
+        cells.append(Cell(f"{len(r.per_query):,}"))
+        ms = r.timing.get("ms_per_query")
+        cells.append(Cell("-" if ms is None else f"{ms:.1f}"))
         ref = published(r.dataset, r.pipeline, first)
         cells.append(Cell(f"{ref[0]:.3f} ({ref[1]})" if ref else ""))
         table_rows.append(cells)
-    return Table(["pipeline", *measures, "ms/query", f"published {first}"], table_rows)
+    return Table(["pipeline", *measures, "queries", "ms/query", f"published {first}"], table_rows)
+
+
+def format_p(p: float) -> str:
+    """A p-value to four places, and ``<0.0001`` rather than a misleading 0.0000.
+
+    Example:
+        >>> format_p(0.00002), format_p(0.0312)
+        ('<0.0001', '0.0312')
+    """
+    return "<0.0001" if p < 0.0001 else f"{p:.4f}"
 
 
 def _significance_table(result: ExperimentResult) -> Table:
     rows = []
     for c in result.comparisons:
         rows.append([Cell(c.dataset), Cell(f"`{c.system}`"), Cell(c.measure),
-                     Cell(f"{c.delta:+.4f}"), Cell(f"{c.t_p:.4f} / {c.t_p_adjusted:.4f}"),
-                     Cell(f"{c.randomization_p:.4f} / {c.randomization_p_adjusted:.4f}",
+                     Cell(f"{c.delta:+.4f}"),
+                     Cell(f"{format_p(c.t_p)} / {format_p(c.t_p_adjusted)}"),
+                     Cell(f"{format_p(c.randomization_p)} / {format_p(c.randomization_p_adjusted)}",
                           bold=c.randomization_p_adjusted < ALPHA),
                      Cell(f"{c.wins}/{c.ties}/{c.losses}")])
     return Table(["dataset", "system", "measure", f"Δ vs `{result.experiment.baseline}`",
