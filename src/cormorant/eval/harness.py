@@ -54,9 +54,14 @@ def run_split(stage: Stage, dataset: Dataset, split: str, depth: int = 1000,
 def timed_search(stage: Stage, queries: dict[str, str],
                  build_seconds: float = 0.0) -> tuple[Run, dict[str, float]]:
     """Search all ``queries`` in one batch; the run and its timing record."""
+    from cormorant.console import progress
+
     start = time.perf_counter()
-    log.info("searching %s queries with %s", f"{len(queries):,}", stage)
-    run = stage.transform(Flow.start(queries)).result(stage)
+    # One labelled line (with elapsed time on a terminal) while a whole split is searched.
+    with progress(f"searching {len(queries):,} queries with {stage}", total=len(queries),
+                  unit="query") as bar:
+        run = stage.transform(Flow.start(queries)).result(stage)
+        bar.update(len(queries))
     search_seconds = time.perf_counter() - start
     n = max(len(queries), 1)
     return run, {"build_s": round(build_seconds, 3), "search_s": round(search_seconds, 3),
