@@ -6,6 +6,7 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -191,7 +192,7 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
     per_query, timing}; with several it writes {results: [...], significance: [...],
     interp_extrap: {...}}.
     """
-    from cormorant.data.files import atomic_write
+    from cormorant.data.files import atomic_write, output_target
     from cormorant.eval.experiment import DatasetSpec, Experiment, InterpExtrapConfig, run_experiment
     from cormorant.eval.harness import markdown_table
 
@@ -208,6 +209,9 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
             interp_extrap=InterpExtrapConfig(train_split, buckets, seed, out=split_out)
             if interp_extrap else None)
     exp.validate()
+    for out in (json_out, markdown, run_file, report):
+        if out is not None:
+            output_target(out)  # a directory or a path under a file: say so before the work
     if index is not None:
         results = [_eval_index(exp, index, pipeline[0] if pipeline else None)]
         payload = results[0].to_json()
@@ -469,6 +473,10 @@ def cache_prune(
                f" cache now {cache.format_size(cache.info().total)}")
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES,
+                errno.EPERM}
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     try:
@@ -477,6 +485,14 @@ def main() -> None:
             sys.exit(code)
     except CormorantError as exc:
         typer.echo(f"error: {exc}", err=True)
+        if getattr(exc, "caret", None) is not None:
+            typer.echo(" " * (len("error: ") + exc.caret) + "^", err=True)  # type: ignore[attr-defined]
+        sys.exit(2)
+    except OSError as exc:  # the disk, not the program: full, read-only, no permission
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -141,15 +141,13 @@ class _YamlSource(PydanticBaseSettingsSource):
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML file's top-level mapping; relative index paths resolve against the file."""
-    if not path.is_file():
-        raise CormorantError(f"config file not found: {path}")
+    from cormorant.data.files import read_text_file, yaml_problem
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text_file(path, "config file")) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CormorantError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        raise CormorantError(f"config file {path} is not valid YAML at {yaml_problem(exc)}"
+                             ) from None
     if not isinstance(data, dict):
         raise CormorantError(f"config file {path} must hold a mapping of settings")
     if isinstance(data.get("indexes"), dict):
