@@ -74,6 +74,20 @@ class Limits(BaseModel):
     max_documents_per_write: int = Field(256, ge=1)
     max_document_chars: int = Field(200_000, ge=1)
     max_id_chars: int = Field(256, ge=1)
+    # The answer is bounded as well as the question: each title and text is cut to
+    # max_text_chars (a request's text_chars asks for fewer), and all of them together to
+    # max_response_text_chars, shared evenly by the hits. The heaviest request then answers
+    # about 8 MB (64 x 1,000 hits and 2 M characters of text), not the 111 MB that 64 x 1,000
+    # whole texts made.
+    max_text_chars: int = Field(2_000, ge=1)
+    max_response_text_chars: int = Field(2_000_000, ge=1)
+    # Per API key (or per client address with open reads): searches, document reads and writes
+    # in flight, and requests per second with a burst. 4 of the 16 search threads means one
+    # key, however busy, leaves three quarters of them to the others; beyond it a 429 with
+    # Retry-After tells the client to back off instead of queueing behind its own work.
+    max_in_flight_per_key: int = Field(4, ge=1)
+    requests_per_second_per_key: float = Field(50.0, gt=0)
+    burst_per_key: int = Field(100, ge=1)
 
 
 class MicroBatching(BaseModel):
