@@ -137,3 +137,11 @@ def test_a_full_disk_during_index_build_is_one_line(dataset, tmp_path, monkeypat
     assert_one_error_line(result, "No space left on device")
     assert not (tmp_path / "idx").exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # the temporary directory went too
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/version"), reason="needs /proc")
+def test_a_folder_that_refuses_new_files_is_one_error() -> None:
+    # Found by the fuzz test: /proc/version is a regular file whose folder takes no temporary.
+    with pytest.raises(CormorantError, match="cannot write /proc/version"), \
+            atomic_write("/proc/version") as handle:
+        handle.write("x")

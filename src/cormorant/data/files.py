@@ -136,8 +136,9 @@ def publishable_mode() -> int:
 
 
 # Errors of the disk rather than of the program: a full disk, a quota, a read-only mount.
+# ENOENT and ENOTDIR too: a folder that refuses new files, as /proc does (fuzz-found).
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES,
-                 errno.EPERM, errno.EPIPE}
+                 errno.EPERM, errno.EPIPE, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
 
 
 def output_target(path: str | Path) -> Path | None:
