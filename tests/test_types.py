@@ -98,7 +98,7 @@ def test_qrels_read_trec_and_beir_forms(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("q1 0 d1 1\nq1 0\n", "bad.txt:2: expected"),
-    ("q1 0 d1 high\n", "not a number"),
+    ("q1 0 d1 high\n", "not a finite number"),
 ])
 def test_malformed_qrels_name_the_line(tmp_path, content, message):
     (tmp_path / "bad.txt").write_text(content)

@@ -6,6 +6,7 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import time
@@ -328,7 +329,7 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
         raise CormorantError("--qrels replaces --dataset; give one of them")
     if qrels is not None and not run:
         raise CormorantError("--qrels scores run files: give --run RUN")
-    from cormorant.data.files import atomic_write
+    from cormorant.data.files import atomic_write, output_target
     from cormorant.eval.experiment import DatasetSpec, Experiment, InterpExtrapConfig, run_experiment
     from cormorant.eval.harness import markdown_table
 
@@ -348,6 +349,9 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
             interp_extrap=InterpExtrapConfig(train_split, buckets, seed, out=split_out)
             if interp_extrap else None)
     exp.validate()
+    for out in (json_out, markdown, save_run, report):
+        if out is not None:
+            output_target(out)  # a directory or a path under a file: say so before the work
     if index is not None:
         results = [_eval_index(exp, index, pipeline[0] if pipeline else None, allow_mismatch)]
         payload = results[0].to_json()
@@ -740,6 +744,8 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES,
+                errno.EPERM}
 
 
 def main() -> None:
@@ -755,6 +761,14 @@ def main() -> None:
             sys.exit(code)
     except CormorantError as exc:
         typer.echo(f"error: {exc}", err=True)
+        if getattr(exc, "caret", None) is not None:
+            typer.echo(" " * (len("error: ") + exc.caret) + "^", err=True)  # type: ignore[attr-defined]
+        sys.exit(2)
+    except OSError as exc:  # the disk, not the program: full, read-only, no permission
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -16,8 +16,18 @@ class DataError(CormorantError):
     """A dataset, qrels, run or query file is missing or malformed."""
 
 
+class UnreadableFileError(DataError):
+    """A dataset file that cannot be read at all: not UTF-8 text, or a broken gzip file."""
+
+
 class PipelineError(CormorantError):
-    """A pipeline string or stage got input it cannot use."""
+    """A pipeline string or stage got input it cannot use.
+
+    ``caret``, when set, is the column of the message's one line that a ``^`` on the next
+    line should point at (where parsing stopped).
+    """
+
+    caret: int | None = None
 
 
 class IndexFormatError(CormorantError):

@@ -117,9 +117,20 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text, self.pos, self.nesting = text, 0, 0
 
+    # Characters of the pipeline shown either side of a parse error, so the message stays one
+    # line however long (or hostile) the string is.
+    CONTEXT = 30
+
     def fail(self, message: str) -> PipelineError:
-        pointer = f"{self.text}\n{' ' * self.pos}^"
-        return PipelineError(f"cannot parse pipeline at position {self.pos}: {message}\n{pointer}")
+        start, end = max(0, self.pos - self.CONTEXT), self.pos + self.CONTEXT
+        before = ("..." if start else "") + self.text[start:self.pos]
+        after = self.text[self.pos:end] + ("..." if end < len(self.text) else "")
+        head = f"cannot parse pipeline at position {self.pos}: {message}: "
+        # One character for one, so the caret stays in its column: no newline splits the line.
+        excerpt = "".join(c if c.isprintable() else " " for c in before + after)
+        error = PipelineError(head + excerpt)
+        error.caret = len(head) + len(before)  # the CLI prints a ^ under this column
+        return error
 
     def skip(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():

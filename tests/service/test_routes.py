@@ -158,7 +158,6 @@ def test_invalid_json_and_oversized_bodies(client):
     ({"documents": [{"doc_id": " a", "text": "x"}]}, "surrounding spaces"),
     ({"documents": [{"doc_id": "a\nb", "text": "x"}]}, "control characters"),
     ({"documents": [{"doc_id": "a", "text": "  "}]}, "no title or text"),
-    ({"documents": [{"doc_id": "a", "text": "x"}, {"doc_id": "a", "text": "y"}]}, "twice"),
     ({"documents": [{"doc_id": f"a{i}", "text": "x"} for i in range(4)]}, "at most 3 documents"),
     ({"documents": [{"doc_id": "a", "text": "x", "extra": 1}]}, "extra"),
     ({"documents": [{"doc_id": "a", "text": "\udcff"}]}, "surrogate"),

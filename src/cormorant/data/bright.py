@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cormorant.data.files import find_file, iter_jsonl
-from cormorant.errors import DataError, MissingExtraError
+from cormorant.errors import DataError, MissingExtraError, UnreadableFileError
 from cormorant.types import Corpus, Dataset, Document, Split
 
 _NONE = "N/A"  # BRIGHT's sentinel for "no excluded ids"
@@ -29,8 +29,14 @@ def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
             import pyarrow.parquet as pq
         except ModuleNotFoundError as exc:
             raise MissingExtraError("reading parquet BRIGHT documents", "bright", exc) from exc
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            yield from batch.to_pylist()
+        import pyarrow as pa
+
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+                yield from batch.to_pylist()
+        except pa.ArrowException as exc:  # not parquet, or cut short
+            raise UnreadableFileError(f"{path}: not a readable parquet file"
+                                      f" ({str(exc).splitlines()[0][:120]})") from None
     else:
         yield from iter_jsonl(path)
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
 import os
+import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from cormorant.errors import DataError
+from cormorant.errors import CormorantError, DataError, UnreadableFileError
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
@@ -30,14 +33,84 @@ def reject_options(format_name: str, options: dict[str, object]) -> None:
                         " (--documents is for BRIGHT domains)")
 
 
-def open_text(path: str | Path) -> IO[str]:
-    """Open a text file for reading, transparently un-gzipping ``.gz`` files."""
+def open_text(path: str | Path) -> _TextLines:
+    """Open a UTF-8 text file for reading lines, transparently un-gzipping ``.gz`` files.
+
+    Reading fails with one :class:`DataError` naming the file for what is not UTF-8 text
+    (binary, UTF-16, Latin-1) and for a ``.gz`` file that is not gzip or is cut short.
+
+    Example:
+        >>> with open_text("queries.tsv") as lines:  # doctest: +SKIP
+        ...     first = next(iter(lines))
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+    return _TextLines(path)
+
+
+class _TextLines:
+    """Lines of a text file; decoding and decompression errors become one DataError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        raw: IO[bytes] = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        # errors="strict" is the default; a BOM of UTF-16 is named in the message below.
+        self.handle = io.TextIOWrapper(raw, encoding="utf-8")
+
+    def __enter__(self) -> _TextLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __iter__(self) -> Iterator[str]:
+        line_no = 0
+        try:
+            for line_no, line in enumerate(self.handle, start=1):  # noqa: B007
+                yield line
+        except UnicodeDecodeError as exc:
+            raise UnreadableFileError(f"{self.path}: not UTF-8 text (near line {line_no + 1})"
+                            f"{_encoding_hint(exc.object[:4])}") from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise UnreadableFileError(f"{self.path}: not a readable gzip file"
+                            f" ({str(exc) or 'cut short'})") from None
+
+
+def _encoding_hint(start: bytes) -> str:
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return " (it looks like UTF-16; save it as UTF-8)"
+    if b"\x00" in start:
+        return " (it looks binary)"
+    return ""
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """The whole of a small UTF-8 text file (a config), or one CormorantError saying why not.
+
+    Example:
+        >>> read_text_file("experiment.yaml", "experiment file")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CormorantError(f"{what} not found: {path}")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CormorantError(f"{what} {path} is not UTF-8 text{_encoding_hint(exc.object[:4])}"
+                             ) from None
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML or JSON parse error as one line: where, and what."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        problem = getattr(exc, "problem", None) or "invalid"
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -62,13 +135,87 @@ def publishable_mode() -> int:
     return 0o666 & ~mask
 
 
+# Errors of the disk rather than of the program: a full disk, a quota, a read-only mount.
+# ENOENT and ENOTDIR too: a folder that refuses new files, as /proc does (fuzz-found).
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES,
+                 errno.EPERM, errno.EPIPE, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+
+
+def output_target(path: str | Path) -> Path | None:
+    """Where writing ``path`` really goes: ``None`` for ``-`` (standard output); the path
+    itself for a device or a pipe (opened as given, since ``/dev/stdout``'s link leads to a
+    ``pipe:[...]`` name no one can open); the target, symlinks followed, for a regular file
+    or a new path.
+
+    Checked before any work, so a long evaluation does not end in a refused output.
+
+    Example:
+        >>> output_target("-") is None
+        True
+
+    Raises:
+        CormorantError: the path is a directory, or lies under something that is not one.
+    """
+    if str(path) == "-":
+        return None
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return path  # a device, a pipe, a socket: written through
+    target = Path(os.path.realpath(path))  # write through a symlink, never replace it
+    if target.is_dir():
+        raise CormorantError(f"cannot write {path}: it is a directory")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CormorantError(f"cannot write {path}: {parent} is not a directory")
+            break
+    return target
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path`` and rename it into place on success.
+    """Write ``path`` so that no reader ever sees half of it.
 
-    A crash mid-write leaves the old file (or none), never a half-written one.
+    A regular file (or a new path) is written to a temporary beside it and renamed into
+    place on success: a crash leaves the old file (or none). A symlink is followed and its
+    target written. A device, pipe or ``-`` (standard output) is written through, since
+    renaming over ``/dev/stdout`` would replace the device with a file.
+
+    Example:
+        >>> with atomic_write("-") as out:  # doctest: +SKIP
+        ...     out.write("to standard output")
+
+    Raises:
+        CormorantError: the path is a directory or under a file, or the disk refused the write
+        (full, read-only, no permission); the message names the path.
     """
-    path = Path(path)
+    target = output_target(path)
+    try:
+        if target is None:
+            yield from _write_stdout(mode)
+        elif target.exists() and not target.is_file():
+            yield from _write_through(target, mode)
+        else:
+            yield from _write_replace(target, mode)
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        raise CormorantError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _write_stdout(mode: str) -> Iterator[IO[Any]]:
+    stream = sys.stdout.buffer if "b" in mode else sys.stdout
+    yield stream
+    stream.flush()
+
+
+def _write_through(target: Path, mode: str) -> Iterator[IO[Any]]:
+    # A device or a pipe: no temporary, no fsync (pipes refuse it); the close reports errors.
+    with open(target, mode, encoding=None if "b" in mode else "utf-8") as handle:
+        yield handle
+
+
+def _write_replace(path: Path, mode: str) -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from cormorant.data.files import atomic_write, open_text
@@ -34,8 +35,9 @@ def read_qrels(path: str | Path) -> Qrels:
                 )
             try:
                 qrels.setdefault(qid, {})[docid] = int(float(rel))
-            except ValueError:
-                raise DataError(f"{path}:{line_no}: relevance {rel!r} is not a number") from None
+            except (ValueError, OverflowError):  # 'abc', 'nan', 'inf'
+                raise DataError(f"{path}:{line_no}: relevance {rel!r} is not a finite number"
+                                ) from None
     return qrels
 
 
@@ -59,10 +61,10 @@ def read_trec_run(path: str | Path) -> Run:
                 raise DataError(f"{path}:{line_no}: expected 6 fields"
                                 f" 'qid Q0 docid rank score tag', got {len(parts)}")
             qid, _, docid, _, score, _ = parts
-            try:
-                run.setdefault(qid, {})[docid] = float(score)
-            except ValueError:
-                raise DataError(f"{path}:{line_no}: score {score!r} is not a number") from None
+            value = _float(score)
+            if value is None:
+                raise DataError(f"{path}:{line_no}: score {score!r} is not a finite number")
+            run.setdefault(qid, {})[docid] = value
     return run
 
 
@@ -74,3 +76,12 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "cormorant") -> None:
         for qid in sorted(run):
             for rank, (docid, score) in enumerate(run.ranked(qid), start=1):
                 out.write(f"{qid} Q0 {docid} {rank} {score:.9g} {tag}\n")  # float32-exact
+
+
+def _float(text: str) -> float | None:
+    """``text`` as a finite float, else ``None`` (an infinite score cannot be ranked)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cormorant import registry
-from cormorant.errors import DataError
+from cormorant.errors import DataError, UnreadableFileError
 from cormorant.types import Dataset
 
 
@@ -48,7 +48,9 @@ def validate_dataset(dataset: Dataset, examples: int = 3) -> DatasetReport:
             if doc.doc_id in ids:
                 duplicates.append(doc.doc_id)
             ids.add(doc.doc_id)
-    except DataError as exc:
+    except UnreadableFileError:
+        raise  # a broken file is an error, not a finding about the dataset
+    except DataError as exc:  # e.g. a BRIGHT domain without its documents: queries still count
         missing_corpus = str(exc)
     fmt = next((n for n in registry.names("cormorant.datasets")
                 if dataset.path is not None and registry.get("cormorant.datasets", n).matches(

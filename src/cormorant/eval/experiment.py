@@ -103,12 +103,12 @@ class Experiment:
         """Read an experiment from YAML or JSON; relative paths are relative to the file."""
         import yaml
 
+        from cormorant.data.files import read_text_file, yaml_problem
+
         try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise CormorantError(f"experiment file not found: {path}") from None
+            raw = yaml.safe_load(read_text_file(path, "experiment file"))
         except yaml.YAMLError as exc:
-            raise CormorantError(f"{path} is not valid YAML/JSON: {exc}") from None
+            raise CormorantError(f"{path} is not valid YAML/JSON: {yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise CormorantError(f"{path} must hold a mapping (datasets, pipelines, ...)")
         base = Path(path).parent

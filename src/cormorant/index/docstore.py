@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cormorant.errors import IndexFormatError
 from cormorant.types import Document
 
 FILENAME = "docs.sqlite"
@@ -34,6 +35,16 @@ class DocStore:
         self.path = Path(path)
         # check_same_thread=False: the service reads from worker threads; reads do not race.
         self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        self._query("SELECT doc_id, title, text, fields FROM docs LIMIT 1")  # fail at open
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of ``sql``; a damaged file (which checksums only catch when verified, and
+        not when recomputed after the damage) is one IndexFormatError, never a traceback."""
+        try:
+            return self._db.execute(sql, tuple(args)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise IndexFormatError(f"{self.path} is damaged ({exc}): rebuild the index"
+                                   ) from None
 
     @staticmethod
     def create(path: str | Path, documents: Iterable[Document], batch: int = 2048) -> int:
@@ -57,9 +68,9 @@ class DocStore:
 
     def get(self, doc_id: str) -> Document | None:
         """The document with this id, or None."""
-        row = self._db.execute("SELECT doc_id, title, text, fields FROM docs WHERE doc_id = ?",
-                               (doc_id,)).fetchone()
-        return _document(row) if row else None
+        rows = self._query("SELECT doc_id, title, text, fields FROM docs WHERE doc_id = ?",
+                           (doc_id,))
+        return _document(rows[0], self.path) if rows else None
 
     def get_many(self, doc_ids: list[str]) -> dict[str, Document]:
         """The documents with these ids that exist."""
@@ -67,17 +78,26 @@ class DocStore:
         for start in range(0, len(doc_ids), 500):
             chunk = doc_ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
+            for row in self._query(
                     f"SELECT doc_id, title, text, fields FROM docs WHERE doc_id IN ({marks})", chunk):
-                found[row[0]] = _document(row)
+                found[row[0]] = _document(row, self.path)
         return found
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
+        return int(self._query("SELECT COUNT(*) FROM docs")[0][0])
 
 
-def _document(row: tuple[Any, ...]) -> Document:
-    return Document(row[0], row[2], title=row[1], fields=json.loads(row[3]))
+def _document(row: tuple[Any, ...], path: Path | None = None) -> Document:
+    doc_id, title, text, fields = row
+    try:
+        extra = json.loads(fields)
+    except (TypeError, json.JSONDecodeError):
+        extra = None
+    if not (isinstance(doc_id, str) and isinstance(title, str) and isinstance(text, str)
+            and isinstance(extra, dict)):
+        raise IndexFormatError(f"{path or 'the document store'} is damaged: document"
+                               f" {str(doc_id)[:40]!r} is malformed; rebuild the index")
+    return Document(doc_id, text, title=title, fields=extra)
 
 
 class CorpusDocuments:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cormorant import registry
-from cormorant.errors import IndexFormatError, PipelineError
+from cormorant.errors import DataError, IndexFormatError, PipelineError
 from cormorant.index.docstore import FILENAME as DOCSTORE_FILE
 from cormorant.index.docstore import CorpusDocuments, DocStore
 from cormorant.index.format import atomic_directory, read_meta, write_meta
@@ -42,6 +42,7 @@ def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = N
     """
     spec = parse(text)
     validate(text)
+    require_documents(corpus)
     memo = {} if built is None else built
 
     def make(leaf: Leaf, cls: type[Stage]) -> Stage:
@@ -52,6 +53,22 @@ def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = N
         return memo[key]
 
     return WithDocuments(materialize(spec, make), CorpusDocuments(corpus))
+
+
+def require_documents(corpus: Corpus) -> None:
+    """Refuse an empty corpus: an index of nothing scores every query 0 and hides the mistake.
+
+    Raises:
+        DataError: the corpus holds no documents.
+    """
+    stream = iter(corpus)
+    try:
+        if next(stream, None) is None:
+            raise DataError(f"the corpus {corpus.name!r} holds no documents")
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # a generator over an open file: release it now
 
 
 def validate(text: str) -> None:
@@ -142,12 +159,44 @@ def open_index(path: str | Path, pipeline: str | None = None, verify: bool = Tru
     if meta.get("kind") != "pipeline":
         raise IndexFormatError(f"{path} is a {meta.get('kind')} index part, not a whole index;"
                                f" open its parent directory")
+    check_index_meta(path, meta)
     spec = parse(pipeline or meta["pipeline"])
     validate(pipeline or meta["pipeline"])
     docs = DocStore(path / DOCSTORE_FILE)
     opener = _LeafOpener(path, meta["leaves"], verify, {} if loaded is None else loaded, wrap)
     stage = materialize(spec, opener.open)
     return IndexHandle(path, WithDocuments(stage, documents or docs), docs, meta)
+
+
+_LEAF_FIELDS = {"name": str, "kind": str, "dir": str, "params": dict}
+
+
+def check_index_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Check the shape of a whole index's ``meta.json``: a hand edit can keep it valid JSON
+    (and the checksums cover the other files, not it), so each field is checked by type.
+
+    Raises:
+        IndexFormatError: naming the field that is missing or of the wrong type.
+    """
+    where = path / "meta.json"
+    if not isinstance(meta.get("pipeline"), str):
+        raise IndexFormatError(f"{where}: 'pipeline' must be a pipeline string")
+    count = meta.get("count", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise IndexFormatError(f"{where}: 'count' must be a whole number")
+    leaves = meta.get("leaves")
+    if not isinstance(leaves, list) or not all(isinstance(r, dict) for r in leaves):
+        raise IndexFormatError(f"{where}: 'leaves' must be a list of stage records")
+    for position, record in enumerate(leaves):
+        for key, kind in _LEAF_FIELDS.items():
+            if key != "params" and not isinstance(record.get(key), kind):
+                raise IndexFormatError(f"{where}: leaves[{position}].{key} must be a"
+                                       f" {kind.__name__}")
+        folder = record["dir"]
+        if folder in ("", ".", "..") or "/" in folder or "\\" in folder \
+                or not (path / folder).is_dir():
+            raise IndexFormatError(f"{where}: leaves[{position}].dir {folder[:80]!r} is not a"
+                                   " folder of this index")
 
 
 class _LeafOpener:
@@ -171,7 +220,7 @@ class _LeafOpener:
         if key in self.loaded:
             return self.loaded[key]
         sub = self.path / self.stored[index]["dir"]
-        stage: Stage = cls.load(sub, read_meta(sub, verify=self.verify), **leaf.params)
+        stage: Stage = _load_leaf(cls, sub, read_meta(sub, verify=self.verify), leaf.params)
         if self.wrap is not None:
             stage = self.wrap(index, stage)  # type: ignore[arg-type]
         self.loaded[key] = stage
@@ -215,3 +264,13 @@ def check_index_fits(handle: IndexHandle, corpus_name: str, judged: set[str]) ->
     if missing:
         log.warning("%s lacks %s of the %s documents judged in %s", handle.path,
                     f"{missing:,}", f"{len(ids):,}", corpus_name)
+def _load_leaf(cls: type[Retriever], sub: Path, meta: dict[str, Any],
+               params: dict[str, Any]) -> Stage:
+    """Load one stored stage; a leaf ``meta.json`` that lost a key or holds a wrong type
+    (hand-edited: no checksum covers it) is an IndexFormatError naming it."""
+    try:
+        return cls.load(sub, meta, **params)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise IndexFormatError(f"{sub / 'meta.json'} does not hold what a {cls.name} stage"
+                               f" stores ({type(exc).__name__}: {str(exc)[:80]}); rebuild the"
+                               " index") from None

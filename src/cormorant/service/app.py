@@ -18,10 +18,13 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.routing import Match, Route
 
 import cormorant
 from cormorant.service.middleware import AccessLog, RequestLimits
@@ -57,11 +60,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     _add_docs_pages(app)
     app.include_router(router)
     app.include_router(v1)
+    _document_limits(app, settings)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(SearchTimeout, _timed_out)
     app.add_exception_handler(Exception, _internal_error)
     # The last added runs first: log every request, including those refused for size.
     app.add_middleware(RequestLimits, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(AllowHeader, routes=[*router.routes, *v1.routes])
     app.add_middleware(AccessLog, metrics=state.metrics)
     return app
 
@@ -109,6 +114,46 @@ def docs_assets() -> Path:
 
         raise MissingExtraError("the service's /docs pages", "service", exc) from None
     return Path(fastapi_offline.__file__).parent / "static"
+def _document_limits(app: FastAPI, settings: ServiceSettings) -> None:
+    """Serve an OpenAPI document that states the configured limits (see service.openapi)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from cormorant.service.openapi import describe_limits
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            app.openapi_schema = describe_limits(schema, settings.limits)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class AllowHeader:
+    """On a 405, ``Allow`` lists every method the path takes: routes that share a path (PUT
+    and DELETE of documents) each know only their own, and the first one answers."""
+
+    def __init__(self, app: Any, routes: list[Any]) -> None:
+        self.app, self.routes = app, routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_allow(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                methods = sorted({m for route in self.routes
+                                  if isinstance(route, Route | APIRoute)
+                                  and route.matches(scope)[0] != Match.NONE
+                                  for m in (route.methods or ())})
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = {**message, "headers": [*headers,
+                                                  (b"allow", ", ".join(methods).encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_allow)
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

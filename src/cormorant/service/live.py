@@ -109,7 +109,14 @@ class LiveIndex:
         """
         path = Path(path)
         read_meta(path, verify=False)  # a clear error for a path that is not an index
-        base_docs = DocStore(path / DOCSTORE_FILE)
+        # Opened once open_index has checked the checksums, so a damaged store is reported
+        # as a checksum mismatch, not as whatever SQLite makes of it.
+        opened: list[DocStore] = []
+
+        def docs() -> DocStore:
+            if not opened:
+                opened.append(DocStore(path / DOCSTORE_FILE))
+            return opened[0]
         states: dict[int, LiveState] = {}
         loaded: dict[tuple[int, str], Stage] = {}
         wrapped_encoders: dict[int, Any] = {}
@@ -123,13 +130,14 @@ class LiveIndex:
                         wrapped_encoders[id(encoder)] = encoder_wrapper(encoder)
                     setattr(leaf, attribute, wrapped_encoders[id(encoder)])
             if position not in states:
-                state = _state_for(position, leaf, base_docs)
+                state = _state_for(position, leaf, docs())
                 if state is None:
                     return LockedStage(leaf)
                 states[position] = state
             return states[position].stage(leaf)
 
         first = open_index(path, None, verify=verify, loaded=loaded, wrap=wrap)
+        base_docs = docs()
         default = first.meta["pipeline"]
         stages = {pipeline_key(default): first.pipeline}
         for text in pipelines or []:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, Security
@@ -11,6 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from cormorant.errors import CormorantError
 from cormorant.service.auth import HEADER, allowed, presented_key
+from cormorant.service.limiter import retry_after
 from cormorant.service.live import LiveIndex, ReadOnlyIndex
 from cormorant.service.metrics import CONTENT_TYPE
 from cormorant.service.schemas import (
@@ -39,8 +42,40 @@ NO_SCOPE = "this API key is not allowed to do that"
 IndexName = Annotated[str, Path(description="The index name, as configured.", max_length=64)]
 
 
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                               "schema": {"type": "string"}}}
+
+
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Problem} for code in codes}
+    """Error answers a route declares: each a Problem, ``{"detail": "..."}`` (422 included:
+    the app answers validation errors in that shape too, not FastAPI's list)."""
+    return {code: {"model": Problem, **({"headers": RETRY_AFTER} if code in (429, 503) else {})}
+            for code in codes}
+
+
+class SearchCancelled(Exception):
+    """The request timed out; the search stopped between two chunks of queries."""
+
+
+# Queries searched per step of a batch: a search that times out stops after the step it is in,
+# instead of running every query of the batch for nobody.
+CANCEL_STEP = 8
+
+
+@asynccontextmanager
+async def admitted(request: Request) -> AsyncIterator[None]:
+    """Hold one of the caller's in-flight places (per key, or per address with open reads)
+    for the duration of the block; a 429 with Retry-After if the caller has none left."""
+    state = service(request)
+    who = request.state.caller
+    limit = state.limiter.enter(who)
+    if limit is not None:
+        raise HTTPException(429, f"at most {limit} requests in flight per API key; wait for"
+                                 " one to finish", headers={"Retry-After": "1"})
+    try:
+        yield
+    finally:
+        state.limiter.leave(who)
 
 
 def service(request: Request) -> ServiceState:
@@ -67,6 +102,12 @@ def require(scope: Scope) -> Callable[..., Any]:
             raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
         if not allowed(found, scope, open_access):
             raise HTTPException(403, NO_SCOPE)
+        client = request.client.host if request.client else "-"
+        request.state.caller = f"key:{found.name}" if found else f"address:{client}"
+        wait = state.limiter.admit(request.state.caller)
+        if wait is not None:
+            raise HTTPException(429, "too many requests for this API key; slow down",
+                                headers={"Retry-After": retry_after(wait)})
 
     return check
 
@@ -106,14 +147,15 @@ async def readyz(request: Request, response: Response) -> Health:
 
 
 @router.get("/metrics", tags=["operations"], response_class=Response,
-            dependencies=[Depends(require("admin"))], responses=_problems(401, 403))
+            dependencies=[Depends(require("admin"))], responses={
+                **_problems(401, 403, 429), 200: {"content": {CONTENT_TYPE: {}}}})
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: requests, latency, errors, encoder batch sizes, index sizes."""
     return Response(service(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
 @v1.get("/indexes", response_model=IndexList, dependencies=[Depends(require("read"))],
-        responses=_problems(401, 403))
+        responses=_problems(401, 403, 429))
 async def list_indexes(request: Request) -> IndexList:
     """Every served index (loaded ones; see /readyz for the rest)."""
     state = service(request)
@@ -121,7 +163,7 @@ async def list_indexes(request: Request) -> IndexList:
 
 
 @v1.get("/indexes/{name}", response_model=IndexInfo, dependencies=[Depends(require("read"))],
-        responses=_problems(401, 403, 404, 503))
+        responses=_problems(401, 403, 404, 422, 429, 503))
 async def describe_index(request: Request, name: IndexName) -> IndexInfo:
     """What an index holds: kind, encoder, count, version, allowed pipelines."""
     return IndexInfo(**served(request, name).describe())
@@ -129,7 +171,7 @@ async def describe_index(request: Request, name: IndexName) -> IndexInfo:
 
 @v1.post("/indexes/{name}/search", response_model=SearchResponse,
          response_model_exclude_none=True, dependencies=[Depends(require("read"))],
-         responses=_problems(400, 401, 403, 404, 413, 422, 503, 504))
+         responses=_problems(400, 401, 403, 404, 413, 422, 429, 503, 504))
 async def search(request: Request, body: SearchRequest, name: IndexName) -> SearchResponse:
     """Search with one query or a batch; hits carry ids, scores and ranks (and text on request)."""
     start = time.perf_counter()
@@ -138,22 +180,33 @@ async def search(request: Request, body: SearchRequest, name: IndexName) -> Sear
     texts = body.texts
     _check_search(state, index, body, texts)
     request.state.queries = len(texts)
-    try:
-        ranked = await state.search(lambda: index.search(texts, body.k, body.pipeline))
-    except CormorantError as exc:
-        raise HTTPException(422, str(exc)) from None
-    searched = time.perf_counter()
-    docs: dict[str, Document] = {}
-    if body.return_text or body.return_fields:
-        wanted = list({d for hits in ranked for d, _ in hits})
-        docs = await state.search(lambda: index.get_many(wanted))
-    results = [QueryResult(query=text, hits=[_hit(d, s, r, docs.get(d), body)
+
+    def run(cancel: threading.Event) -> list[list[tuple[str, float]]]:
+        ranked: list[list[tuple[str, float]]] = []
+        for start in range(0, len(texts), CANCEL_STEP):
+            if cancel.is_set():
+                raise SearchCancelled
+            ranked += index.search(texts[start:start + CANCEL_STEP], body.k, body.pipeline)
+        return ranked
+
+    async with admitted(request):
+        try:
+            ranked = await state.search(run)
+            searched = time.perf_counter()
+            docs: dict[str, Document] = {}
+            if body.return_text or body.return_fields:
+                wanted = list({d for hits in ranked for d, _ in hits})
+                docs = await state.search(lambda _: index.get_many(wanted))
+        except CormorantError as exc:
+            raise HTTPException(422, str(exc)) from None
+    cut = _text_cut(state.settings.limits, body, sum(map(len, ranked)))
+    results = [QueryResult(query=text, hits=[_hit(d, s, r, docs.get(d), body, cut)
                                              for r, (d, s) in enumerate(hits, start=1)])
                for text, hits in zip(texts, ranked, strict=True)]
     done = time.perf_counter()
     stage = index.stage(body.pipeline)
     return SearchResponse(index=name, pipeline=str(stage), k=body.k, version=index.version,
-                          results=results,
+                          text_chars=cut, results=results,
                           timing=Timing(total_ms=(done - start) * 1000,
                                         search_ms=(searched - start) * 1000,
                                         documents_ms=(done - searched) * 1000))
@@ -184,21 +237,33 @@ def _check_search(state: ServiceState, index: LiveIndex, body: SearchRequest,
                                  f" {index.name!r}; allowed: {allowed_list}")
 
 
-def _hit(doc_id: str, score: float, rank: int, doc: Document | None, body: SearchRequest) -> Hit:
+def _text_cut(limits: Limits, body: SearchRequest, hits: int) -> int | None:
+    """Characters each title and text is cut to: what the request asked (at most
+    ``max_text_chars``), and no more than an even share of ``max_response_text_chars``."""
+    if not body.return_text:
+        return None
+    asked = min(body.text_chars or limits.max_text_chars, limits.max_text_chars)
+    return max(1, min(asked, limits.max_response_text_chars // max(1, 2 * hits)))
+
+
+def _hit(doc_id: str, score: float, rank: int, doc: Document | None, body: SearchRequest,
+         cut: int | None = None) -> Hit:
     hit = Hit(doc_id=doc_id, score=score, rank=rank)
     if doc is not None and body.return_text:
-        hit.title, hit.text = doc.title, doc.text
+        hit.title, hit.text = doc.title[:cut], doc.text[:cut]
     if doc is not None and body.return_fields:
         hit.fields = dict(doc.fields)
     return hit
 
 
 @v1.get("/indexes/{name}/documents/{doc_id:path}", response_model=DocumentBody,
-        dependencies=[Depends(require("read"))], responses=_problems(401, 403, 404, 503))
+        dependencies=[Depends(require("read"))],
+        responses=_problems(401, 403, 404, 422, 429, 503, 504))
 async def get_document(request: Request, doc_id: str, name: IndexName) -> DocumentBody:
     """One document as it is now (live writes included)."""
     index = served(request, name)
-    doc = await service(request).search(lambda: index.get(doc_id))
+    async with admitted(request):
+        doc = await service(request).search(lambda _: index.get(doc_id))
     if doc is None:
         raise HTTPException(404, f"index {name!r} has no document {doc_id!r}")
     return DocumentBody.model_construct(doc_id=doc.doc_id, title=doc.title, text=doc.text,
@@ -207,7 +272,7 @@ async def get_document(request: Request, doc_id: str, name: IndexName) -> Docume
 
 @v1.put("/indexes/{name}/documents", response_model=WriteResponse,
         dependencies=[Depends(require("write"))],
-        responses=_problems(400, 401, 403, 404, 409, 413, 422, 503))
+        responses=_problems(400, 401, 403, 404, 409, 413, 422, 429, 503))
 async def put_documents(request: Request, body: PutDocuments, name: IndexName
                         ) -> WriteResponse:
     """Add or replace documents. Answered once they are on disk and searchable."""
@@ -216,8 +281,8 @@ async def put_documents(request: Request, body: PutDocuments, name: IndexName
     limits = state.settings.limits
     _check_write(limits, [d.doc_id for d in body.documents], "documents")
     for doc in body.documents:
-        if len(doc.title) + len(doc.text) > limits.max_document_chars:
-            raise HTTPException(422, f"document {doc.doc_id!r} is over the"
+        if max(len(doc.title), len(doc.text)) > limits.max_document_chars:
+            raise HTTPException(422, f"document {doc.doc_id!r}: a title or text over the"
                                      f" {limits.max_document_chars:,}-character limit")
     docs = [Document(d.doc_id, d.text, title=d.title, fields=d.fields) for d in body.documents]
     return await _write(request, index, lambda: index.put(docs))
@@ -225,7 +290,7 @@ async def put_documents(request: Request, body: PutDocuments, name: IndexName
 
 @v1.delete("/indexes/{name}/documents", response_model=WriteResponse,
            dependencies=[Depends(require("write"))],
-           responses=_problems(400, 401, 403, 404, 409, 413, 422, 503))
+           responses=_problems(400, 401, 403, 404, 409, 413, 422, 429, 503))
 async def delete_documents(request: Request, body: DeleteDocuments, name: IndexName
                            ) -> WriteResponse:
     """Delete documents by id. Ids that do not exist are listed in ``not_found``."""
@@ -248,7 +313,8 @@ async def _write(request: Request, index: LiveIndex, work: Callable[[], Any]) ->
     if not index.writable:
         raise HTTPException(409, index.read_only_reason or "read-only index")
     try:
-        result = await service(request).write(work)
+        async with admitted(request):
+            result = await service(request).write(work)
     except ReadOnlyIndex as exc:
         raise HTTPException(409, str(exc)) from None
     except CormorantError as exc:

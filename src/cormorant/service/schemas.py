@@ -7,6 +7,7 @@ the hard bounds.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,6 +26,23 @@ def check_text(value: str, what: str) -> str:
     return value
 
 
+def non_finite(value: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinite number inside a JSON value, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "."
+    if isinstance(value, dict):
+        items: Any = ((f".{k}", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for step, item in items:
+        found = non_finite(item, where + step)
+        if found is not None:
+            return found
+    return None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -35,7 +53,12 @@ class SearchRequest(Strict):
     query: str | None = Field(None, description="One query text.", examples=["vitamin d"])
     queries: list[str] | None = Field(None, description="Several query texts (a batch).",
                                       max_length=10_000)
-    k: int = Field(10, ge=1, le=HARD_MAX_K, description="Results per query.")
+    # strict: JSON true is not the number 1, nor 10.0 the integer 10.
+    k: int = Field(10, ge=1, le=HARD_MAX_K, strict=True, description=(
+        "Results per query; k times the number of queries is limited too (see the limits)."))
+    text_chars: int | None = Field(None, ge=1, strict=True, description=(
+        "With return_text: cut each title and text to this many characters (default and"
+        " maximum: the service's max_text_chars)."))
     pipeline: str | None = Field(None, max_length=4096, description=(
         "A pipeline from the index's allow-list (GET /v1/indexes/{name}); default: the index's own."))
     return_text: bool = Field(False, description="Add each hit's title and text.")
@@ -78,6 +101,8 @@ class SearchResponse(BaseModel):
     index: str
     pipeline: str
     k: int
+    text_chars: int | None = Field(None, description=(
+        "With return_text: each title and text was cut to at most this many characters."))
     version: int = Field(description="Live writes applied to the index when it was searched.")
     results: list[QueryResult]
     timing: Timing
@@ -132,15 +157,26 @@ class DocumentBody(Strict):
     def _text(cls, value: str) -> str:
         return check_text(value, "title/text")
 
+    @field_validator("fields")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # NaN and Infinity parse from JSON but cannot be written back as JSON: they would be
+        # stored and read back as null. Refuse them rather than change the document.
+        where = non_finite(value)
+        if where is not None:
+            raise ValueError(f"fields{where} is not a finite number (NaN and Infinity are not"
+                             " JSON)")
+        return value
+
 
 class PutDocuments(Strict):
     documents: list[DocumentBody] = Field(min_length=1, max_length=100_000)
 
     @model_validator(mode="after")
     def _unique(self) -> PutDocuments:
-        ids = [d.doc_id for d in self.documents]
-        if len(set(ids)) != len(ids):
-            raise ValueError("a doc_id appears twice in one request")
+        # A doc_id given twice: the last one is written, as two PUTs in a row would leave it
+        # (a JSON schema cannot say "unique by doc_id", so refusing would break the contract).
+        self.documents = list({d.doc_id: d for d in self.documents}.values())
         for doc in self.documents:
             if not (doc.title + doc.text).strip():
                 raise ValueError(f"document {doc.doc_id!r} has no title or text to index")

@@ -74,6 +74,20 @@ class Limits(BaseModel):
     max_documents_per_write: int = Field(256, ge=1)
     max_document_chars: int = Field(200_000, ge=1)
     max_id_chars: int = Field(256, ge=1)
+    # The answer is bounded as well as the question: each title and text is cut to
+    # max_text_chars (a request's text_chars asks for fewer), and all of them together to
+    # max_response_text_chars, shared evenly by the hits. The heaviest request then answers
+    # about 8 MB (64 x 1,000 hits and 2 M characters of text), not the 111 MB that 64 x 1,000
+    # whole texts made.
+    max_text_chars: int = Field(2_000, ge=1)
+    max_response_text_chars: int = Field(2_000_000, ge=1)
+    # Per API key (or per client address with open reads): searches, document reads and writes
+    # in flight, and requests per second with a burst. 4 of the 16 search threads means one
+    # key, however busy, leaves three quarters of them to the others; beyond it a 429 with
+    # Retry-After tells the client to back off instead of queueing behind its own work.
+    max_in_flight_per_key: int = Field(4, ge=1)
+    requests_per_second_per_key: float = Field(50.0, gt=0)
+    burst_per_key: int = Field(100, ge=1)
 
 
 class MicroBatching(BaseModel):
@@ -141,15 +155,13 @@ class _YamlSource(PydanticBaseSettingsSource):
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML file's top-level mapping; relative index paths resolve against the file."""
-    if not path.is_file():
-        raise CormorantError(f"config file not found: {path}")
+    from cormorant.data.files import read_text_file, yaml_problem
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text_file(path, "config file")) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CormorantError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        raise CormorantError(f"config file {path} is not valid YAML at {yaml_problem(exc)}"
+                             ) from None
     if not isinstance(data, dict):
         raise CormorantError(f"config file {path} must hold a mapping of settings")
     if isinstance(data.get("indexes"), dict):

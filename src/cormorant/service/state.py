@@ -19,6 +19,7 @@ from cormorant.index.format import read_meta
 from cormorant.retrieval.assemble import validate
 from cormorant.service.auth import KeyRing
 from cormorant.service.batching import BatchingEncoder
+from cormorant.service.limiter import KeyLimiter
 from cormorant.service.live import LiveIndex
 from cormorant.service.metrics import Metrics
 from cormorant.service.settings import ServiceSettings
@@ -38,6 +39,9 @@ class ServiceState:
         self.settings = settings
         check_settings(settings)
         self.keys = KeyRing(settings.api_keys)
+        limits = settings.limits
+        self.limiter = KeyLimiter(limits.max_in_flight_per_key,
+                                  limits.requests_per_second_per_key, limits.burst_per_key)
         self.metrics = Metrics()
         self.indexes: dict[str, LiveIndex] = {}
         self.status: dict[str, str] = {name: "loading" for name in settings.indexes}
@@ -104,13 +108,18 @@ class ServiceState:
 
     # -- running work off the event loop ---------------------------------------------------
 
-    async def search(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on a search thread, cut off after ``request_timeout_s``."""
+    async def search(self, work: Callable[[threading.Event], T]) -> T:
+        """Run ``work(cancel)`` on a search thread, cut off after ``request_timeout_s``.
+
+        On a timeout ``cancel`` is set: work that checks it between steps stops there, so a
+        timed-out search gives its thread back instead of running on for nobody."""
+        cancel = threading.Event()
+
         def counted() -> T:
             with self._count_lock:
                 self._in_flight += 1
             try:
-                return work()
+                return work(cancel)
             finally:
                 with self._count_lock:
                     self._in_flight -= 1
@@ -120,7 +129,8 @@ class ServiceState:
             return await asyncio.wait_for(asyncio.wrap_future(future),
                                           self.settings.request_timeout_s)
         except TimeoutError:
-            future.cancel()  # not started yet: it never will; started: its answer is dropped
+            cancel.set()
+            future.cancel()  # not started yet: it never will
             raise SearchTimeout from None
 
     async def write(self, work: Callable[[], T]) -> T:

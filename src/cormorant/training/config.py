@@ -146,13 +146,13 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> TrainConfig:
         """Options from YAML or JSON; ``overrides`` (set on the command line) win."""
-        if not path.is_file():
-            raise CormorantError(f"config file not found: {path}")
+        from cormorant.data.files import read_text_file, yaml_problem
+
+        text = read_text_file(path, "config file")
         try:
-            raw = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") \
-                else json.loads(path.read_text())
+            raw = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
         except (yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise CormorantError(f"cannot read config {path}: {exc}") from None
+            raise CormorantError(f"cannot read config {path}: {yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise CormorantError(f"config {path} must be a mapping of option names to values")
         raw = {k.replace("-", "_"): v for k, v in raw.items()}

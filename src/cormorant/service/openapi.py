@@ -1,0 +1,62 @@
+"""The OpenAPI document says what the server enforces: the configured limits (not the hard
+bounds of the models), that ``query`` and ``queries`` exclude each other, that a document
+needs a title or text, and which characters ids and texts may hold.
+
+A client generated from the document, or a fuzzer such as schemathesis, then sends nothing
+the schema allows and the server refuses, and nothing the schema forbids and the server takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cormorant.service.settings import Limits
+
+NOT_BLANK = r"\S"  # at least one character that is not whitespace (str.strip's definition)
+NO_NUL = r"^[^\x00]*$"
+# No control characters and no surrounding whitespace: the rule DocumentBody checks.
+DOC_ID = r"^[^\x00-\x1f\s](?:[^\x00-\x1f]*[^\x00-\x1f\s])?$"
+
+
+def describe_limits(schema: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """Edit a generated OpenAPI document in place (and return it) to state ``limits``.
+
+    Example:
+        >>> doc = {"components": {"schemas": {}}}
+        >>> describe_limits(doc, Limits()) is doc
+        True
+    """
+    components = schema.get("components", {}).get("schemas", {})
+    for name, model in components.items():
+        props = model.get("properties", {})
+        if name == "SearchRequest":
+            _search(model, props, limits)
+        elif name.startswith("DocumentBody"):
+            _document(model, props, limits)
+        elif name == "PutDocuments":
+            props["documents"]["maxItems"] = limits.max_documents_per_write
+        elif name == "DeleteDocuments":
+            props["ids"].update(maxItems=limits.max_documents_per_write, uniqueItems=True)
+            props["ids"]["items"].update(maxLength=limits.max_id_chars, pattern=NO_NUL)
+    return schema
+
+
+def _search(model: dict[str, Any], props: dict[str, Any], limits: Limits) -> None:
+    props["k"]["maximum"] = limits.max_k
+    text = {"type": "string", "minLength": 1, "maxLength": limits.max_query_chars,
+            "pattern": NOT_BLANK}
+    props["query"] = {**text, "description": props["query"].get("description", "")}
+    props["queries"] = {"type": "array", "items": text, "minItems": 1,
+                        "maxItems": limits.max_batch,
+                        "description": props["queries"].get("description", "")}
+    props["text_chars"] = {"type": "integer", "minimum": 1, "maximum": limits.max_text_chars,
+                           "description": props["text_chars"].get("description", "")}
+    model["oneOf"] = [{"required": ["query"]}, {"required": ["queries"]}]
+
+
+def _document(model: dict[str, Any], props: dict[str, Any], limits: Limits) -> None:
+    props["doc_id"].update(maxLength=limits.max_id_chars, pattern=DOC_ID)
+    for field in ("title", "text"):
+        props[field].update(maxLength=limits.max_document_chars, pattern=NO_NUL)
+    model["anyOf"] = [{"properties": {f: {"pattern": NOT_BLANK}}, "required": [f]}
+                      for f in ("title", "text")]
