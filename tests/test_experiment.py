@@ -36,6 +36,12 @@ def test_every_pair_is_evaluated_compared_and_written(experiment, tmp_path):
     assert len(list((tmp_path / "runs").glob("*.trec"))) == 3
 
 
+def test_latency_is_repeated_one_query_timings_with_their_spread(experiment):
+    timing = run_experiment(experiment).results[0].timing
+    assert timing["latency_timings"] >= 3
+    assert 0 < timing["latency_ms_p10"] <= timing["latency_ms_p50"] <= timing["latency_ms_p90"]
+
+
 def test_runs_are_cached_on_disk(experiment, monkeypatch):
     first = run_experiment(experiment)
 
@@ -75,7 +81,8 @@ def test_markdown_report_with_figures(experiment, tmp_path):
     outcome = run_experiment(experiment)
     path = write_report(outcome, tmp_path / "report.md")
     text = path.read_text()
-    assert "| pipeline | nDCG@10 | RR@10 | R@100 | queries | ms/query |" in text
+    assert "| pipeline | nDCG@10 | RR@10 | R@100 | queries | ms/query (batch) |" \
+           " one query, ms: median (10th-90th pct.) |" in text
     assert "## Significance against the baseline" in text
     # The legend follows the first results table, not the end of the page.
     assert text.index("Bold: best value") < text.index("## Significance against the baseline")

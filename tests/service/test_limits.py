@@ -13,12 +13,15 @@ SEARCH = "/v1/indexes/tiny/search"
 DOCS = "/v1/indexes/tiny/documents"
 
 
-def test_k_true_and_k_float_are_refused(index_dir) -> None:
+def test_k_true_a_fraction_and_a_string_are_refused_a_whole_float_is_k(index_dir) -> None:
     with client_for(settings_for(index_dir)) as client:
-        for k in (True, 10.0, "10"):
+        for k in (True, 2.5, "10"):
             answer = client.post(SEARCH, json={"query": "fish", "k": k}, headers=auth(READ_KEY))
             assert answer.status_code == 422, (k, answer.text)
             assert "k:" in answer.json()["detail"]
+        # JSON Schema's integer admits 10.0 (schemathesis sends it): it means 10.
+        answer = client.post(SEARCH, json={"query": "fish", "k": 2.0}, headers=auth(READ_KEY))
+        assert answer.status_code == 200 and answer.json()["k"] == 2
 
 
 def test_a_nan_or_infinite_field_is_refused_and_nothing_is_stored(index_dir) -> None:
@@ -36,6 +39,10 @@ def test_a_doc_id_given_twice_writes_the_last(index_dir) -> None:
         body = {"documents": [{"doc_id": "a", "text": "first"}, {"doc_id": "a", "text": "last"}]}
         assert client.put(DOCS, json=body, headers=auth(WRITE_KEY)).json()["changed"] == ["a"]
         assert client.get(f"{DOCS}/a", headers=auth(READ_KEY)).json()["text"] == "last"
+        # The count limit applies to the request as sent, before repeated ids are merged.
+        many = {"documents": [{"doc_id": "a", "text": "x"}] * 257}
+        answer = client.put(DOCS, json=many, headers=auth(WRITE_KEY))
+        assert answer.status_code == 422 and "at most 256" in answer.json()["detail"]
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(index_dir) -> None:

@@ -71,16 +71,24 @@ def recall_curves(dataset: str, curves: dict[str, dict[int, float]]) -> bytes:
 def quality_vs_latency(dataset: str, results: list[EvalResult], measure: str) -> bytes:
     """Each pipeline's quality against its search time per query."""
     fig, ax = _figure()
+    spread = all("latency_ms_p50" in r.timing for r in results)
     for r in results:
-        latency = max(r.timing.get("ms_per_query", 0.0), 1e-3)
-        ax.scatter(latency, r.metrics[measure], s=40, color=color(r.pipeline))
-        ax.annotate(r.pipeline, (latency, r.metrics[measure]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+        y = r.metrics[measure]
+        if spread:  # median of one-query timings, bars from the 10th to the 90th percentile
+            mid = max(r.timing["latency_ms_p50"], 1e-3)
+            low, high = mid - r.timing["latency_ms_p10"], r.timing["latency_ms_p90"] - mid
+            ax.errorbar(mid, y, xerr=[[max(low, 0.0)], [max(high, 0.0)]], fmt="o", ms=6,
+                        capsize=3, color=color(r.pipeline))
+        else:  # results cached before one-query timings were kept
+            mid = max(r.timing.get("ms_per_query", 0.0), 1e-3)
+            ax.scatter(mid, y, s=40, color=color(r.pipeline))
+        ax.annotate(r.pipeline, (mid, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
     from matplotlib.ticker import NullFormatter
 
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels collide on short spans
-    ax.set_xlabel("search time per query (ms, log scale; batch of all queries)")
+    ax.set_xlabel("one-query latency (ms, log scale; median, bars 10th-90th percentile)"
+                  if spread else "search time per query (ms, log scale; batch of all queries)")
     ax.set_ylabel(measure)
     ax.set_title(f"{dataset}: {measure} against query latency")
     ax.grid(alpha=0.3)

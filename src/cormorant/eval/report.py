@@ -114,10 +114,25 @@ def _results_table(rows: list, significant: set, first: str) -> Table:
         cells.append(Cell(f"{len(r.per_query):,}"))
         ms = r.timing.get("ms_per_query")
         cells.append(Cell("-" if ms is None else f"{ms:.1f}"))
+        cells.append(Cell(latency_cell(r.timing)))
         ref = published(r.dataset, r.pipeline, first)
         cells.append(Cell(f"{ref[0]:.3f} ({ref[1]})" if ref else ""))
         table_rows.append(cells)
-    return Table(["pipeline", *measures, "queries", "ms/query", f"published {first}"], table_rows)
+    return Table(["pipeline", *measures, "queries", "ms/query (batch)",
+                  "one query, ms: median (10th-90th pct.)", f"published {first}"], table_rows)
+
+
+def latency_cell(timing: dict[str, float]) -> str:
+    """``12.3 (10.1-15.0)``: the one-query latency's median and spread, or ``-``.
+
+    Example:
+        >>> latency_cell({"latency_ms_p50": 12.3, "latency_ms_p10": 10.1, "latency_ms_p90": 15.0})
+        '12.3 (10.1-15.0)'
+    """
+    if "latency_ms_p50" not in timing:
+        return "-"
+    return (f"{timing['latency_ms_p50']:.1f} ({timing['latency_ms_p10']:.1f}-"
+            f"{timing['latency_ms_p90']:.1f})")
 
 
 def format_p(p: float) -> str:

@@ -284,7 +284,7 @@ async def put_documents(request: Request, body: PutDocuments, name: IndexName
         if max(len(doc.title), len(doc.text)) > limits.max_document_chars:
             raise HTTPException(422, f"document {doc.doc_id!r}: a title or text over the"
                                      f" {limits.max_document_chars:,}-character limit")
-    docs = [Document(d.doc_id, d.text, title=d.title, fields=d.fields) for d in body.documents]
+    docs = [Document(d.doc_id, d.text, title=d.title, fields=d.fields) for d in body.latest()]
     return await _write(request, index, lambda: index.put(docs))
 
 

@@ -8,9 +8,9 @@ the hard bounds.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 HARD_MAX_K = 100_000
 
@@ -47,16 +47,33 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def whole_number(value: Any) -> Any:
+    """JSON ``10.0`` is the integer 10 (JSON Schema's ``integer`` admits it), ``true`` is not 1.
+
+    Example:
+        >>> whole_number(10.0), whole_number(7)
+        (10, 7)
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(whole_number), Field(strict=True)]
+"""An integer field that refuses booleans, strings and fractions (strict after the check)."""
+
+
 class SearchRequest(Strict):
     """One query (``query``) or a batch (``queries``), answered in the same order."""
 
     query: str | None = Field(None, description="One query text.", examples=["vitamin d"])
     queries: list[str] | None = Field(None, description="Several query texts (a batch).",
                                       max_length=10_000)
-    # strict: JSON true is not the number 1, nor 10.0 the integer 10.
-    k: int = Field(10, ge=1, le=HARD_MAX_K, strict=True, description=(
+    k: WholeNumber = Field(10, ge=1, le=HARD_MAX_K, description=(
         "Results per query; k times the number of queries is limited too (see the limits)."))
-    text_chars: int | None = Field(None, ge=1, strict=True, description=(
+    text_chars: WholeNumber | None = Field(None, ge=1, description=(
         "With return_text: cut each title and text to this many characters (default and"
         " maximum: the service's max_text_chars)."))
     pipeline: str | None = Field(None, max_length=4096, description=(
@@ -173,14 +190,18 @@ class PutDocuments(Strict):
     documents: list[DocumentBody] = Field(min_length=1, max_length=100_000)
 
     @model_validator(mode="after")
-    def _unique(self) -> PutDocuments:
-        # A doc_id given twice: the last one is written, as two PUTs in a row would leave it
-        # (a JSON schema cannot say "unique by doc_id", so refusing would break the contract).
-        self.documents = list({d.doc_id: d for d in self.documents}.values())
+    def _has_text(self) -> PutDocuments:
         for doc in self.documents:
             if not (doc.title + doc.text).strip():
                 raise ValueError(f"document {doc.doc_id!r} has no title or text to index")
         return self
+
+
+    def latest(self) -> list[DocumentBody]:
+        """The documents to write: a doc_id given twice is written as its last copy, as two
+        PUTs in a row would leave it (a JSON schema cannot say "unique by doc_id", so refusing
+        would break the contract). Count limits apply to the request as sent, before this."""
+        return list({d.doc_id: d for d in self.documents}.values())
 
 
 class DeleteDocuments(Strict):

@@ -84,10 +84,12 @@ class Limits(BaseModel):
     # Per API key (or per client address with open reads): searches, document reads and writes
     # in flight, and requests per second with a burst. 4 of the 16 search threads means one
     # key, however busy, leaves three quarters of them to the others; beyond it a 429 with
-    # Retry-After tells the client to back off instead of queueing behind its own work.
+    # Retry-After tells the client to back off instead of queueing behind its own work. The
+    # rate is a guard against a runaway loop, not a quota: 1,000/s (burst 2,000) lets a script
+    # read back documents one request at a time, which 50/s made fail after two seconds.
     max_in_flight_per_key: int = Field(4, ge=1)
-    requests_per_second_per_key: float = Field(50.0, gt=0)
-    burst_per_key: int = Field(100, ge=1)
+    requests_per_second_per_key: float = Field(1000.0, gt=0)
+    burst_per_key: int = Field(2000, ge=1)
 
 
 class MicroBatching(BaseModel):
