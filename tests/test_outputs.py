@@ -81,7 +81,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_beir(tmp_path_factory.mktemp("outputs") / "tiny")
 
 
-OUTPUTS = ["--json", "--markdown", "--run-file"]
+OUTPUTS = ["--json", "--markdown", "--save-run"]
 
 
 @pytest.mark.parametrize("option", OUTPUTS)
@@ -92,7 +92,7 @@ def test_eval_writes_through_dev_stdout_in_a_real_process(dataset, option) -> No
                            "--no-cache", option, "/dev/stdout"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    expected = {"--json": '"metrics"', "--markdown": "| dataset |", "--run-file": " Q0 d1 1 "}
+    expected = {"--json": '"metrics"', "--markdown": "| dataset |", "--save-run": " Q0 d1 1 "}
     assert done.stdout.count(expected[option]) >= 1
     assert os.path.islink("/dev/stdout")  # not replaced by a regular file
 
@@ -105,7 +105,8 @@ def test_every_output_option_follows_symlinks_and_refuses_directories(dataset, t
     target.write_text("old")
     link = tmp_path / f"link{suffix}"
     link.symlink_to(target)
-    result = run_cli("eval", "-d", dataset, "--no-cache", option, link)
+    overwrite = ["--overwrite"] if option == "--save-run" else []  # it never replaces unasked
+    result = run_cli("eval", "-d", dataset, "--no-cache", option, link, *overwrite)
     assert result.code == 0, result.err + str(result.traceback)
     assert link.is_symlink() and target.read_text() != "old"
     folder = tmp_path / f"folder{suffix}"

@@ -251,8 +251,9 @@ def _print_hits(handle, queries: dict[str, str], run, as_json: bool) -> None:  #
 
 
 def _check_output(path: Path, overwrite: bool, flag: str) -> None:
-    """An output file is never replaced unless the user says so."""
-    if path.exists() and not path.is_dir() and not overwrite:
+    """An output file is never replaced unless the user says so; a device or a pipe
+    (``/dev/stdout``) holds no file to lose, so writing through it needs no --overwrite."""
+    if str(path) != "-" and path.is_file() and not overwrite:
         raise CormorantError(f"{flag} {path} already exists (use --overwrite to replace it)")
 
 
@@ -348,6 +349,7 @@ def eval_(dataset: Annotated[list[Path] | None, typer.Option(
             depth=depth, runs_dir=runs_dir, use_cache=cache,
             interp_extrap=InterpExtrapConfig(train_split, buckets, seed, out=split_out)
             if interp_extrap else None)
+    exp.latency = exp.latency or report is not None  # the report plots the spread
     exp.validate()
     for out in (json_out, markdown, save_run, report):
         if out is not None:

@@ -72,12 +72,22 @@ class _TextLines:
         try:
             for line_no, line in enumerate(self.handle, start=1):  # noqa: B007
                 yield line
-        except UnicodeDecodeError as exc:
-            raise UnreadableFileError(f"{self.path}: not UTF-8 text (near line {line_no + 1})"
-                            f"{_encoding_hint(exc.object[:4])}") from None
-        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise UnreadableFileError(f"{self.path}: not a readable gzip file"
-                            f" ({str(exc) or 'cut short'})") from None
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise self._unreadable(exc, f" (near line {line_no + 1})") from None
+
+    def read(self, size: int = -1) -> str:
+        """Up to ``size`` characters (all with -1), with the same one-line errors."""
+        try:
+            return self.handle.read(size)
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise self._unreadable(exc, "") from None
+
+    def _unreadable(self, exc: Exception, where: str) -> UnreadableFileError:
+        if isinstance(exc, UnicodeDecodeError):
+            return UnreadableFileError(f"{self.path}: not UTF-8 text{where}"
+                                       f"{_encoding_hint(exc.object[:4])}")
+        return UnreadableFileError(f"{self.path}: not a readable gzip file"
+                                   f" ({str(exc) or 'cut short'})")
 
 
 def _encoding_hint(start: bytes) -> str:

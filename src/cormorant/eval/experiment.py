@@ -65,6 +65,9 @@ class Experiment:
     runs: list[Path] = field(default_factory=list)
     """Run files scored beside the pipelines (one dataset): systems named by their path."""
     average: str = "judged"
+    latency: bool = False
+    """Also time single queries repeatedly (the report's latency spread; about a tenth more
+    search time). Off by default: the extra searches call every stage again."""
 
     def validate(self) -> None:
         """Fail on every mistake that can be found before slow work starts."""
@@ -210,7 +213,8 @@ def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
                          exp.measures, exp.average)
     start = time.perf_counter()
     stage = build_pipeline(pipeline, dataset.corpus, built)
-    run, timing = timed_search(stage, split.queries, time.perf_counter() - start)
+    run, timing = timed_search(stage, split.queries, time.perf_counter() - start,
+                               latency=exp.latency)
     cache.put(key, run, timing)  # whole run: exclusions must be dropped before any cut
     return score_run(run, dataset.name, exp.split, split, pipeline, timing, exp.depth,
                      exp.measures, exp.average)
