@@ -70,7 +70,7 @@ def test_allow_listed_pipelines(client):
     assert bm25["pipeline"] == "bm25"
     assert _search(client, pipeline="  bm25 %3>>dense ", k=3).status_code == 200
     refused = _search(client, pipeline="bm25.lucene")
-    assert refused.status_code == 422 and "not served" in refused.json()["detail"]
+    assert refused.status_code == 404 and "not served" in refused.json()["detail"]
     assert "allowed: " in refused.json()["detail"]
 
 
@@ -127,7 +127,9 @@ def test_document_ids_with_slashes(client):
     ({}, 422, "either 'query'"),
     ({"query": "x", "colour": "red"}, 422, "colour"),
     ({"query": "\ud800"}, 422, "not valid Unicode"),
-    ({"query": "x", "pipeline": "rrf(" * 500}, 422, "not served"),
+    ({"query": "x", "pipeline": "rrf(" * 500}, 404, "not served"),
+    ({"query": "x", "return_text": 0}, 422, "return_text"),
+    ({"query": "x", "return_text": True, "text_chars": 2001}, 422, "text_chars is at most 2,000"),
 ])
 def test_bad_searches_are_clear_4xx(client, body, status, message):
     response = client.post(SEARCH, content=json.dumps(body), headers=JSON_READ)

@@ -12,7 +12,11 @@ from typing import Any
 
 from cormorant.service.settings import Limits
 
-NOT_BLANK = r"\S"  # at least one character that is not whitespace (str.strip's definition)
+# At least one character that is not whitespace as str.strip() sees it. Spelled out: a regex
+# \S follows ECMAScript's whitespace, which lacks \x1c-\x1f and \x85 and adds \ufeff.
+PY_SPACE = ("\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a"
+            "\\u2028\\u2029\\u202f\\u205f\\u3000")
+NOT_BLANK = f"[^{PY_SPACE}]"
 NO_NUL = r"^[^\x00]*$"
 # No control characters and no surrounding whitespace: the rule DocumentBody checks.
 DOC_ID = r"^[^\x00-\x1f\s](?:[^\x00-\x1f]*[^\x00-\x1f\s])?$"
@@ -49,7 +53,8 @@ def _search(model: dict[str, Any], props: dict[str, Any], limits: Limits) -> Non
     props["queries"] = {"type": "array", "items": text, "minItems": 1,
                         "maxItems": limits.max_batch,
                         "description": props["queries"].get("description", "")}
-    props["text_chars"] = {"type": "integer", "minimum": 1, "maximum": limits.max_text_chars,
+    props["text_chars"] = {"anyOf": [{"type": "integer", "minimum": 1,
+                                      "maximum": limits.max_text_chars}, {"type": "null"}],
                            "description": props["text_chars"].get("description", "")}
     model["oneOf"] = [{"required": ["query"]}, {"required": ["queries"]}]
 

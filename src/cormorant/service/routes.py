@@ -231,9 +231,13 @@ def _check_search(state: ServiceState, index: LiveIndex, body: SearchRequest,
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise HTTPException(422, f"{where} is not valid Unicode text") from None
+    if body.text_chars is not None and body.text_chars > limits.max_text_chars:
+        # The schema states the maximum; cutting silently would answer what was not asked.
+        raise HTTPException(422, f"text_chars is at most {limits.max_text_chars:,}")
     if index.stage(body.pipeline) is None:
+        # 404, as for an unknown index: the request is well formed, the pipeline is not there.
         allowed_list = "; ".join(index.allowed_pipelines())
-        raise HTTPException(422, f"pipeline {body.pipeline!r} is not served for index"
+        raise HTTPException(404, f"pipeline {body.pipeline!r} is not served for index"
                                  f" {index.name!r}; allowed: {allowed_list}")
 
 

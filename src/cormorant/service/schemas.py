@@ -78,8 +78,9 @@ class SearchRequest(Strict):
         " maximum: the service's max_text_chars)."))
     pipeline: str | None = Field(None, max_length=4096, description=(
         "A pipeline from the index's allow-list (GET /v1/indexes/{name}); default: the index's own."))
-    return_text: bool = Field(False, description="Add each hit's title and text.")
-    return_fields: bool = Field(False, description="Add each hit's extra fields.")
+    # strict: JSON 0 is not false.
+    return_text: bool = Field(False, strict=True, description="Add each hit's title and text.")
+    return_fields: bool = Field(False, strict=True, description="Add each hit's extra fields.")
 
     @model_validator(mode="after")
     def _one_form(self) -> SearchRequest:
