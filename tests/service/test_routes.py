@@ -129,6 +129,7 @@ def test_document_ids_with_slashes(client):
     ({"query": "\ud800"}, 422, "not valid Unicode"),
     ({"query": "x", "pipeline": "rrf(" * 500}, 404, "not served"),
     ({"query": "x", "return_text": 0}, 422, "return_text"),
+    ({"queries": ["x"], "query": None}, 422, "'query' is null"),
     ({"query": "x", "return_text": True, "text_chars": 2001}, 422, "text_chars is at most 2,000"),
 ])
 def test_bad_searches_are_clear_4xx(client, body, status, message):

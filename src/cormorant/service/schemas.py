@@ -84,6 +84,9 @@ class SearchRequest(Strict):
 
     @model_validator(mode="after")
     def _one_form(self) -> SearchRequest:
+        for name in ("query", "queries"):  # the schema has no null: leave the key out instead
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"'{name}' is null; leave it out")
         if (self.query is None) == (self.queries is None):
             raise ValueError("give either 'query' (one text) or 'queries' (a list), not both")
         if self.queries is not None and not self.queries:
