@@ -139,3 +139,17 @@ def test_the_schemas_not_blank_pattern_is_str_strips_whitespace() -> None:
                 if 0xD800 > c or c > 0xDFFF
                 if bool(pattern.search(chr(c))) != bool(chr(c).strip())]
     assert disagree == []
+
+
+def test_an_unknown_index_is_404_whatever_the_body(index_dir) -> None:
+    """schemathesis: a PUT of the body 0 to an index that does not exist was a 422."""
+    with client_for(settings_for(index_dir)) as client:
+        for method, path in (("PUT", "/v1/indexes/nope/documents"),
+                             ("DELETE", "/v1/indexes/nope/documents"),
+                             ("POST", "/v1/indexes/nope/search")):
+            answer = client.request(method, path, content="0", headers={
+                **auth(ALL_KEY), "Content-Type": "application/json"})
+            assert answer.status_code == 404, (method, answer.text)
+        bad = client.put(DOCS, content="0", headers={**auth(WRITE_KEY),
+                                                     "Content-Type": "application/json"})
+        assert bad.status_code == 422  # a known index: the body is what is wrong

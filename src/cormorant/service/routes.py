@@ -125,6 +125,12 @@ def served(request: Request, name: str) -> LiveIndex:
     return index
 
 
+def known_index(request: Request, name: IndexName) -> None:
+    """A dependency: the index is checked before the body is validated, so a request to an
+    index that does not exist is a 404 whatever its body holds (as schemathesis expects)."""
+    served(request, name)
+
+
 router = APIRouter()
 v1 = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -170,7 +176,7 @@ async def describe_index(request: Request, name: IndexName) -> IndexInfo:
 
 
 @v1.post("/indexes/{name}/search", response_model=SearchResponse,
-         response_model_exclude_none=True, dependencies=[Depends(require("read"))],
+         response_model_exclude_none=True, dependencies=[Depends(require("read")), Depends(known_index)],
          responses=_problems(400, 401, 403, 404, 413, 422, 429, 503, 504))
 async def search(request: Request, body: SearchRequest, name: IndexName) -> SearchResponse:
     """Search with one query or a batch; hits carry ids, scores and ranks (and text on request)."""
@@ -275,7 +281,7 @@ async def get_document(request: Request, doc_id: str, name: IndexName) -> Docume
 
 
 @v1.put("/indexes/{name}/documents", response_model=WriteResponse,
-        dependencies=[Depends(require("write"))],
+        dependencies=[Depends(require("write")), Depends(known_index)],
         responses=_problems(400, 401, 403, 404, 409, 413, 422, 429, 503))
 async def put_documents(request: Request, body: PutDocuments, name: IndexName
                         ) -> WriteResponse:
@@ -293,7 +299,7 @@ async def put_documents(request: Request, body: PutDocuments, name: IndexName
 
 
 @v1.delete("/indexes/{name}/documents", response_model=WriteResponse,
-           dependencies=[Depends(require("write"))],
+           dependencies=[Depends(require("write")), Depends(known_index)],
            responses=_problems(400, 401, 403, 404, 409, 413, 422, 429, 503))
 async def delete_documents(request: Request, body: DeleteDocuments, name: IndexName
                            ) -> WriteResponse:
