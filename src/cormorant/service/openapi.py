@@ -18,8 +18,8 @@ PY_SPACE = ("\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a"
             "\\u2028\\u2029\\u202f\\u205f\\u3000")
 NOT_BLANK = f"[^{PY_SPACE}]"
 NO_NUL = r"^[^\x00]*$"
-# No control characters and no surrounding whitespace: the rule DocumentBody checks.
-DOC_ID = r"^[^\x00-\x1f\s](?:[^\x00-\x1f]*[^\x00-\x1f\s])?$"
+# No control characters and no surrounding whitespace (str.strip's): the rule DocumentBody checks.
+DOC_ID = f"^[^\\x00-\\x1f{PY_SPACE}](?:[^\\x00-\\x1f]*[^\\x00-\\x1f{PY_SPACE}])?$"
 
 
 def describe_limits(schema: dict[str, Any], limits: Limits) -> dict[str, Any]:
@@ -42,7 +42,25 @@ def describe_limits(schema: dict[str, Any], limits: Limits) -> dict[str, Any]:
         elif name == "DeleteDocuments":
             props["ids"].update(maxItems=limits.max_documents_per_write, uniqueItems=True)
             props["ids"]["items"].update(maxLength=limits.max_id_chars, pattern=NO_NUL)
+    _link_writes_to_reads(schema)
     return schema
+
+
+def _link_writes_to_reads(schema: dict[str, Any]) -> None:
+    """OpenAPI links from a write to reading what it wrote (or deleted), so a stateful client
+    (schemathesis) follows the document the write named instead of guessing a link from a
+    batch DELETE to any document's GET."""
+    documents = schema.get("paths", {}).get("/v1/indexes/{name}/documents", {})
+    read = next((op.get("operationId") for op in schema.get("paths", {})
+                 .get("/v1/indexes/{name}/documents/{doc_id}", {}).values()), None)
+    if read is None:
+        return
+    for method, pointer, name in (("put", "documents/0/doc_id", "ReadWritten"),
+                                  ("delete", "ids/0", "ReadDeleted")):
+        answer = documents.get(method, {}).get("responses", {}).get("200")
+        if answer is not None:
+            answer["links"] = {name: {"operationId": read, "parameters": {
+                "name": "$request.path.name", "doc_id": f"$request.body#/{pointer}"}}}
 
 
 def _search(model: dict[str, Any], props: dict[str, Any], limits: Limits) -> None:
