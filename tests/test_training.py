@@ -4,6 +4,7 @@ promises (batches, negatives, frozen parts), the command line, and bad input."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -364,6 +365,7 @@ def test_training_is_seeded_and_logs_loss_and_dev_metrics(train_dir, tiny_encode
     log = (one.out / "training" / "logs" / "train_log.csv").read_text()
     assert "loss" in log and "eval_dev_ndcg@10" in log
     assert list((one.out / "training" / "logs" / "tensorboard").glob("events.*"))
+    assert "TENSORBOARD_LOGGING_DIR" not in os.environ  # its folder set on the callback instead
     # Before training (step 0, the starting point) and after each of the two epochs.
     assert [step for step, _ in one.dev_history] == [0, 9, 17]
     assert not (tmp_path / "a.work").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -83,9 +84,12 @@ def _main(verbose: Annotated[bool, typer.Option(
           version: Annotated[bool, typer.Option(
               "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
           ) -> None:
-    from cormorant.console import configure
+    from cormorant.console import QUIET_ENVIRONMENT, configure
 
     configure(verbose)
+    if not verbose:  # the command owns its process: libraries read these when they load
+        for name, value in QUIET_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
 
 
 def _load(dataset: Path, documents: Path | None = None, long_documents: bool = False):  # noqa: ANN202

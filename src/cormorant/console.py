@@ -7,8 +7,9 @@ all-MiniLM-L6-v2", "searching 300 queries"). With ``-v`` the log lines and the l
 output come back, except FAISS's failed lookup of its AVX-512 build, which is expected on
 most machines and reads like an error.
 
-Only the CLI calls :func:`configure` (it may set environment variables: it owns its process);
-library code only calls :func:`progress`.
+Only the CLI calls :func:`configure`; library code only calls :func:`progress`. The
+environment variables that quiet transformers and huggingface_hub are set by the CLI itself
+(``cli.py``), which owns its process: this module changes no one's environment.
 
 Example:
     >>> with progress("searching 3 queries", total=3, unit="query") as bar:
@@ -18,12 +19,15 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+QUIET_ENVIRONMENT = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+                     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "TOKENIZERS_PARALLELISM": "false"}
+"""Read by transformers / huggingface_hub when they load: no weight-loading bars, no advice.
+Setting them is the command line's business (it owns its process), not a library's."""
 QUIET_LOGGERS = ("transformers", "sentence_transformers", "huggingface_hub", "faiss", "bm25s",
                  "jnius", "pyserini", "urllib3", "httpx", "numba", "matplotlib", "accelerate")
 _state = {"verbose": False}
@@ -47,11 +51,6 @@ def configure(verbose: bool) -> None:
         return
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    # Read by transformers / huggingface_hub when they load: no weight-loading bars, no advice.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -220,7 +220,7 @@ def fit(job: Job, session: Session) -> TrainResult:
         starting_weights = {k: v.detach().clone() for k, v in job.model.state_dict().items()}
     budget = session.deadline.callback(evaluation_s)
     csv_log = CSVLogger(work / "logs" / "train_log.csv")
-    trainer = job.trainer(with_budget(csv_log, budget))
+    trainer = job.trainer(with_budget(csv_log, budget, work))
     quiet_terminal(trainer)
     trainer.train(resume_from_checkpoint=last_checkpoint(work) if config.resume else None)
     seconds = time.perf_counter() - start
@@ -249,9 +249,12 @@ def start_was_best(history: list[tuple[int, float]]) -> bool:
     return True
 
 
-def with_budget(csv_log: CSVLogger, budget: TrainerCallback | None) -> list[TrainerCallback]:
-    """The callbacks every kind's Trainer gets: the CSV log, and the time budget if any."""
-    return [csv_log] if budget is None else [csv_log, budget]
+def with_budget(csv_log: CSVLogger, budget: TrainerCallback | None,
+                work: Path) -> list[TrainerCallback]:
+    """The callbacks every kind's Trainer gets: the CSV log, TensorBoard's (if installed) and
+    the time budget (if any)."""
+    board = tensorboard_callback(work)
+    return [c for c in (csv_log, board, budget) if c is not None]
 
 
 def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any, every: int,
@@ -265,7 +268,6 @@ def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any
     and fp16 when there is a GPU (:func:`hardware`). ``batch_size`` (rows per step) defaults to
     ``config.batch_size``."""
     device = hardware(config)
-    tensorboard_dir(work)
     return cls(
         output_dir=str(work / "checkpoints"), num_train_epochs=share, max_steps=config.max_steps,
         per_device_train_batch_size=batch_size or config.batch_size, learning_rate=learning_rate,
@@ -277,7 +279,9 @@ def training_arguments(cls: Any, config: TrainConfig, work: Path, evaluator: Any
         load_best_model_at_end=evaluator is not None,
         metric_for_best_model=best[0] if evaluator else None,
         greater_is_better=best[1], logging_steps=log_every(every, config.max_steps),
-        report_to=_reporters(), disable_tqdm=False, **extra)
+        # TensorBoard comes as a callback with its folder (tensorboard_callback), not through
+        # report_to, whose callback reads the folder from the process environment only.
+        report_to=[], disable_tqdm=False, **extra)
 
 
 def hardware(config: TrainConfig) -> dict[str, Any]:
@@ -316,18 +320,21 @@ def log_every(eval_steps: int, max_steps: int) -> int:
     return max(1, min(10, eval_steps // 4, limit))
 
 
-def tensorboard_dir(work: Path) -> None:
-    """transformers reads the TensorBoard folder from the environment only."""
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "logs" / "tensorboard")
-
-
-def _reporters() -> list[str]:
+def tensorboard_callback(work: Path) -> TrainerCallback | None:
+    """TensorBoard logs under ``work/logs/tensorboard``, or None (with a warning) when the
+    package is missing. The folder is set on the callback: transformers' own route is the
+    ``TENSORBOARD_LOGGING_DIR`` variable, which would change the environment of the process.
+    Its writer opens on the main process's first step, as with ``report_to``."""
     try:
         import tensorboard  # noqa: F401
     except ModuleNotFoundError:
         log.warning("tensorboard is not installed: logging to CSV only")
-        return []
-    return ["tensorboard"]
+        return None
+    from transformers.integrations import TensorBoardCallback
+
+    board = TensorBoardCallback()
+    board.logging_dir = str(work / "logs" / "tensorboard")
+    return board
 
 
 def last_checkpoint(work: Path) -> str | None:
