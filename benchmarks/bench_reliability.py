@@ -15,12 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,13 +26,10 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.service.server import ServerProcess  # noqa: E402  (the tests' server runner)
+
 KEY = "key-{}-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prepare(root: Path, clients: list[str]) -> tuple[Path, Path]:
@@ -55,20 +49,9 @@ def prepare(root: Path, clients: list[str]) -> tuple[Path, Path]:
     return index, config
 
 
-def start(config: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "cormorant.cli", "serve", "--config",
-                               str(config), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise SystemExit("server did not become ready")
+def start(config: Path, root: Path, port: int | None = None) -> ServerProcess:
+    """``cormorant serve`` on 127.0.0.1, ready (the tests' own server runner)."""
+    return ServerProcess(config, root / "server.log", port=port).start()
 
 
 def queries() -> list[str]:
@@ -130,12 +113,12 @@ async def heavy(client: httpx.AsyncClient, stop: float, stats: dict) -> None:
         stats["heavy_errors"] += not ok
 
 
-async def load(port: int, seconds: float, with_heavy: bool) -> dict:
+async def load(url: str, seconds: float, with_heavy: bool) -> dict:
     stats = {"latency": [], "requests": 0, "errors": 0, "writes": 0, "write_errors": 0,
              "heavy_latency": [], "heavy_errors": 0, "heavy_bytes": 0}
     texts = queries()
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+    async with httpx.AsyncClient(base_url=url, timeout=60,
                                  limits=limits) as client:
         stop = time.monotonic() + seconds
         tasks = [searcher(client, f"s{i}", texts, stop, stats) for i in range(32)]
@@ -159,9 +142,8 @@ def kill_cycles(config: Path, cycles: int) -> dict:
     lost = 0
     headers = {"X-API-Key": KEY.format("w0")}
     for cycle in range(cycles):
-        port = free_port()
-        server = start(config, port)
-        base = f"http://127.0.0.1:{port}/v1/indexes/scifact"
+        server = start(config, config.parent)
+        base = f"{server.url}/v1/indexes/scifact"
         for doc_id, text in acknowledged.items():  # everything acknowledged before is there
             got = httpx.get(f"{base}/documents/{doc_id}", headers=headers, timeout=30)
             lost += got.status_code != 200 or got.json()["text"] != text
@@ -187,16 +169,13 @@ def kill_cycles(config: Path, cycles: int) -> dict:
                     if gone.status_code == 200:
                         acknowledged.pop(doc_id)
                         deleted.add(doc_id)
-        os.kill(server.pid, signal.SIGKILL)
-        server.wait()
-    port = free_port()
-    server = start(config, port)
-    base = f"http://127.0.0.1:{port}/v1/indexes/scifact"
+        server.kill()  # SIGKILL: no shutdown code runs
+    server = start(config, config.parent)
+    base = f"{server.url}/v1/indexes/scifact"
     for doc_id, text in acknowledged.items():
         got = httpx.get(f"{base}/documents/{doc_id}", headers=headers, timeout=30)
         lost += got.status_code != 200 or got.json()["text"] != text
     server.terminate()
-    server.wait()
     return {"cycles": cycles, "acknowledged_writes": len(acknowledged),
             "acknowledged_deletes": len(deleted), "lost": lost}
 
@@ -216,17 +195,19 @@ def main() -> None:
     if opts.what == "kill":
         print(json.dumps(kill_cycles(config, opts.cycles)))
         return
-    port = opts.port or free_port()
-    server = start(config, port)
+    server = start(config, root, opts.port)
+    # SIGTERM to this script stops the server too (the default handler would skip `finally`
+    # and leave `cormorant serve` running, holding the index's lock).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if opts.what == "serve":
-            print(f"serving on http://127.0.0.1:{port} with key {KEY.format('fuzz')}", flush=True)
-            server.wait()
+            print(f"serving on {server.url} with key {KEY.format('fuzz')}", flush=True)
+            server.proc.wait()
         else:
-            print(json.dumps(asyncio.run(load(port, opts.seconds, opts.heavy))))
+            print(json.dumps(asyncio.run(load(server.url, opts.seconds, opts.heavy))))
     finally:
-        server.terminate()
-        server.wait()
+        if server.proc.poll() is None:
+            server.terminate()
 
 
 if __name__ == "__main__":
