@@ -165,3 +165,18 @@ def test_p_values_and_colours_in_reports():
     # A system keeps its colour whatever else is plotted beside it.
     assert color("rrf(bm25, dense)") == color("rrf(bm25, dense)")
     assert len({color(s) for s in ("bm25", "dense", "rrf(bm25, dense)", "chamfer", "muvera")}) > 1
+
+
+def test_pipelines_that_read_text_share_one_document_store(tmp_path, isolated_cache,
+                                                           monkeypatch):
+    from cormorant.index import docstore
+
+    created = []
+    real = docstore.DocStore.create
+    monkeypatch.setattr(docstore.DocStore, "create",
+                        staticmethod(lambda *a, **k: created.append(a[0]) or real(*a, **k)))
+    pipelines = [f"bm25 >> genqr_ensemble(llm=echo:x, n={n}, feedback=prf) >> bm25"
+                 for n in (1, 2)]
+    run_experiment(Experiment([DatasetSpec(write_beir(tmp_path / "tiny"))], pipelines,
+                              use_cache=False))
+    assert len(created) == 1  # the corpus written once for both pipelines' feedback texts

@@ -30,7 +30,8 @@ from cormorant.eval.harness import EvalResult, score_run, timed_search
 from cormorant.eval.measures import DEFAULT_MEASURES, parse_measures
 from cormorant.eval.runs import RunCache, run_key
 from cormorant.eval.significance import Comparison, compare, correct
-from cormorant.pipeline import Stage
+from cormorant.index.docstore import CorpusDocuments
+from cormorant.pipeline import Documents, Stage
 from cormorant.types import Dataset
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,10 @@ def run_experiment(exp: Experiment) -> ExperimentResult:
         dataset = spec.load()
         split = dataset.split(exp.split)
         built: dict[str, Stage] = {}
+        texts = CorpusDocuments(dataset.corpus)  # one store for every pipeline that reads text
         for pipeline in exp.systems():
             if pipeline in exp.pipelines:
-                result = _evaluate_pair(exp, dataset, split, pipeline, built, cache)
+                result = _evaluate_pair(exp, dataset, split, pipeline, (built, texts), cache)
             else:
                 result = _evaluate_run_file(exp, dataset, split, Path(pipeline))
             curve = score_run(result.run, dataset.name, exp.split, split, pipeline, {},
@@ -199,7 +201,9 @@ def run_experiment(exp: Experiment) -> ExperimentResult:
 
 
 def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
-                   built: dict[str, Stage], cache: RunCache) -> EvalResult:
+                   shared: tuple[dict[str, Stage], Documents], cache: RunCache) -> EvalResult:
+    """One pipeline on one dataset; ``shared`` holds the dataset's stages built so far and
+    its document texts, both reused across its pipelines."""
     from cormorant.pipeline_syntax import parse
     from cormorant.retrieval.assemble import build_pipeline, identity
 
@@ -212,7 +216,7 @@ def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
         return score_run(run, dataset.name, exp.split, split, pipeline, timing, exp.depth,
                          exp.measures, exp.average)
     start = time.perf_counter()
-    stage = build_pipeline(pipeline, dataset.corpus, built)
+    stage = build_pipeline(pipeline, dataset.corpus, *shared)
     run, timing = timed_search(stage, split.queries, time.perf_counter() - start,
                                latency=exp.latency)
     cache.put(key, run, timing)  # whole run: exclusions must be dropped before any cut

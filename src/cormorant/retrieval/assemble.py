@@ -33,12 +33,14 @@ from cormorant.types import Corpus
 log = logging.getLogger(__name__)
 
 
-def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = None) -> Stage:
+def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = None,
+                   documents: Documents | None = None) -> Stage:
     """Parse ``text`` and build every named stage over ``corpus``; the pipeline reads document
-    text from the corpus (written to a temporary store on first use).
+    text from ``documents``, by default the corpus (written to a temporary store on first use).
 
     ``built`` memoises stages by their string form, so evaluating ``dense`` and
-    ``rrf(bm25, dense)`` over one corpus builds ``dense`` once.
+    ``rrf(bm25, dense)`` over one corpus builds ``dense`` once; pass one ``documents`` with it
+    so the corpus is stored once too.
     """
     spec = parse(text)
     validate(text)
@@ -52,7 +54,7 @@ def build_pipeline(text: str, corpus: Corpus, built: dict[str, Stage] | None = N
             memo[key] = cls.build(corpus, **leaf.params)  # type: ignore[attr-defined]
         return memo[key]
 
-    return WithDocuments(materialize(spec, make), CorpusDocuments(corpus))
+    return WithDocuments(materialize(spec, make), documents or CorpusDocuments(corpus))
 
 
 def require_documents(corpus: Corpus) -> None:
