@@ -56,6 +56,7 @@ class DenseRetriever(Retriever):
         super().__init__(settings)
         self.encoder, self.index = encoder, index
         self.query_encoder = query_encoder or encoder
+        self._positions: dict[str, int] | None = None  # built on the first re-score
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
@@ -86,7 +87,7 @@ class DenseRetriever(Retriever):
 
     def positions(self) -> dict[str, int]:
         """Document id -> row in the FAISS index."""
-        if getattr(self, "_positions", None) is None:
+        if self._positions is None:
             self._positions = {d: i for i, d in enumerate(self.index.ids)}
         return self._positions
 

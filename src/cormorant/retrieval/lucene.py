@@ -143,7 +143,7 @@ class LuceneBM25Retriever(Retriever):
         searcher_cls = _pyserini("search.lucene", "LuceneSearcher")
         self._searcher = searcher_cls(str(index_dir))
         self._searcher.set_bm25(settings["k1"], settings["b"])
-        if settings.get("rm3", True):
+        if settings.get("rm3", True):  # rm3 (the subclass) declares no switch: always on
             self._searcher.set_rm3(fb_terms=settings["fb_terms"], fb_docs=settings["fb_docs"],
                                    original_query_weight=settings["original_query_weight"])
 
