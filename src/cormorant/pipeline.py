@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Protocol
 
 from cormorant import pipeline_syntax as syntax
 from cormorant.errors import PipelineError
+from cormorant.fusion import NORMS
 from cormorant.params import Param, Params
 from cormorant.types import Document, Queries, Run
 
@@ -324,7 +325,7 @@ class CombSUM(Fusion):
     PARAMS: ClassVar[Params] = Params(
         Param("normalize", str, "none", "normalise each run per query before summing"
               " (as cormorant.fusion.normalize)",
-              choices=("none", "minmax", "max", "sum", "zscore", "rank")))
+              choices=NORMS))
 
     def __init__(self, stages: list[Stage], **params: Any) -> None:
         settings = self.PARAMS.resolve(params, self.name)
