@@ -197,7 +197,8 @@ def exact_target(name: str, encoder: TokenEncoder) -> Target:
     exact = ChamferRetriever.build(dataset.corpus)
     exact_run, exact_s = timed_run(exact, queries)
     tokens = encoder.encode_queries(list(queries.values()))
-    return Target(dataset, split.qrels, queries, tokens, exact.store, encoder, exact.doc_ids,
+    base = exact.segments.items[0]  # a fresh build: one segment
+    return Target(dataset, split.qrels, queries, tokens, base.data, encoder, base.doc_ids,
                   exact_run, exact_s)
 
 

@@ -105,7 +105,7 @@ def test_chamfer_retrieval_with_a_colbert_checkpoint(colbert, beir_dir, isolated
     path, _, _ = colbert
     corpus = load_dataset(beir_dir).corpus
     exact = ChamferRetriever.build(corpus, model=str(path))
-    assert exact.store.dim == 8
+    assert exact.segments.items[0].data.dim == 8
     assert exact.encoder.settings["kind"] == "colbert"
     run = exact.retrieve({"q": "birds that fish"}, 3)
     assert len(run["q"]) == 3

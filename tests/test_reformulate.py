@@ -197,8 +197,9 @@ def test_rocchio_moves_the_query_vector_towards_the_top_documents(tiny_encoder: 
     q = dense.encode_queries(queries)[0]
     top = [d for d, _ in plain.ranked("q")[:2]]
     vector = q + 0.5 * dense.document_vectors(top).mean(axis=0)
-    expected = dense.document_vectors(dense.index.ids) @ vector
-    assert moved == pytest.approx(dict(zip(dense.index.ids, expected.tolist(), strict=True)), rel=1e-4)
+    ids = list(dense.segments.ids())
+    expected = dense.document_vectors(ids) @ vector
+    assert moved == pytest.approx(dict(zip(ids, expected.tolist(), strict=True)), rel=1e-4)
     # After a first ranking it re-scores that ranking with the moved vector.
     both = (BM25Retriever.build(CORPUS) % 2 >> Rocchio([dense], beta=0.5, fb_docs=2)).search(
         queries, k=6)["q"]

@@ -55,3 +55,11 @@ def did_you_mean(name: str, choices: object) -> str:
 
     close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.6)  # type: ignore[attr-defined]
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class ReadOnlyIndex(CormorantError):
+    """A write to an index that cannot take one (its stages, or its directory)."""
+
+
+class IndexLocked(CormorantError):
+    """Another process is writing to the index (serving it, or adding to it)."""

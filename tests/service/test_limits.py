@@ -89,17 +89,17 @@ def test_text_is_cut_to_the_asked_length_and_the_answer_to_its_budget(index_dir)
 
 
 def test_a_timed_out_search_stops_instead_of_running_on(index_dir, monkeypatch) -> None:
-    from cormorant.service.live import LiveIndex
+    from cormorant.service.served import ServedIndex
 
     calls: list[int] = []
-    real = LiveIndex.search
+    real = ServedIndex.search
 
     def slow(self, texts, k, pipeline=None):  # noqa: ANN001, ANN202
         calls.append(len(texts))
         time.sleep(0.2)
         return real(self, texts, k, pipeline)
 
-    monkeypatch.setattr(LiveIndex, "search", slow)
+    monkeypatch.setattr(ServedIndex, "search", slow)
     with client_for(settings_for(index_dir, request_timeout_s=0.3)) as client:
         answer = client.post(SEARCH, json={"queries": ["fish"] * 64}, headers=auth(READ_KEY))
         assert answer.status_code == 504

@@ -276,16 +276,18 @@ def test_not_ready_is_503_and_a_failed_load_shows_on_readyz(index_dir):
         assert _search(client).status_code == 503
 
 
-def test_writes_to_read_only_indexes_are_409(tmp_path, tiny_encoder):
+def test_writes_to_read_only_indexes_are_409(tmp_path):
     from cormorant.data import load_dataset
     from cormorant.retrieval.assemble import save_index
     from tests.conftest import write_beir
+    from tests.seal_helpers import make_tiny_generator
 
     corpus = load_dataset(write_beir(tmp_path / "c")).corpus
-    chamfer = save_index(f"chamfer(model={tiny_encoder})", corpus, tmp_path / "chamfer")
+    generator = make_tiny_generator(tmp_path / "generator")
+    seal = save_index(f"seal(model={generator})", corpus, tmp_path / "seal")
     blocked = save_index("bm25", corpus, tmp_path / "blocked")
     (blocked / "live").write_text("not a directory")  # as a read-only mount would refuse it
-    for index, reason in ((chamfer, "live writes work for dense and bm25 only"),
+    for index, reason in ((seal, "suffix array is built over the whole corpus"),
                           (blocked, "is read-only: cannot write")):
         with client_for(settings_for(index, pipelines=[])) as client:
             assert _search(client, k=2).status_code == 200

@@ -12,7 +12,7 @@ import sqlite3
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,18 @@ class DocStore:
 
     def __len__(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM docs")[0][0])
+
+    def documents(self, batch: int = 2048) -> Iterator[Document]:
+        """Every document, in the order they were stored, read a batch at a time."""
+        last = 0
+        while True:
+            rows = self._query("SELECT rowid, doc_id, title, text, fields FROM docs"
+                               " WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch))
+            if not rows:
+                return
+            for row in rows:
+                yield _document(row[1:], self.path)
+            last = rows[-1][0]
 
 
 def _document(row: tuple[Any, ...], path: Path | None = None) -> Document:

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 METRICS = {"ip": "METRIC_INNER_PRODUCT", "l2": "METRIC_L2"}
 INDEX_FILE = "vectors.faiss"
+RETRAIN_GROWTH = 4
+"""A merge retrains a trained kind (IVF, PQ) once the collection is this many times the size
+it was trained on (docs/benchmarks.md measures recall before and after)."""
 IDS_FILE = "ids.json"
 
 
@@ -73,6 +76,7 @@ class FaissIndex:
         self._built_factory: str | None = None
         self._index: Any = None
         self._search_index: Any = None
+        self._template: FaissIndex | None = None
 
     @property
     def factory(self) -> str:
@@ -104,26 +108,95 @@ class FaissIndex:
         self.ids.extend(ids)
         self._search_index = None
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, k: int, nprobe: int | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rows for each query vector: (scores, row positions), -1 where none.
 
         For ``l2`` the score is the negated squared distance, so higher is always better.
+        ``nprobe``/``ef_search`` apply to this call only (copies of a stage with other
+        settings share one index).
         """
         if self._index is None or not self.ids:
             raise CormorantError("the index is empty")
         vectors = self._check(vectors)
         k = min(k, len(self.ids))
-        scores, rows = self._searcher().search(vectors, k)
+        params = self._call_params(nprobe, ef_search)
+        searcher = self._searcher()
+        if params is not None and searcher is self._index:
+            scores, rows = searcher.search(vectors, k, params=params)
+        else:
+            scores, rows = searcher.search(vectors, k)
         if self.metric == "l2":
             scores = -scores
         return scores, rows
 
+    def _call_params(self, nprobe: int | None, ef_search: int | None) -> Any:
+        """FAISS search parameters for one call, where the index's top level takes them."""
+        faiss = _faiss()
+        top = faiss.downcast_index(self._index)
+        if nprobe is not None and isinstance(top, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(nprobe=min(nprobe, top.nlist))
+        if ef_search is not None and isinstance(top, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(efSearch=ef_search)
+        return None
+
+    def empty_like(self) -> FaissIndex:
+        """An empty index of the same kind that shares nothing with this one but what it was
+        trained on (IVF centroids, PQ codebooks): new documents are coded as these were."""
+        faiss = _faiss()
+        empty = FaissIndex(self.dim, self.kind, self.metric, self.nprobe, self.ef_search,
+                           self.ef_construction, self.use_gpu)
+        if self._index is not None:
+            fresh = faiss.index_factory(self.dim, self.factory, getattr(faiss, METRICS[self.metric]))
+            if fresh.is_trained:  # nothing learned from data (flat, HNSW): a new one
+                hnsw = getattr(faiss.downcast_index(fresh), "hnsw", None)
+                if hnsw is not None:
+                    hnsw.efConstruction = self.ef_construction
+                empty._index = fresh
+            else:
+                clone = faiss.clone_index(self._index)
+                clone.reset()
+                empty._index = clone
+            empty._built_factory = self.factory
+        return empty
+
+    def template(self) -> FaissIndex:
+        """:meth:`empty_like`, made once: new segments are copies of it (cheap: it is empty)."""
+        if self._template is None:
+            self._template = self.empty_like()
+        return self._template.empty_like()
+
+    @property
+    def needs_training(self) -> bool:
+        """Whether this kind learns from data (IVF centroids, PQ codebooks)."""
+        faiss = _faiss()
+        return not faiss.index_factory(self.dim, self.factory,
+                                       getattr(faiss, METRICS[self.metric])).is_trained
+
+    @property
+    def exact(self) -> bool:
+        """Whether :meth:`reconstruct` returns the added vectors exactly (flat, HNSW, IVF-flat)
+        rather than decoded codes (PQ, scalar quantizers)."""
+        trial = self.empty_like()
+        if trial._index is None:
+            return True  # nothing built yet: nothing to lose
+        probe = np.random.default_rng(0).standard_normal((4, self.dim)).astype(np.float32)
+        trial.add([str(i) for i in range(4)], probe)
+        try:
+            return bool(np.array_equal(trial.reconstruct([0, 1, 2, 3]), probe))
+        except CormorantError:
+            return False
+
     def reconstruct(self, rows: list[int]) -> np.ndarray:
-        """The stored vectors at ``rows``.
+        """The stored vectors at ``rows`` (decoded codes for PQ kinds).
 
         Raises:
-            CormorantError: this kind keeps compressed codes, not the vectors (PQ, IVF-PQ).
+            CormorantError: this kind cannot give its vectors back.
         """
+        faiss = _faiss()
+        ivf = faiss.try_extract_index_ivf(self._index)
+        if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+            ivf.make_direct_map()  # IVF lists know no row order until asked to
         try:
             return self._index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
         except RuntimeError:

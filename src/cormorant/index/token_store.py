@@ -44,7 +44,13 @@ def write_token_store(directory: Path, matrices: Iterable[np.ndarray], dim: int)
 
 
 class TokenStore:
-    """Read access to a token store (memory-mapped: corpora larger than memory work)."""
+    """Read access to a token store (memory-mapped: corpora larger than memory work).
+
+    Example:
+        >>> store = TokenStore.from_matrices([np.ones((2, 4)), np.zeros((1, 4))], dim=4)
+        >>> len(store), store.document(1).shape
+        (2, (1, 4))
+    """
 
     def __init__(self, directory: Path) -> None:
         try:
@@ -54,6 +60,31 @@ class TokenStore:
             raise IndexFormatError(f"{directory}: cannot read the token store ({exc})") from None
         if self.offsets[-1] != self.tokens.shape[0]:
             raise IndexFormatError(f"{directory}: token store offsets and rows disagree")
+
+    @classmethod
+    def from_matrices(cls, matrices: list[np.ndarray], dim: int) -> TokenStore:
+        """A store held in memory: a few written documents, before a commit writes them."""
+        store = cls.__new__(cls)
+        lengths = [len(m) for m in matrices]
+        store.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        store.tokens = (np.concatenate([np.asarray(m, np.float16).reshape(-1, dim)
+                                        for m in matrices])
+                        if matrices else np.zeros((0, dim), np.float16))
+        return store
+
+    @classmethod
+    def combined(cls, parts: list[tuple[TokenStore, np.ndarray]]) -> TokenStore:
+        """The given documents of each store, in order, as one store held in memory."""
+        matrices = []
+        for store, rows in parts:
+            for row in rows.tolist():
+                matrices.append(store.tokens[store.offsets[row]:store.offsets[row + 1]])
+        return cls.from_matrices(matrices, parts[0][0].dim)
+
+    def save(self, directory: Path) -> None:
+        """Write the store's two files into ``directory``."""
+        np.save(directory / TOKENS, np.asarray(self.tokens, dtype=np.float16))
+        np.save(directory / OFFSETS, self.offsets)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from cormorant.index.docstore import CorpusDocuments, DocStore
 from cormorant.index.format import atomic_directory, read_meta, write_meta
 from cormorant.pipeline import Documents, Stage, WithDocuments
 from cormorant.pipeline_syntax import Call, Leaf, materialize, named, parse
-from cormorant.retrieval.base import Retriever
+from cormorant.retrieval.base import Retriever, save_leaf
+from cormorant.retrieval.live import LiveIndex, take_lock
 from cormorant.types import Corpus
 
 log = logging.getLogger(__name__)
@@ -107,35 +109,61 @@ def save_index(text: str, corpus: Corpus, out: str | Path, overwrite: bool = Fal
     if out.exists() and not overwrite:
         raise IndexFormatError(f"{out} already exists (use --overwrite to replace it)")
     pipeline = build_pipeline(text, corpus)
+    # The index being replaced may be served or written to: its writer must stop first.
+    lock = take_lock(out) if out.is_dir() and (out / "meta.json").is_file() else None
+    try:
+        _write_index(pipeline, corpus, out, overwrite)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return out
+
+
+def _write_index(pipeline: Stage, corpus: Corpus, out: Path, overwrite: bool) -> None:
     with atomic_directory(out, overwrite=overwrite) as tmp:
         count = DocStore.create(tmp / DOCSTORE_FILE, corpus)
         records = []
         for position, leaf in enumerate(pipeline.leaves()):
             assert isinstance(leaf, Retriever)
-            sub = tmp / f"{position}-{leaf.name}"
-            sub.mkdir()
-            leaf_meta = leaf.save(sub)
-            write_meta(sub, {"kind": leaf.reads(), "params": leaf.settings, **leaf_meta})
-            records.append({"name": leaf.name, "kind": leaf.reads(), "params": leaf.settings,
-                            "dir": sub.name})
+            records.append(save_leaf(tmp / f"{position}-{leaf.name}", leaf))
         write_meta(tmp, {"kind": "pipeline", "pipeline": str(pipeline), "count": count,
                          "corpus": corpus.name, "leaves": records})
-    return out
 
 
 @dataclass
 class IndexHandle:
-    """An opened index: its pipeline (bound to the index's documents), document store and
-    metadata."""
+    """An opened index: its pipeline (bound to the index's documents, writes included), its
+    documents and writes (:class:`~cormorant.retrieval.live.LiveIndex`) and metadata."""
 
     path: Path
     pipeline: Stage
     docs: DocStore
     meta: dict[str, Any]
+    live: LiveIndex
+    opener: _LeafOpener
 
     def __repr__(self) -> str:
         return (f"IndexHandle({str(self.path)!r}, {str(self.pipeline)!r},"
-                f" {self.meta.get('count', 0):,} documents of {self.meta.get('corpus')!r})")
+                f" {self.live.count:,} documents of {self.meta.get('corpus')!r})")
+
+    def open_pipeline(self, text: str) -> Stage:
+        """Another pipeline over the same stored stages (sharing their models and writes).
+
+        Example:
+            >>> handle.open_pipeline("bm25 % 100 >> dense").search("vitamin d")  # doctest: +SKIP
+        """
+        validate(text)
+        return WithDocuments(materialize(parse(text), self.opener.open), self.live)
+
+    def close(self) -> None:
+        """Commit writes held in memory and release the index (and its lock, if writing)."""
+        self.live.close()
+
+    def __enter__(self) -> IndexHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 LeafHook = Callable[[int, Retriever], Stage]
@@ -143,18 +171,27 @@ LeafHook = Callable[[int, Retriever], Stage]
 
 
 def open_index(path: str | Path, pipeline: str | None = None, verify: bool = True,
-               loaded: dict[tuple[int, str], Stage] | None = None,
-               wrap: LeafHook | None = None, documents: Documents | None = None) -> IndexHandle:
+               wrap: LeafHook | None = None, write: bool = False) -> IndexHandle:
     """Open an index directory, optionally re-composing its stages with another pipeline string.
 
     ``pipeline`` may re-arrange the stored stages, add stages that hold no index (``rerank``,
     query rewriters) or set query-time options (``bm25.lucene(rm3=true)``); a stage the index
     does not hold, or one whose settings would need a rebuild (another encoder), is an error.
+    Searches see every write made so far, committed or still in the write log.
 
-    ``loaded`` memoises loaded stages by (stored position, parameters) across calls, so several
-    pipelines over one index share one encoder; ``wrap`` replaces each loaded leaf (the service
-    wraps leaves to see live document updates); ``documents`` replaces the index's document
-    store as the pipeline's source of text (the service's includes live writes).
+    ``write`` takes the index's write lock and loads every stored stage, so that
+    ``handle.live.add(...)``, ``delete``, ``commit`` and ``merge`` reach all of them; close the
+    handle (or use ``with``) to commit and release it. ``wrap`` replaces each loaded leaf as
+    searches see it (the service serialises stages that are not thread-safe).
+
+    Example:
+        >>> with open_index("indexes/scifact", write=True) as handle:  # doctest: +SKIP
+        ...     handle.live.add([Document("new-1", "Cormorants dive for fish.")])
+        ...     handle.pipeline.search("diving birds", k=3)
+
+    Raises:
+        IndexFormatError: not an index, or damaged. IndexLocked: ``write`` and another
+        process writes to it.
     """
     path = Path(path)
     meta = read_meta(path, verify=verify)
@@ -162,12 +199,21 @@ def open_index(path: str | Path, pipeline: str | None = None, verify: bool = Tru
         raise IndexFormatError(f"{path} is a {meta.get('kind')} index part, not a whole index;"
                                f" open its parent directory")
     check_index_meta(path, meta)
-    spec = parse(pipeline or meta["pipeline"])
-    validate(pipeline or meta["pipeline"])
+    text = pipeline or meta["pipeline"]
+    spec = parse(text)
+    validate(text)
     docs = DocStore(path / DOCSTORE_FILE)
-    opener = _LeafOpener(path, meta["leaves"], verify, {} if loaded is None else loaded, wrap)
+    opener = _LeafOpener(path, meta["leaves"], verify, wrap)
     stage = materialize(spec, opener.open)
-    return IndexHandle(path, WithDocuments(stage, documents or docs), docs, meta)
+    if write:
+        opener.load_all()
+    live = LiveIndex(path, meta, docs, opener.owners, write)
+    try:
+        live.open(verify)
+    except BaseException:
+        live.close()
+        raise
+    return IndexHandle(path, WithDocuments(stage, live), docs, meta, live, opener)
 
 
 _LEAF_FIELDS = {"name": str, "kind": str, "dir": str, "params": dict}
@@ -202,12 +248,15 @@ def check_index_meta(path: Path, meta: dict[str, Any]) -> None:
 
 
 class _LeafOpener:
-    """Opens each named stage of a pipeline from an index directory's stored leaves."""
+    """Opens each named stage of a pipeline from an index directory's stored leaves. The first
+    copy loaded of a stored leaf owns its segments; later copies (other query-time settings)
+    share them."""
 
     def __init__(self, path: Path, stored: list[dict[str, Any]], verify: bool,
-                 loaded: dict[tuple[int, str], Stage], wrap: LeafHook | None) -> None:
-        self.path, self.stored, self.verify = path, stored, verify
-        self.loaded, self.wrap = loaded, wrap
+                 wrap: LeafHook | None) -> None:
+        self.path, self.stored, self.verify, self.wrap = path, stored, verify, wrap
+        self.loaded: dict[tuple[int, str], Stage] = {}
+        self.owners: dict[int, Retriever] = {}
         self.used: set[int] = set()
 
     def open(self, leaf: Leaf, cls: type[Stage]) -> Stage:
@@ -218,15 +267,29 @@ class _LeafOpener:
             return self.loaded[key]
         assert issubclass(cls, Retriever)
         index = self.choose(cls)
-        key = (index, json.dumps(leaf.params, sort_keys=True, default=str))
+        return self._stage(index, cls, leaf.params)
+
+    def _stage(self, index: int, cls: type[Retriever], params: dict[str, Any]) -> Stage:
+        key = (index, json.dumps(params, sort_keys=True, default=str))
         if key in self.loaded:
             return self.loaded[key]
         sub = self.path / self.stored[index]["dir"]
-        stage: Stage = _load_leaf(cls, sub, read_meta(sub, verify=self.verify), leaf.params)
-        if self.wrap is not None:
-            stage = self.wrap(index, stage)  # type: ignore[arg-type]
+        retriever = _load_leaf(cls, sub, read_meta(sub, verify=self.verify), params)
+        if index in self.owners:
+            retriever.share(self.owners[index])
+        else:
+            self.owners[index] = retriever
+        stage: Stage = retriever if self.wrap is None else self.wrap(index, retriever)
         self.loaded[key] = stage
         return stage
+
+    def load_all(self) -> None:
+        """Load every stored leaf not loaded yet (a writer must reach all of them)."""
+        for index, record in enumerate(self.stored):
+            if index not in self.owners:
+                cls = registry.stage_class(record["name"])
+                assert issubclass(cls, Retriever)
+                self._stage(index, cls, {})
 
     def choose(self, cls: type[Retriever]) -> int:
         """The stored leaf ``cls`` reads: one not used yet if there is one (a stored stage may
@@ -256,7 +319,7 @@ def check_index_fits(handle: IndexHandle, corpus_name: str, judged: set[str]) ->
         raise IndexFormatError(f"{handle.path} was built from corpus {recorded!r}, not"
                                f" {corpus_name!r}{override}")
     ids = sorted(judged)
-    missing = len(ids) - len(handle.docs.get_many(ids)) if ids else 0
+    missing = len(ids) - len(handle.live.get_many(ids)) if ids else 0
     # A few missing documents happen with the right index (some collections judge documents
     # their corpus lacks: `cormorant data info` reports them); most missing means another one.
     if missing * 2 > len(ids):

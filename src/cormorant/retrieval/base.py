@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cormorant.errors import PipelineError
+from cormorant.errors import PipelineError, ReadOnlyIndex
+from cormorant.index.format import write_meta
 from cormorant.params import Param, Params
 from cormorant.pipeline import DEFAULT_DEPTH, Flow, Stage
-from cormorant.types import Corpus, Queries, Run
+from cormorant.types import Corpus, Document, Queries, Run
 
 DEPTH = Param("depth", int, DEFAULT_DEPTH,
               "documents per query when this stage ranks the whole collection", low=1)
@@ -88,6 +90,60 @@ class Retriever(Stage):
         if flow.run is None:
             return flow.with_run(self.retrieve(flow.queries, flow.depth(self.depth)))
         return flow.with_run(self.rescore(flow.queries, flow.run))
+
+    # -- writes (see cormorant.retrieval.segmented; a kind that cannot take them says why) --
+
+    writable: ClassVar[bool] = False
+    thread_safe: ClassVar[bool] = False
+    """Whether concurrent searches may run in one loaded copy (the service serialises the
+    others)."""
+    read_only_reason: ClassVar[str] = "this stage's index cannot take writes; build it again"
+
+    def prepare_write(self, added: list[Document], removed: Collection[str]) -> Any:
+        """Do the costly part of a write (analyse, encode, index) without showing it to
+        searches; :meth:`publish` shows it. A failure here changes nothing."""
+        raise ReadOnlyIndex(f"{self.name}: {self.read_only_reason}")
+
+    def publish(self, prepared: Any) -> None:
+        """Show what :meth:`prepare_write` made to searches, at once."""
+        raise ReadOnlyIndex(f"{self.name}: {self.read_only_reason}")
+
+    def share(self, owner: Retriever) -> None:
+        """Search what ``owner`` (another loaded copy of the same stored stage) holds, writes
+        included."""
+
+    def commit_segments(self, folder: Path, generation: int) -> dict[str, Any]:
+        """Write what is held only in memory under ``folder``; returns what
+        :meth:`restore_segments` needs to read it back."""
+        return {}
+
+    def restore_segments(self, folder: Path, record: dict[str, Any], verify: bool) -> None:
+        """Read back what :meth:`commit_segments` wrote."""
+
+    def referenced_files(self) -> set[str]:
+        """Names under the commit folder still in use (others are removed after a commit)."""
+        return set()
+
+    def compact(self, retrain: bool | None = None) -> None:
+        """Hold every live document in one segment, deletions dropped (a merge, before
+        :meth:`save` writes it as the stage's own files)."""
+
+    def snapshot(self) -> Any:
+        """What searches read now, to :meth:`publish` again if a merge fails."""
+        return None
+
+    def reopen(self, directory: Path) -> None:
+        """Read the stage's own files again from ``directory``, which a merge just wrote."""
+
+
+def save_leaf(directory: Path, leaf: Retriever) -> dict[str, Any]:
+    """Write ``leaf`` into ``directory`` (created) with its ``meta.json``; returns the record
+    the whole index's ``meta.json`` keeps for it."""
+    directory.mkdir()
+    leaf_meta = leaf.save(directory)
+    write_meta(directory, {"kind": leaf.reads(), "params": leaf.settings, **leaf_meta})
+    return {"name": leaf.name, "kind": leaf.reads(), "params": leaf.settings,
+            "dir": directory.name}
 
 
 class QueryStage(Stage):

@@ -1,7 +1,10 @@
-"""BM25 in process with bm25s: the embedded default, no Java needed.
+"""BM25 in process: the embedded default, no Java needed, and an index that takes writes.
 
-Defaults follow Pyserini's BEIR regressions (Lucene's BM25 variant, k1=0.9, b=0.4, title and
-text as one field), with English stop words and the Snowball English stemmer.
+Text is analysed with bm25s's tokenizer (English stop words, the Snowball English stemmer) and
+scored with bm25s's formulas; defaults follow Pyserini's BEIR regressions (Lucene's BM25
+variant, k1=0.9, b=0.4, title and text as one field). The index is segments of raw term
+frequencies (:mod:`cormorant.index.inverted` says why not bm25s's own precomputed index), so a
+write costs what it writes and every search scores as a fresh build over the live documents.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +21,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import IndexFormatError, PipelineError
+from cormorant.index.inverted import BM25Params, TermIndex, bm25_scores
+from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
-from cormorant.types import Corpus, Queries, Run, top_rows
+from cormorant.retrieval.segmented import SegmentedRetriever
+from cormorant.types import Corpus, Document, Queries, Run, top_rows
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,7 @@ def _modules_hidden(name: str) -> Iterator[None]:
 
 
 IDS_FILE = "doc_ids.json"
+BUILD_CHUNK = 50_000  # documents analysed and indexed at a time while building
 
 
 def _stemmer(language: str) -> Any:
@@ -67,17 +75,9 @@ def _stemmer(language: str) -> Any:
                             f" known: {', '.join(Stemmer.algorithms())}") from None
 
 
-def make_tokenizer(stemmer: str | None, stopwords: str | None) -> Any:
-    import_bm25s()
-    import bm25s.tokenization
-
-    stem = _stemmer(stemmer) if stemmer else None
-    return bm25s.tokenization.Tokenizer(stemmer=stem, stopwords=stopwords or [])
-
-
-class BM25Retriever(Retriever):
-    """BM25 in process with bm25s (``bm25``): Lucene's BM25 variant, Snowball stemming, English
-    stop words, Pyserini's BEIR settings.
+class BM25Retriever(SegmentedRetriever):
+    """BM25 in process (``bm25``): Lucene's BM25 variant, Snowball stemming, English stop
+    words, Pyserini's BEIR settings; takes writes with exact collection statistics.
 
     Example:
         >>> from cormorant.types import Corpus, Document
@@ -87,6 +87,7 @@ class BM25Retriever(Retriever):
         ['b']
     """
 
+    thread_safe: ClassVar[bool] = True
     name: ClassVar[str] = "bm25"
     PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
         Param("k1", float, 0.9, "term-frequency saturation (Pyserini's BEIR setting)",
@@ -100,79 +101,105 @@ class BM25Retriever(Retriever):
               when=BUILD, nullable=True),
     )
 
-    def __init__(self, model: Any, doc_ids: list[str], settings: dict[str, Any]) -> None:
-        super().__init__(settings)
-        self._model, self.doc_ids = model, doc_ids
+    def __init__(self, segments: Segments, settings: dict[str, Any]) -> None:
+        super().__init__(settings, segments)
         stem = settings["stemmer"]
         self._stemmer = _stemmer(stem) if stem else None
+        # PyStemmer's stemmers are not thread-safe, and the service searches from threads.
+        self._analysing = threading.Lock()
+        self.params = BM25Params(settings["k1"], settings["b"], settings["method"])
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> BM25Retriever:
-        tokenizer = analyzer(settings)
+        empty = cls(Segments(()), settings)
         doc_ids: list[str] = []
+        chunks: list[TermIndex] = []
+        # Tokens are held for one chunk at a time: the corpus itself streams.
+        for batch in corpus.batches(BUILD_CHUNK):
+            doc_ids.extend(d.doc_id for d in batch)
+            chunks.append(empty.index_documents(batch))
+        whole = chunks[0] if len(chunks) == 1 else TermIndex.combine(
+            [(c, np.arange(len(c.lengths))) for c in chunks])
+        return cls(Segments((Segment.made(doc_ids, whole, BASE),)), settings)
 
-        def contents() -> Iterator[str]:
-            for doc in corpus:
-                doc_ids.append(doc.doc_id)
-                yield doc.contents
-
-        # Token ids, not texts, are held in memory: the corpus itself streams.
-        token_ids = list(tokenizer.streaming_tokenize(contents()))
-        model = index_tokens(tokenizer, token_ids, settings, show_progress=len(doc_ids) > 50_000)
-        return cls(model, doc_ids, settings)
-
-    def _query_tokens(self, texts: list[str]) -> list[list[str]]:
-        """Each query's terms that occur in the corpus, analysed the way documents were."""
+    def analyse(self, texts: list[str]) -> list[list[str]]:
+        """Each text's terms, analysed the way documents and queries both are."""
         bm25s = import_bm25s()
+        with self._analysing:
+            return bm25s.tokenize(texts, stopwords=self.settings["stopwords"] or [],
+                                  stemmer=self._stemmer, return_ids=False, show_progress=False)
 
-        tokens = bm25s.tokenize(texts, stopwords=self.settings["stopwords"] or [],
-                                stemmer=self._stemmer, return_ids=False, show_progress=False)
-        known = self._model.vocab_dict
-        return [[t for t in query if t in known] for query in tokens]
+    # -- segments ------------------------------------------------------------------------
+
+    def index_documents(self, documents: list[Document]) -> TermIndex:
+        return TermIndex.from_tokens(self.analyse([d.contents for d in documents]))
+
+    def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False) -> TermIndex:
+        return TermIndex.combine([(s.data, rows) for s, rows in parts])
+
+    def write_segment(self, data: TermIndex, directory: Path) -> None:
+        data.save(directory)
+
+    def read_segment(self, directory: Path, doc_ids: list[str]) -> TermIndex:
+        return _read_terms(directory, doc_ids)
+
+    # -- searching -----------------------------------------------------------------------
+
+    def _scores(self, segments: Segments, tokens: list[str]) -> list[np.ndarray]:
+        return bm25_scores([(s.data, s.deleted if s.deleted_count else None) for s in segments],
+                           tokens, self.params)
 
     def retrieve(self, queries: Queries, k: int) -> Run:
+        segments = self.segments  # one snapshot for the whole batch
         qids = list(queries)
-        tokens = self._query_tokens([queries[q] for q in qids])
         run = Run()
-        k = min(k, len(self.doc_ids))
-        for qid, query_tokens in zip(qids, tokens, strict=True):
-            if not query_tokens:
-                run[qid] = {}  # no query term occurs in the corpus: nothing matches
-                continue
-            scores = self._model.get_scores(query_tokens)
-            top = _top_positive(scores, k, self.doc_ids)
-            run[qid] = {self.doc_ids[i]: float(scores[i]) for i in top}
-        return run
+        for qid, tokens in zip(qids, self.analyse([queries[q] for q in qids]), strict=True):
+            found: dict[str, float] = {}
+            for segment, scores in zip(segments, self._scores(segments, tokens), strict=True):
+                top = _top_positive(scores, min(k, len(scores)), segment.doc_ids)
+                found.update((segment.doc_ids[i], float(scores[i])) for i in top.tolist())
+            run[qid] = found  # no query term occurs in the collection: nothing matches
+        return run.topk(k)
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
-        position = {d: i for i, d in enumerate(self.doc_ids)}
+        segments = self.segments
         run = Run()
         for qid, text in queries.items():
-            docs = [d for d in candidates.get(qid, {}) if d in position]
-            tokens = self._query_tokens([text])[0]
-            scores = self._model.get_scores(tokens) if tokens else np.zeros(len(self.doc_ids))
-            run[qid] = {d: float(scores[position[d]]) for d in docs}
+            tokens = self.analyse([text])[0]
+            scores = self._scores(segments, tokens)
+            hits = {}
+            for doc_id in candidates.get(qid, {}):
+                where = segments.locate(doc_id)
+                if where is not None:
+                    hits[doc_id] = float(scores[where[0]][where[1]])
+            run[qid] = hits
         return run
 
+    # -- on disk -------------------------------------------------------------------------
+
     def save(self, directory: Path) -> dict[str, Any]:
-        self._model.save(str(directory), show_progress=False)
-        (directory / IDS_FILE).write_text(json.dumps(self.doc_ids))
-        return {"count": len(self.doc_ids), "settings": self.analysis()}
+        data = self.base_data()
+        data.save(directory)
+        ids = list(self.segments.ids())
+        (directory / IDS_FILE).write_text(json.dumps(ids))
+        return {"count": len(ids), "settings": self.analysis()}
 
     def analysis(self) -> dict[str, Any]:
-        """The build-time settings: what a tokenizer and a fresh index over more documents
-        need to score the way this one does."""
+        """The build-time settings: what scoring more documents the same way needs."""
         return {name: self.settings[name] for name in ("k1", "b", "method", "stemmer", "stopwords")}
 
     @classmethod
     def open(cls, directory: Path, meta: dict[str, Any], settings: dict[str, Any]) -> BM25Retriever:
-        bm25s = import_bm25s()
+        if not (directory / "terms.json").is_file():
+            raise IndexFormatError(f"{directory.parent} holds a bm25 index from an earlier"
+                                   " Cormorant (precomputed bm25s scores, which cannot take"
+                                   " writes); rebuild it with: cormorant index build")
         try:
-            model = bm25s.BM25.load(str(directory), show_progress=False, verbosity=0)
             doc_ids = json.loads((directory / IDS_FILE).read_text())
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"{directory}: cannot read the BM25 index ({exc})") from None
-        return cls(model, doc_ids, settings)
+        data = _read_terms(directory, doc_ids)
+        return cls(Segments((Segment.made(doc_ids, data, BASE),)), settings)
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> BM25Retriever:
@@ -182,22 +209,17 @@ class BM25Retriever(Retriever):
         return super().load(directory, meta, **params)  # type: ignore[return-value]
 
 
-def analyzer(settings: dict[str, Any]) -> Any:
-    """The bm25s tokenizer for ``settings`` (stemmer, stop words), as documents were analysed."""
-    return make_tokenizer(settings["stemmer"], settings["stopwords"])
-
-
-def index_tokens(tokenizer: Any, token_ids: list[list[int]], settings: dict[str, Any],
-                 show_progress: bool = False) -> Any:
-    """A bm25s model over documents given as ``tokenizer``'s token ids."""
-    bm25s = import_bm25s()
-    model = bm25s.BM25(k1=settings["k1"], b=settings["b"], method=settings["method"])
-    model.index(tokenizer.to_tokenized_tuple(token_ids), show_progress=show_progress)
-    return model
+def _read_terms(directory: Path, doc_ids: list[str]) -> TermIndex:
+    found = TermIndex.load(directory)
+    if len(found.lengths) != len(doc_ids):
+        raise IndexFormatError(f"{directory}: the BM25 index and its document ids disagree")
+    return found
 
 
 def _top_positive(scores: np.ndarray, k: int, doc_ids: list[str]) -> np.ndarray:
     """Indices of the ``k`` highest scores that are above zero, best first; ties at the cut
     as trec_eval orders them (:func:`cormorant.types.top_rows`)."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
     top = top_rows(scores, k, doc_ids)
     return top[scores[top] > 0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,12 +17,14 @@ import numpy as np
 
 from cormorant import cache
 from cormorant.errors import IndexFormatError, PipelineError
-from cormorant.index.token_store import OFFSETS, TOKENS, TokenStore, write_token_store
+from cormorant.index.segments import BASE, Segment, Segments
+from cormorant.index.token_store import TokenStore, write_token_store
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import model_fingerprint, resolve_model, same_model
 from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
-from cormorant.types import Corpus, Queries, Run
+from cormorant.retrieval.segmented import SegmentedRetriever
+from cormorant.types import Corpus, Document, Queries, Run
 
 log = logging.getLogger(__name__)
 IDS = "doc_ids.json"
@@ -126,9 +127,10 @@ def token_blocks(offsets: np.ndarray) -> list[tuple[int, int]]:
     return bounds
 
 
-class ChamferRetriever(Retriever):
+class ChamferRetriever(SegmentedRetriever):
     """Exact late interaction (``chamfer``): MaxSim over stored float16 token vectors, the
     oracle for ``muvera``; the model is a sentence-transformers folder or a ColBERT checkpoint.
+    Takes writes: each write's token vectors are a new segment of the token store.
 
     Example:
         >>> exact = ChamferRetriever.build(corpus)  # doctest: +SKIP
@@ -144,11 +146,10 @@ class ChamferRetriever(Retriever):
         Param("batch_size", int, 32, "texts per encoder batch", low=1),
     )
 
-    def __init__(self, encoder: MultiVectorEncoder, store_dir: Path, doc_ids: list[str],
+    def __init__(self, encoder: MultiVectorEncoder, segments: Segments,
                  settings: dict[str, Any]) -> None:
-        super().__init__(settings)
-        self.encoder, self.store_dir, self.doc_ids = encoder, store_dir, doc_ids
-        self.store = TokenStore(store_dir)
+        super().__init__(settings, segments)
+        self.encoder = encoder
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> ChamferRetriever:
@@ -156,60 +157,114 @@ class ChamferRetriever(Retriever):
                                      max_length=settings["max_length"])
         store = cached_token_store(encoder, corpus)
         doc_ids = json.loads((store / IDS).read_text())
-        return cls(encoder, store, doc_ids, settings)
+        return cls(encoder, Segments((Segment.made(doc_ids, TokenStore(store), BASE),)),
+                   settings)
 
     @classmethod
     def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
         return {**settings, "fingerprint": model_fingerprint(resolve_model(settings["model"]))}
 
+    @staticmethod
+    def store_of(data: Any) -> TokenStore:
+        """The token store in a segment's data."""
+        return data
+
+    # -- segments ------------------------------------------------------------------------
+
+    def index_documents(self, documents: list[Document]) -> Any:
+        matrices = self.encoder.encode_documents([d.contents for d in documents])
+        return TokenStore.from_matrices(matrices, self.encoder.dim)
+
+    def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False) -> Any:
+        return TokenStore.combined([(self.store_of(s.data), rows) for s, rows in parts])
+
+    def write_segment(self, data: Any, directory: Path) -> None:
+        data.save(directory)
+
+    def read_segment(self, directory: Path, doc_ids: list[str]) -> Any:
+        store = TokenStore(directory)
+        if len(store) != len(doc_ids):
+            raise IndexFormatError(f"{directory}: the token store and its ids disagree")
+        return store
+
+    # -- searching -----------------------------------------------------------------------
+
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         matrices = self.encoder.encode_queries([queries[q] for q in qids])
-        return self._run(qids, exact_search(self.store, matrices, k))
-
-    def _run(self, qids: list[str], found: list[tuple[np.ndarray, np.ndarray]]) -> Run:
-        """Per query (rows, scores) as a run; ties broken by document id, so a run does not
-        depend on the store's (or an index's) row order."""
-        run = Run()
-        for qid, (rows, scores) in zip(qids, found, strict=True):
-            best = sorted(zip((self.doc_ids[r] for r in rows), scores.tolist(), strict=True),
-                          key=lambda item: (-item[1], item[0]))
-            run[qid] = dict(best)
-        return run
+        found: list[list[tuple[str, float]]] = [[] for _ in qids]
+        for segment in self.segments:
+            if not segment.live_count:
+                continue
+            wanted = k + segment.deleted_count  # deleted rows are dropped after the search
+            hits = exact_search(self.store_of(segment.data), matrices, wanted)
+            for out, (rows, scores) in zip(found, hits, strict=True):
+                out.extend((segment.doc_ids[r], s) for r, s in zip(rows.tolist(), scores.tolist(),
+                                                                   strict=True)
+                           if not segment.deleted[r])
+        return ranked_run(qids, found, k)
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
-        position = {d: i for i, d in enumerate(self.doc_ids)}
+        segments = self.segments
         qids = list(queries)
         matrices = self.encoder.encode_queries([queries[q] for q in qids])
         run = Run()
         for qid, query in zip(qids, matrices, strict=True):
-            docs = [d for d in candidates.get(qid, {}) if d in position]
-            scores = rerank_rows(query, self.store, np.array([position[d] for d in docs]))
-            run[qid] = dict(zip(docs, scores.tolist(), strict=True))
+            run[qid] = {}
+            by_segment: dict[int, list[tuple[str, int]]] = {}
+            for doc_id in candidates.get(qid, {}):
+                where = segments.locate(doc_id)
+                if where is not None:
+                    by_segment.setdefault(where[0], []).append((doc_id, where[1]))
+            for position, docs in by_segment.items():
+                store = self.store_of(segments.items[position].data)
+                scores = rerank_rows(query, store, np.array([r for _, r in docs]))
+                run[qid].update(zip([d for d, _ in docs], scores.tolist(), strict=True))
         return run
 
+    # -- on disk -------------------------------------------------------------------------
+
     def save(self, directory: Path) -> dict[str, Any]:
-        for name in (IDS, TOKENS, OFFSETS):
-            shutil.copy(self.store_dir / name, directory / name)
-        return {"encoder": self.encoder.settings, "count": len(self.doc_ids),
-                "tokens": int(self.store.tokens.shape[0])}
+        store = self.store_of(self.base_data())
+        store.save(directory)
+        ids = list(self.segments.ids())
+        (directory / IDS).write_text(json.dumps(ids))
+        return {"encoder": self.encoder.settings, "count": len(ids),
+                "tokens": int(store.tokens.shape[0])}
 
     @classmethod
     def open(cls, directory: Path, meta: dict[str, Any],
              settings: dict[str, Any]) -> ChamferRetriever:
-        built = meta["encoder"]
-        model = settings["model"] or built["model"]
-        encoder = load_token_encoder(model, batch_size=settings["batch_size"],
-                                     max_length=built.get("max_length", built.get("doc_maxlen")))
-        if encoder.fingerprint != built["fingerprint"]:
-            raise PipelineError(f"index {directory.parent} was built with encoder"
-                                f" {built['model']!r}; queries encoded with {model!r} would"
-                                " not match its vectors")
-        try:
-            doc_ids = json.loads((directory / IDS).read_text())
-        except (OSError, ValueError) as exc:
-            raise IndexFormatError(f"{directory}: cannot read document ids ({exc})") from None
-        return cls(encoder, directory, doc_ids, settings)
+        encoder, doc_ids = open_token_encoder(directory, meta, settings)
+        base = Segment.made(doc_ids, TokenStore(directory), BASE)
+        return cls(encoder, Segments((base,)), settings)
+
+
+def open_token_encoder(directory: Path, meta: dict[str, Any],
+                  settings: dict[str, Any]) -> tuple[Any, list[str]]:
+    """The token encoder a stored stage was built with, checked, and its document ids."""
+    built = meta["encoder"]
+    model = settings["model"] or built["model"]
+    encoder = load_token_encoder(model, batch_size=settings["batch_size"],
+                                 max_length=built.get("max_length", built.get("doc_maxlen")))
+    if encoder.fingerprint != built["fingerprint"]:
+        raise PipelineError(f"index {directory.parent} was built with encoder"
+                            f" {built['model']!r}; queries encoded with {model!r} would"
+                            " not match its vectors")
+    try:
+        doc_ids = json.loads((directory / IDS).read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexFormatError(f"{directory}: cannot read document ids ({exc})") from None
+    return encoder, doc_ids
+
+
+def ranked_run(qids: list[str], found: list[list[tuple[str, float]]], k: int) -> Run:
+    """Each query's ``k`` best (doc id, score) pairs; ties broken by document id, so a run does
+    not depend on the store's (or an index's, or the segments') row order."""
+    run = Run()
+    for qid, pairs in zip(qids, found, strict=True):
+        run[qid] = dict(sorted(pairs, key=lambda item: (-item[1], item[0]))[:k])
+    return run
 
 
 def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus) -> Path:
@@ -236,4 +291,4 @@ def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus) -> Path:
 
 
 __all__ = ["ChamferRetriever", "cached_token_store", "chamfer_scores", "exact_search",
-           "rerank_rows"]
+           "open_token_encoder", "ranked_run", "rerank_rows"]

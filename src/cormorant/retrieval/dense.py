@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from cormorant.errors import CormorantError, PipelineError
+from cormorant.errors import CormorantError, IndexFormatError, PipelineError
 from cormorant.index.embeddings import corpus_embeddings
 from cormorant.index.faiss_index import FaissIndex
+from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import (
@@ -20,21 +22,43 @@ from cormorant.retrieval.encoders import (
     resolve_model,
     same_model,
 )
-from cormorant.types import Corpus, Queries, Run
+from cormorant.retrieval.segmented import SegmentedRetriever
+from cormorant.types import Corpus, Document, Queries, Run
 
 log = logging.getLogger(__name__)
 
 
-class DenseRetriever(Retriever):
+RAW_VECTORS = "vectors.npy"
+
+
+@dataclass(frozen=True)
+class VectorSegment:
+    """One dense segment: its FAISS index and, where the index keeps codes rather than the
+    vectors (PQ, scalar quantizers), the vectors themselves, for re-scoring, merges and
+    retraining."""
+
+    index: FaissIndex
+    raw: np.ndarray | None = None
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The float vectors of ``rows``."""
+        if self.raw is not None:
+            return np.asarray(self.raw[rows], dtype=np.float32)
+        return self.index.reconstruct(rows.tolist())
+
+
+class DenseRetriever(SegmentedRetriever):
     """Queries and documents embedded by one encoder, searched in a FAISS inner-product index
     (``dense``). A query tower from ``train --negatives adore/distill-query`` brings its
-    document encoder.
+    document encoder. Takes writes with every FAISS kind: a new segment is coded with the
+    centroids and codebooks the index was trained on; a merge may retrain them.
 
     Example:
         >>> dense = DenseRetriever.build(corpus, model="/models/my-encoder", index="hnsw")  # doctest: +SKIP
         >>> dense.search("does vitamin d help with depression", k=10)  # doctest: +SKIP
     """
 
+    thread_safe: ClassVar[bool] = True
     name: ClassVar[str] = "dense"
     PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
         Param("model", str, None, "sentence-transformers folder or name (default"
@@ -51,12 +75,11 @@ class DenseRetriever(Retriever):
         Param("ef_search", int, 128, "HNSW search breadth", low=1),
     )
 
-    def __init__(self, encoder: Any, index: FaissIndex, settings: dict[str, Any],
-                 query_encoder: Any | None = None) -> None:
-        super().__init__(settings)
-        self.encoder, self.index = encoder, index
+    def __init__(self, encoder: Any, segments: Segments, settings: dict[str, Any],
+                 query_encoder: Any | None = None, trained_on: int | None = None) -> None:
+        super().__init__(settings, segments, trained_on)
+        self.encoder = encoder
         self.query_encoder = query_encoder or encoder
-        self._positions: dict[str, int] | None = None  # built on the first re-score
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
@@ -64,10 +87,13 @@ class DenseRetriever(Retriever):
         encoder = SentenceTransformerEncoder(doc_model, batch_size=settings["batch_size"],
                                              max_length=settings["max_length"])
         queries = _query_encoder(query_model, encoder, settings["batch_size"])
-        vectors = corpus_embeddings(encoder, corpus, use_cache=settings["cache"])
-        faiss_index = FaissIndex(encoder.dim, kind=settings["index"], metric="ip")
-        faiss_index.add([d.doc_id for d in corpus], np.asarray(vectors))
-        return cls(encoder, faiss_index, settings, queries)
+        vectors = np.asarray(corpus_embeddings(encoder, corpus, use_cache=settings["cache"]))
+        ids = [d.doc_id for d in corpus]
+        segment = _vector_segment(FaissIndex(encoder.dim, kind=settings["index"], metric="ip"),
+                                  ids, vectors)
+        trained = len(ids) if segment.index.needs_training else None
+        return cls(encoder, Segments((Segment.made(ids, segment, BASE),)), settings, queries,
+                   trained)
 
     @classmethod
     def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
@@ -76,25 +102,80 @@ class DenseRetriever(Retriever):
             found["query_fingerprint"] = model_fingerprint(resolve_model(settings["query_model"]))
         return found
 
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    # -- segments ------------------------------------------------------------------------
+
+    def template(self) -> FaissIndex:
+        """An empty index trained as the base segment's was (rebuilt after a retraining merge)."""
+        if not len(self.segments):
+            return FaissIndex(self.dim, kind=self.settings["index"], metric="ip")
+        return self.segments.items[0].data.index.template()
+
+    def index_documents(self, documents: list[Document]) -> VectorSegment:
+        vectors = np.asarray(self.encoder.encode_documents([d.contents for d in documents]),
+                             dtype=np.float32).reshape(len(documents), self.dim)
+        return _vector_segment(self.template(), [d.doc_id for d in documents],
+                               vectors)
+
+    def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False
+                ) -> VectorSegment:
+        ids = [s.doc_ids[r] for s, rows in parts for r in rows.tolist()]
+        vectors = np.vstack([s.data.vectors(rows) for s, rows in parts])
+        if retrain:
+            fresh = FaissIndex(self.dim, kind=self.settings["index"], metric="ip")
+            return _vector_segment(fresh, ids, vectors)
+        return _vector_segment(self.template(), ids, vectors)
+
+    def write_segment(self, data: VectorSegment, directory: Path) -> None:
+        data.index.save(directory)
+        if data.raw is not None:
+            np.save(directory / RAW_VECTORS, np.asarray(data.raw, dtype=np.float32))
+
+    def read_segment(self, directory: Path, doc_ids: list[str]) -> VectorSegment:
+        meta = {"dim": self.dim, "kind": self.settings["index"], "metric": "ip"}
+        found = _read_vector_segment(directory, meta)
+        if found.index.ids != doc_ids:
+            raise IndexFormatError(f"{directory}: the vector segment and its ids disagree")
+        return found
+
+    # -- searching -----------------------------------------------------------------------
+
     def encode_queries(self, queries: Queries) -> np.ndarray:
         """The query vectors, row i for the i-th query of ``queries``."""
         return self.query_encoder.encode_queries(list(queries.values()))
 
     def document_vectors(self, doc_ids: list[str]) -> np.ndarray:
-        """The indexed vectors of ``doc_ids`` (all must be indexed)."""
-        position = self.positions()
-        return self.index.reconstruct([position[d] for d in doc_ids])
-
-    def positions(self) -> dict[str, int]:
-        """Document id -> row in the FAISS index."""
-        if self._positions is None:
-            self._positions = {d: i for i, d in enumerate(self.index.ids)}
-        return self._positions
+        """The indexed vectors of ``doc_ids`` (all must be live)."""
+        segments = self.segments
+        rows = []
+        for doc_id in doc_ids:
+            where = segments.locate(doc_id)
+            if where is None:
+                raise PipelineError(f"dense: document {doc_id!r} is not in the index")
+            segment = segments.items[where[0]]
+            rows.append(segment.data.vectors(np.array([where[1]]))[0])
+        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
 
     def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
-        """The top ``k`` documents for already encoded queries."""
-        scores, rows = self.index.search(vectors, k)
-        return Run.from_arrays(qids, scores, rows, self.index.ids)
+        """The top ``k`` live documents for already encoded queries."""
+        run = Run({q: {} for q in qids})
+        for segment in self.segments:
+            if not segment.live_count:
+                continue
+            # Deleted rows are filtered after the search: ask for enough to fill k anyway.
+            wanted = min(k + segment.deleted_count, len(segment))
+            scores, rows = segment.data.index.search(vectors, wanted, self.settings["nprobe"],
+                                                     self.settings["ef_search"])
+            for qid, row_scores, row_ids in zip(qids, scores.tolist(), rows.tolist(),
+                                                strict=True):
+                hits = run[qid]
+                for score, row in zip(row_scores, row_ids, strict=True):
+                    if row >= 0 and not segment.deleted[row]:
+                        hits[segment.doc_ids[row]] = score
+        return run.topk(k)
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         return self.search_vectors(list(queries), self.encode_queries(queries), k)
@@ -104,23 +185,30 @@ class DenseRetriever(Retriever):
 
     def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
                          candidates: Run) -> Run:
-        """Inner products of already encoded queries with their indexed candidates."""
-        position = self.positions()
+        """Inner products of already encoded queries with their live candidates."""
+        segments = self.segments
         run = Run()
         for qid, qvec in zip(qids, query_vectors, strict=True):
-            docs = [d for d in candidates.get(qid, {}) if d in position]
+            docs = [(d, w) for d in candidates.get(qid, {})
+                    if (w := segments.locate(d)) is not None]
             if not docs:
                 run[qid] = {}
                 continue
             try:
-                doc_vectors = self.index.reconstruct([position[d] for d in docs])
+                doc_vectors = np.stack([segments.items[w[0]].data.vectors(np.array([w[1]]))[0]
+                                        for _, w in docs])
             except CormorantError as exc:
                 raise PipelineError(f"dense cannot re-score candidates: {exc}") from None
-            run[qid] = dict(zip(docs, (doc_vectors @ qvec).tolist(), strict=True))
+            run[qid] = dict(zip([d for d, _ in docs], (doc_vectors @ qvec).tolist(), strict=True))
         return run
 
+    # -- on disk -------------------------------------------------------------------------
+
     def save(self, directory: Path) -> dict[str, Any]:
-        meta = {"encoder": self.encoder.settings, "index": self.index.save(directory)}
+        data = self.base_data()
+        self.write_segment(data, directory)
+        meta = {"encoder": self.encoder.settings, "index": data.index.save(directory),
+                "trained_on": self.trained_on}
         if self.query_encoder is not self.encoder:
             meta["query_encoder"] = self.query_encoder.settings
         return meta
@@ -142,16 +230,37 @@ class DenseRetriever(Retriever):
             raise PipelineError(f"the encoder {built['model']!r} found here differs from the one"
                                 f" index {directory.parent} was built with (rebuild the index"
                                 " with that model)")
-        vectors = FaissIndex.load(directory, meta["index"], nprobe=settings["nprobe"],
-                                  ef_search=settings["ef_search"])
-        return cls(encoder, vectors, settings,
-                   _query_encoder(query_model, encoder, settings["batch_size"]))
+        data = _read_vector_segment(directory, meta["index"], settings)
+        base = Segment.made(list(data.index.ids), data, BASE)
+        return cls(encoder, Segments((base,)), settings,
+                   _query_encoder(query_model, encoder, settings["batch_size"]),
+                   meta.get("trained_on"))
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> DenseRetriever:
         # Indexes written before the settings were declared record the FAISS kind apart.
         meta = {**meta, "params": {"index": meta["index"]["kind"], **meta.get("params", {})}}
         return super().load(directory, meta, **params)  # type: ignore[return-value]
+
+
+def _vector_segment(index: FaissIndex, ids: list[str], vectors: np.ndarray) -> VectorSegment:
+    """``vectors`` added to ``index`` under ``ids``, the vectors kept where the index cannot
+    give them back exactly."""
+    index.add(ids, vectors)
+    return VectorSegment(index, None if index.exact else vectors)
+
+
+def _read_vector_segment(directory: Path, meta: dict[str, Any],
+                         settings: dict[str, Any] | None = None) -> VectorSegment:
+    extra = {} if settings is None else {"nprobe": settings["nprobe"],
+                                         "ef_search": settings["ef_search"]}
+    index = FaissIndex.load(directory, meta, **extra)
+    raw = None
+    if (directory / RAW_VECTORS).is_file():
+        raw = np.load(directory / RAW_VECTORS, mmap_mode="r")
+        if raw.shape != (len(index.ids), index.dim):
+            raise IndexFormatError(f"{directory}: {RAW_VECTORS} does not fit the vector index")
+    return VectorSegment(index, raw)
 
 
 def split_towers(model: str | None, query_model: str | None) -> tuple[str | None, str | None]:

@@ -10,19 +10,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from cormorant.errors import PipelineError
+from cormorant.errors import IndexFormatError, PipelineError
 from cormorant.index.faiss_index import FaissIndex
 from cormorant.index.muvera import FDEConfig, encode_sets
+from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.index.token_store import TokenStore
 from cormorant.params import BUILD, Param, Params
-from cormorant.retrieval.chamfer import IDS, ChamferRetriever, cached_token_store, rerank_rows
+from cormorant.retrieval.chamfer import (
+    IDS,
+    ChamferRetriever,
+    cached_token_store,
+    open_token_encoder,
+    ranked_run,
+    rerank_rows,
+)
 from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
-from cormorant.types import Corpus, Queries, Run
+from cormorant.types import Corpus, Document, Queries, Run
 
 log = logging.getLogger(__name__)
 AUTO_FLAT_BELOW = 2000
@@ -136,10 +145,19 @@ def ball_carve(query: np.ndarray, threshold: float) -> np.ndarray:
     return np.stack(balls) if balls else query
 
 
+@dataclass(frozen=True)
+class MuveraSegment:
+    """One MUVERA segment: its documents' token vectors and their FDEs in FAISS (same rows)."""
+
+    store: TokenStore
+    index: FaissIndex
+
+
 class MuveraRetriever(ChamferRetriever):
     """MUVERA (``muvera``): fixed-dimensional encodings of token vectors in FAISS; the FDE top
     ``candidates`` re-ranked by exact Chamfer against the token store. Defaults (10,240 dims)
-    were chosen in docs/benchmarks.md.
+    were chosen in docs/benchmarks.md. Takes writes: a write's token vectors and FDEs are a
+    new segment, its FDEs coded with the PQ codebooks the index was trained on.
 
     Example:
         >>> muvera = MuveraRetriever.build(corpus, candidates=200)  # doctest: +SKIP
@@ -168,10 +186,11 @@ class MuveraRetriever(ChamferRetriever):
         Param("ef_search", int, 128, "HNSW search breadth", low=1),
     )
 
-    def __init__(self, encoder: MultiVectorEncoder, store_dir: Path, doc_ids: list[str],
-                 settings: dict[str, Any], fde: MuveraEncoder, index: FaissIndex) -> None:
-        super().__init__(encoder, store_dir, doc_ids, settings)
-        self.fde, self.index = fde, index
+    def __init__(self, encoder: MultiVectorEncoder, segments: Segments,
+                 settings: dict[str, Any], fde: MuveraEncoder, kind: str,
+                 trained_on: int | None = None) -> None:
+        super().__init__(encoder, segments, settings)
+        self.fde, self.kind, self.trained_on = fde, kind, trained_on
         self.candidates, self.carve = settings["candidates"], settings["carve"]
 
     @classmethod
@@ -188,41 +207,112 @@ class MuveraRetriever(ChamferRetriever):
         fde = MuveraEncoder(encoder, config)
         store = TokenStore(store_dir)
         kind = fde_index_kind(settings["index"], len(doc_ids))
-        faiss_index = FaissIndex(config.output_dim, kind=kind, metric="ip",
-                                 expected_count=len(doc_ids))
-        # A trained index kind learns from its first add: hold back the first TRAIN_BLOCK
-        # documents' FDEs for it, then add block by block.
-        pending: list[np.ndarray] = []
-        for start, vectors in fde.documents_from_store(store):
-            pending.append(vectors)
-            if faiss_index.ids or start + len(vectors) >= min(TRAIN_BLOCK, len(doc_ids)):
-                first = len(faiss_index.ids)
-                block = np.vstack(pending)
-                faiss_index.add(doc_ids[first:first + len(block)], block)
-                pending = []
-        return cls(encoder, store_dir, doc_ids, settings, fde, faiss_index)
+        index = fde_index(fde, store, doc_ids, FaissIndex(config.output_dim, kind=kind,
+                                                          metric="ip",
+                                                          expected_count=len(doc_ids)))
+        trained = len(doc_ids) if index.needs_training else None
+        segment = Segment.made(doc_ids, MuveraSegment(store, index), BASE)
+        return cls(encoder, Segments((segment,)), settings, fde, kind, trained)
+
+    @staticmethod
+    def store_of(data: Any) -> TokenStore:
+        return data.store
+
+    # -- segments ------------------------------------------------------------------------
+
+    def template(self) -> FaissIndex:
+        """An empty FDE index trained as the base segment's was."""
+        return self.segments.items[0].data.index.template()
+
+    def index_documents(self, documents: list[Document]) -> MuveraSegment:
+        store = super().index_documents(documents)
+        ids = [d.doc_id for d in documents]
+        return MuveraSegment(store, fde_index(self.fde, store, ids, self.template(),
+                                              progress=False))
+
+    def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False
+                ) -> MuveraSegment:
+        store = super().combine(parts)
+        ids = [s.doc_ids[r] for s, rows in parts for r in rows.tolist()]
+        empty = (FaissIndex(self.fde.dim, kind=self.kind, metric="ip", expected_count=len(ids))
+                 if retrain else self.template())
+        return MuveraSegment(store, fde_index(self.fde, store, ids, empty, progress=False))
+
+    def write_segment(self, data: MuveraSegment, directory: Path) -> None:
+        data.store.save(directory)
+        data.index.save(directory)
+
+    def read_segment(self, directory: Path, doc_ids: list[str]) -> MuveraSegment:
+        store = super().read_segment(directory, doc_ids)
+        meta = {"dim": self.fde.dim, "kind": self.kind, "metric": "ip"}
+        index = FaissIndex.load(directory, meta)
+        if index.ids != doc_ids:
+            raise IndexFormatError(f"{directory}: the FDE index and its ids disagree")
+        return MuveraSegment(store, index)
+
+    # -- searching -----------------------------------------------------------------------
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         tokens = self.encoder.encode_queries([queries[q] for q in qids])
-        found = muvera_search(tokens, self.fde, self.index, self.store, self.candidates, k,
-                             self.carve)
-        return self._run(qids, found)
+        segments = self.segments
+        pooled = self._fde_candidates(segments, self.fde.queries_from_tokens(tokens))
+        found: list[list[tuple[str, float]]] = []
+        for query, candidates in zip(tokens, pooled, strict=True):
+            scorer = query if self.carve is None else ball_carve(query, self.carve)
+            by_segment: dict[int, list[int]] = {}
+            for _, position, row in candidates:
+                by_segment.setdefault(position, []).append(row)
+            pairs: list[tuple[str, float]] = []
+            for position, rows in by_segment.items():
+                segment = segments.items[position]
+                scores = rerank_rows(scorer, segment.data.store, np.array(rows))
+                pairs.extend((segment.doc_ids[r], s) for r, s in zip(rows, scores.tolist(),
+                                                                    strict=True)
+                             if np.isfinite(s))
+            found.append(pairs)
+        return ranked_run(qids, found, k)
+
+    def _fde_candidates(self, segments: Segments, vectors: np.ndarray
+                        ) -> list[list[tuple[float, int, int]]]:
+        """Per query, the FDE top ``candidates`` over every segment: (FDE score, segment
+        position, row), best first."""
+        pooled: list[list[tuple[float, int, int]]] = [[] for _ in range(len(vectors))]
+        for position, segment in enumerate(segments):
+            if not segment.live_count:
+                continue
+            wanted = min(self.candidates + segment.deleted_count, len(segment))
+            scores, rows = segment.data.index.search(vectors, wanted, self.settings["nprobe"],
+                                                     self.settings["ef_search"])
+            for out, row_scores, row_ids in zip(pooled, scores.tolist(), rows.tolist(),
+                                                strict=True):
+                out.extend((s, position, r) for s, r in zip(row_scores, row_ids, strict=True)
+                           if r >= 0 and not segment.deleted[r])
+        # Stable: with one segment, FAISS's own order among equal scores is kept.
+        return [sorted(c, key=lambda hit: -hit[0])[:self.candidates] for c in pooled]
+
+    # -- on disk -------------------------------------------------------------------------
 
     def save(self, directory: Path) -> dict[str, Any]:
-        return {**super().save(directory), "fde": self.fde.config.to_json(),
-                "index": self.index.save(directory), "candidates": self.candidates,
-                "carve": self.carve}
+        data = self.base_data()
+        data.store.save(directory)
+        ids = list(self.segments.ids())
+        (directory / IDS).write_text(json.dumps(ids))
+        return {"encoder": self.encoder.settings, "count": len(ids),
+                "tokens": int(data.store.tokens.shape[0]), "fde": self.fde.config.to_json(),
+                "index": data.index.save(directory), "candidates": self.candidates,
+                "carve": self.carve, "trained_on": self.trained_on}
 
     @classmethod
     def open(cls, directory: Path, meta: dict[str, Any],
              settings: dict[str, Any]) -> MuveraRetriever:
-        base = ChamferRetriever.open(directory, meta, settings)
+        encoder, doc_ids = open_token_encoder(directory, meta, settings)
         config = FDEConfig(**meta["fde"])
         index = FaissIndex.load(directory, meta["index"], nprobe=settings["nprobe"],
                                 ef_search=settings["ef_search"])
-        return cls(base.encoder, directory, base.doc_ids, settings,
-                   MuveraEncoder(base.encoder, config), index)
+        segment = Segment.made(doc_ids, MuveraSegment(TokenStore(directory), index), BASE)
+        return cls(encoder, Segments((segment,)), settings, MuveraEncoder(encoder, config),
+                   meta["index"]["kind"], meta.get("trained_on"))
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> MuveraRetriever:
@@ -233,6 +323,23 @@ class MuveraRetriever(ChamferRetriever):
                "candidates": meta["candidates"], "carve": meta.get("carve")}
         meta = {**meta, "params": {**old, **meta.get("params", {})}}
         return super().load(directory, meta, **params)  # type: ignore[return-value]
+
+
+def fde_index(fde: MuveraEncoder, store: TokenStore, doc_ids: list[str], index: FaissIndex,
+              progress: bool = True) -> FaissIndex:
+    """``index`` holding the FDEs of every document in ``store`` (row i for ``doc_ids[i]``).
+
+    A trained index kind learns from its first add: the first TRAIN_BLOCK documents' FDEs
+    are held back for it, then the rest are added block by block."""
+    pending: list[np.ndarray] = []
+    for start, vectors in fde.documents_from_store(store, progress=progress):
+        pending.append(vectors)
+        if index.ids or start + len(vectors) >= min(TRAIN_BLOCK, len(doc_ids)):
+            first = len(index.ids)
+            block = np.vstack(pending)
+            index.add(doc_ids[first:first + len(block)], block)
+            pending = []
+    return index
 
 
 def fde_index_kind(index: str, count: int) -> str:

@@ -11,10 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from cormorant.errors import CormorantError
+from cormorant.errors import CormorantError, ReadOnlyIndex
 from cormorant.service.auth import HEADER, allowed, presented_key
 from cormorant.service.limiter import retry_after
-from cormorant.service.live import LiveIndex, ReadOnlyIndex
 from cormorant.service.metrics import CONTENT_TYPE
 from cormorant.service.schemas import (
     DeleteDocuments,
@@ -31,6 +30,7 @@ from cormorant.service.schemas import (
     Timing,
     WriteResponse,
 )
+from cormorant.service.served import ServedIndex
 from cormorant.service.settings import Limits, Scope
 from cormorant.service.state import ServiceState
 from cormorant.types import Document
@@ -112,7 +112,7 @@ def require(scope: Scope) -> Callable[..., Any]:
     return check
 
 
-def served(request: Request, name: str) -> LiveIndex:
+def served(request: Request, name: str) -> ServedIndex:
     """The named index, or a 404 (unknown) / 503 (still loading or failed)."""
     state = service(request)
     request.state.index = name
@@ -218,7 +218,7 @@ async def search(request: Request, body: SearchRequest, name: IndexName) -> Sear
                                         documents_ms=(done - searched) * 1000))
 
 
-def _check_search(state: ServiceState, index: LiveIndex, body: SearchRequest,
+def _check_search(state: ServiceState, index: ServedIndex, body: SearchRequest,
                   texts: list[str]) -> None:
     limits = state.settings.limits
     if body.k > limits.max_k:
@@ -319,7 +319,7 @@ def _check_write(limits: Limits, ids: list[str], what: str) -> None:
         raise HTTPException(422, f"doc_id over the {limits.max_id_chars}-character limit")
 
 
-async def _write(request: Request, index: LiveIndex, work: Callable[[], Any]) -> WriteResponse:
+async def _write(request: Request, index: ServedIndex, work: Callable[[], Any]) -> WriteResponse:
     if not index.writable:
         raise HTTPException(409, index.read_only_reason or "read-only index")
     try:

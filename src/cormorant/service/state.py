@@ -20,8 +20,8 @@ from cormorant.retrieval.assemble import validate
 from cormorant.service.auth import KeyRing
 from cormorant.service.batching import BatchingEncoder
 from cormorant.service.limiter import KeyLimiter
-from cormorant.service.live import LiveIndex
 from cormorant.service.metrics import Metrics
+from cormorant.service.served import ServedIndex
 from cormorant.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class ServiceState:
         self.limiter = KeyLimiter(limits.max_in_flight_per_key,
                                   limits.requests_per_second_per_key, limits.burst_per_key)
         self.metrics = Metrics()
-        self.indexes: dict[str, LiveIndex] = {}
+        self.indexes: dict[str, ServedIndex] = {}
         self.status: dict[str, str] = {name: "loading" for name in settings.indexes}
         self.ready = threading.Event()
         self.failed: str | None = None
@@ -73,7 +73,7 @@ class ServiceState:
         config = self.settings.indexes[name]
         start = time.perf_counter()
         try:
-            index = LiveIndex.open(name, config.path, config.pipelines,
+            index = ServedIndex.open(name, config.path, config.pipelines,
                                    verify=self.settings.verify_checksums,
                                    encoder_wrapper=self._batching)
         except CormorantError as exc:

@@ -57,6 +57,8 @@ class SealRetriever(Retriever):
     """
 
     name: ClassVar[str] = "seal"
+    read_only_reason: ClassVar[str] = ("its suffix array is built over the whole corpus at"
+                                       " once and cannot take writes; build the index again")
     PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
         Param("model", str, None, "generator: a local Hugging Face causal or seq2seq folder"
               " (default SmolLM2-135M); any with the index's tokenizer", nullable=True),

@@ -1,4 +1,5 @@
-"""Live writes without HTTP: visibility, exactness against fresh builds, durability, replay."""
+"""Writes to a served index without HTTP: visibility, exactness against fresh builds,
+durability, replay."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from cormorant.errors import CormorantError
-from cormorant.service.live import LiveIndex
-from cormorant.service.wal import WriteLog
+from cormorant.index.wal import WriteLog
+from cormorant.service.served import ServedIndex
 from cormorant.types import Corpus, Document
 from tests.conftest import DOCS
 
@@ -19,8 +20,8 @@ NEW = [Document("n1", "Pelicans are large birds that fish with a throat pouch.",
        Document("n2", "Herons stand still in shallow water to catch fish.", title="Herons")]
 
 
-def _open(path: Path, **kw) -> LiveIndex:
-    return LiveIndex.open("tiny", path, ["bm25", "dense", "bm25 % 3 >> dense"], **kw)
+def _open(path: Path, **kw) -> ServedIndex:
+    return ServedIndex.open("tiny", path, ["bm25", "dense", "bm25 % 3 >> dense"], **kw)
 
 
 def _current_corpus(deleted: set[str], replaced: dict[str, Document], added: list[Document]) -> Corpus:
@@ -49,8 +50,7 @@ def test_dense_after_writes_equals_exact_search(index_dir):
     live = _open(index_dir)
     live.put(NEW)
     live.delete(["d2"])
-    dense = live.states[1]
-    encoder = dense.encoder
+    encoder = live.live.owners[1].encoder
     docs = [Document(i, x, title=t) for i, t, x in DOCS if i != "d2"] + NEW
     matrix = encoder.encode_documents([d.contents for d in docs])
     query = "birds that catch fish"
@@ -116,7 +116,7 @@ def test_a_torn_last_line_is_dropped_and_a_damaged_one_refused(index_dir):
     with open(path, "ab") as handle:
         handle.write(b'{"seq": 2, "op": "put", "docs": [{"doc_')  # died mid-append
     again = _open(index_dir)
-    assert again.version == 1 and path.read_bytes().endswith(b"\n")
+    assert again.version == 1 and b"doc_" not in path.read_bytes()
     again.close()
     path.write_bytes(b"garbage\n" + path.read_bytes())
     with pytest.raises(CormorantError, match="line 1 is damaged"):
@@ -128,10 +128,10 @@ def test_a_second_process_cannot_serve_the_same_index(index_dir):
     import subprocess
     import sys
 
-    code = ("from cormorant.service.live import LiveIndex\n"
-            f"LiveIndex.open('x', {str(index_dir)!r}, ['bm25'])\n")
+    code = ("from cormorant.service.served import ServedIndex\n"
+            f"ServedIndex.open('x', {str(index_dir)!r}, ['bm25'])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0 and "already served by another process" in done.stderr
+    assert done.returncode != 0 and "already served or written by another process" in done.stderr
     live.close()
 
 
@@ -177,15 +177,14 @@ def test_separate_query_tower_encodes_queries_and_documents_keep_theirs(tmp_path
     pipeline = f"dense(model={tiny_encoder}, query_model={query_tower})"
     corpus = Corpus.from_documents([Document(i, x, title=t) for i, t, x in DOCS])
     path = save_index(pipeline, corpus, tmp_path / "idx")
-    live = LiveIndex.open("towers", path, encoder_wrapper=lambda e: e)
+    live = ServedIndex.open("towers", path, encoder_wrapper=lambda e: e)
     live.put(NEW[:1])
-    state = live.states[0]
-    dense = live.pipelines[next(iter(live.pipelines))].leaves()[0].inner
+    dense = live.pipelines[next(iter(live.pipelines))].leaves()[0]
     assert dense.query_encoder is not dense.encoder
     text = "pelicans with a pouch"
     query = dense.query_encoder.encode_queries([text])[0]
     docs = [Document(i, x, title=t) for i, t, x in DOCS] + NEW[:1]
-    want = state.encoder.encode_documents([d.contents for d in docs]) @ query
+    want = dense.encoder.encode_documents([d.contents for d in docs]) @ query
     got = dict(live.search([text], k=7)[0])
     assert all(abs(got[d.doc_id] - w) < 1e-5 for d, w in zip(docs, want, strict=True))
     live.close()
@@ -198,11 +197,11 @@ def test_rocchio_over_a_live_dense_index_equals_rocchio_over_a_fresh_build(index
     from cormorant.retrieval.dense import DenseRetriever
     from cormorant.retrieval.reformulate import Rocchio
 
-    live = LiveIndex.open("tiny", index_dir, ["rocchio(dense, beta=0.5, fb_docs=2)"])
+    live = ServedIndex.open("tiny", index_dir, ["rocchio(dense, beta=0.5, fb_docs=2)"])
     live.put(NEW)
     live.delete(["d2"])
     docs = [Document(i, x, title=t) for i, t, x in DOCS if i != "d2"] + NEW
-    dense = live.states[1]
+    dense = live.live.owners[1]
     fresh = DenseRetriever.build(Corpus.from_documents(docs), model=dense.encoder.path,
                                  cache=False)
     query = "birds that catch fish"
