@@ -46,7 +46,8 @@ app = typer.Typer(help="Cormorant: dense retrieval and ranking. Index, search an
                   rich_markup_mode="markdown")  # reflow docstring paragraphs to the terminal
 data_app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True,
                        rich_markup_mode="markdown")
-index_app = typer.Typer(help="Build indexes.", no_args_is_help=True, rich_markup_mode="markdown")
+index_app = typer.Typer(help="Build indexes, and add, delete and merge documents in them.",
+                        no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(data_app, name="data")
 app.add_typer(index_app, name="index")
 
@@ -152,6 +153,98 @@ def index_build(dataset: DatasetOpt,
                f" {time.perf_counter() - start:.1f}s -> {out}")
 
 
+IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
+
+
+@index_app.command("add")
+def index_add(index: IndexOpt,
+              documents: Annotated[Path, typer.Option(
+                  "--documents", "-d", help="JSON lines, one document per line: {\"_id\","
+                                            " \"title\", \"text\", ...} (BEIR's corpus.jsonl"
+                                            " format).")],
+              batch_size: Annotated[int, typer.Option(
+                  help="Documents per write (each is durable once written).")] = 1000,
+              ) -> None:
+    """Add documents to an index; a document whose id is already there replaces it.
+
+    Every stage kind takes writes (bm25, bm25.lucene, dense with any FAISS kind, chamfer,
+    muvera) except seal, whose suffix array is built over the whole corpus: build such an
+    index again. One process writes to an index at a time: stop a 'cormorant serve' of it
+    first.
+
+    The whole file is read and checked before anything is written. Searches (cormorant
+    search, a server started later) see the documents at once; 'index merge' folds them into
+    the index's own files.
+    """
+    from cormorant.console import progress
+    from cormorant.data.beir import read_corpus_jsonl
+    from cormorant.retrieval.assemble import open_index
+
+    if batch_size < 1:
+        raise CormorantError(f"--batch-size must be at least 1, got {batch_size}")
+    corpus = read_corpus_jsonl(documents)
+    count = sum(1 for _ in corpus)  # read it all first: a bad line writes nothing
+    if not count:
+        raise CormorantError(f"{documents} holds no documents")
+    start = time.perf_counter()
+    with open_index(index, write=True) as handle, \
+            progress(f"adding {count:,} documents", total=count, unit="doc") as bar:
+        for batch in corpus.batches(batch_size):
+            handle.live.add(batch)
+            bar.update(len(batch))
+        total = handle.live.count
+    typer.echo(f"added {count:,} documents in {time.perf_counter() - start:.1f}s;"
+               f" {index} holds {total:,}")
+
+
+@index_app.command("delete")
+def index_delete(index: IndexOpt,
+                 ids: Annotated[Path, typer.Option(
+                     "--ids", help="Document ids to delete, one per line ('-': standard"
+                                   " input).")],
+                 ) -> None:
+    """Delete documents from an index by id; ids it does not hold are reported."""
+    from cormorant.retrieval.assemble import open_index
+
+    wanted = _read_ids(ids)
+    with open_index(index, write=True) as handle:
+        result = handle.live.delete(wanted)
+        total = handle.live.count
+    if result.not_found:
+        shown = ", ".join(result.not_found[:5]) + (" ..." if len(result.not_found) > 5 else "")
+        typer.echo(f"{len(result.not_found):,} id(s) not in the index: {shown}", err=True)
+    typer.echo(f"deleted {len(result.changed):,} documents; {index} holds {total:,}")
+
+
+@index_app.command("merge")
+def index_merge(index: IndexOpt,
+                retrain: Annotated[bool | None, typer.Option(
+                    "--retrain/--no-retrain",
+                    help="Learn IVF centroids and PQ codebooks again from the documents now"
+                         " held.  [default: once the collection is 4x what they learnt"
+                         " from]", show_default=False)] = None,
+                ) -> None:
+    """Write the index again as one segment per stage, deleted documents gone, and swap it
+    into place. Nothing is encoded again; searches during the merge see the old index."""
+    from cormorant.retrieval.assemble import open_index
+
+    start = time.perf_counter()
+    with open_index(index, write=True) as handle:
+        handle.live.merge(retrain=retrain)
+        total = handle.live.count
+    typer.echo(f"merged {index} ({total:,} documents) in {time.perf_counter() - start:.1f}s")
+
+
+def _read_ids(path: Path) -> list[str]:
+    from cormorant.data.files import read_text_file
+
+    text = sys.stdin.read() if str(path) == "-" else read_text_file(path, "ids file")
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    if not ids:
+        raise CormorantError(f"{path} names no document ids")
+    return ids
+
+
 @app.command()
 def search(index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
            query: Annotated[list[str] | None, typer.Argument(
@@ -236,7 +329,7 @@ def _search_batches(stage, queries: dict[str, str], k: int, batch_size: int):  #
 
 
 def _print_hits(handle, queries: dict[str, str], run, as_json: bool) -> None:  # noqa: ANN001
-    docs = handle.docs.get_many([d for hits in run.values() for d in hits])
+    docs = handle.live.get_many([d for hits in run.values() for d in hits])
     results = []
     for qid, text in queries.items():
         hits = [{"rank": r, "doc_id": d, "score": s,
