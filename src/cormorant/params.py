@@ -185,6 +185,15 @@ class Params(Mapping[str, Param]):
             values[name] = value
         return values
 
+    def fits(self, stored: Mapping[str, Any], asked: Mapping[str, Any]) -> bool:
+        """Whether a stage stored with ``stored`` can be opened with ``asked`` (no build-time
+        value changes)."""
+        try:
+            self.reopen(stored, asked, "stage", "")
+        except PipelineError:
+            return False
+        return True
+
     def help_rows(self) -> list[tuple[str, str, str, str]]:
         """(name, type and default, when, help) per parameter, for tables."""
         rows = []

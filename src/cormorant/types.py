@@ -184,14 +184,11 @@ class Run(dict[str, dict[str, float]]):
         return sorted(self.get(query_id, {}).items(), key=_trec_order, reverse=True)
 
     def topk(self, k: int) -> Run:
-        """A new run holding each query's ``k`` best documents."""
+        """A new run holding each query's ``k`` best documents, best first."""
         if k < 1:
             raise DataError(f"k must be at least 1, got {k}")
         out = Run()
         for qid, docs in self.items():
-            if len(docs) <= k:
-                out[qid] = dict(docs)
-                continue
             best = heapq.nlargest(k, docs.items(), key=_trec_order)
             out[qid] = dict(best)
         return out

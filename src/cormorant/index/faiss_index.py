@@ -36,7 +36,8 @@ def _faiss() -> Any:
 
 def factory_string(kind: str, count: int, dim: int) -> str:
     """Resolve a shortcut to a FAISS factory string sized for ``count`` vectors of ``dim``."""
-    nlist = max(1, min(65536, int(4 * math.sqrt(max(count, 1)))))
+    # IVF needs at least as many training vectors as lists (a small index built, then grown).
+    nlist = max(1, min(65536, int(4 * math.sqrt(max(count, 1))), count))
     # PQ needs a sub-quantizer count that divides the dimension; 8 dims per code byte is the
     # usual speed/recall balance.
     pq_m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)

@@ -97,7 +97,9 @@ class WriteLog:
 
     def reset(self) -> None:
         """Empty the log (its records are committed elsewhere)."""
-        self._cut(0)
+        if self.path.exists():
+            self._cut(0)
+        self._end = 0
 
     def _cut(self, size: int) -> None:
         with open(self.path, "r+b") as handle:

@@ -266,7 +266,7 @@ class _LeafOpener:
                 self.loaded[key] = cls.load(None, None, **leaf.params)  # type: ignore[attr-defined]
             return self.loaded[key]
         assert issubclass(cls, Retriever)
-        index = self.choose(cls)
+        index = self.choose(cls, leaf.params)
         return self._stage(index, cls, leaf.params)
 
     def _stage(self, index: int, cls: type[Retriever], params: dict[str, Any]) -> Stage:
@@ -291,10 +291,13 @@ class _LeafOpener:
                 assert issubclass(cls, Retriever)
                 self._stage(index, cls, {})
 
-    def choose(self, cls: type[Retriever]) -> int:
-        """The stored leaf ``cls`` reads: one not used yet if there is one (a stored stage may
-        serve twice: ``bm25 >> bm25(depth=10)``)."""
+    def choose(self, cls: type[Retriever], params: dict[str, Any]) -> int:
+        """The stored leaf ``cls`` reads: one built with the build-time ``params`` asked for if
+        there is one (``dense`` and ``dense(index=hnsw)`` in one index), and among those one
+        not used yet (a stored stage may serve twice: ``bm25 >> bm25(depth=10)``)."""
         fits = [i for i, rec in enumerate(self.stored) if rec["kind"] == cls.reads()]
+        fits = [i for i in fits if cls.PARAMS.fits(self.stored[i].get("params") or {}, params)
+                ] or fits
         choices = [i for i in fits if i not in self.used] or fits
         if not choices:
             have = ", ".join(rec["name"] for rec in self.stored)

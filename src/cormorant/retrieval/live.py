@@ -373,9 +373,10 @@ class LiveIndex:
 
     # -- closing -----------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Commit what is held in memory (when writing) and release files and the lock."""
-        if self.write and self._lock_fd is not None and self.read_only_reason is None \
+    def close(self, commit: bool = True) -> None:
+        """Commit what is held in memory (when writing; ``commit=False`` leaves it to the log,
+        to replay at the next opening) and release files and the lock."""
+        if commit and self.write and self._lock_fd is not None and self.read_only_reason is None \
                 and self._uncommitted:
             try:
                 self.commit()
