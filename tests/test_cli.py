@@ -97,7 +97,7 @@ def test_corrupt_index(bm25_index, tmp_path):
     _, index = bm25_index
     copy = tmp_path / "copy"
     shutil.copytree(index, copy)
-    target = next((copy / "0-bm25").glob("*.npy"))
+    target = copy / "0-bm25" / "postings.npz"
     target.write_bytes(target.read_bytes()[:10])
     assert_clean_error(cormorant("search", "--index", copy, "x"), "corrupt or truncated")
 

@@ -298,6 +298,30 @@ def test_writes_to_read_only_indexes_are_409(tmp_path):
             assert info["writable"] is False and reason in info["read_only_reason"]
 
 
+def test_token_vector_and_lucene_indexes_take_writes_over_rest(tmp_path, tiny_encoder):
+    """chamfer and muvera (and bm25.lucene, where Java is present) were read-only in the
+    service; now every stage kind but seal takes writes."""
+    from cormorant.data import load_dataset
+    from cormorant.retrieval.assemble import save_index
+    from tests.conftest import write_beir
+
+    corpus = load_dataset(write_beir(tmp_path / "c")).corpus
+    kinds = [f"chamfer(model={tiny_encoder})", f"muvera(model={tiny_encoder})"]
+    for number, pipeline in enumerate(kinds):
+        index = save_index(pipeline, corpus, tmp_path / f"index-{number}")
+        with client_for(settings_for(index, pipelines=[])) as client:
+            put = client.put(DOCS, json={"documents": [
+                {"doc_id": "p1", "text": "Pelicans scoop fish with a throat pouch."}]},
+                headers=auth(WRITE_KEY))
+            assert put.status_code == 200, put.text
+            gone = client.request("DELETE", DOCS, json={"ids": ["d2"]}, headers=auth(WRITE_KEY))
+            assert gone.status_code == 200, gone.text
+            found = client.post(SEARCH, json={"query": "pelicans scoop fish throat pouch",
+                                              "k": 6}, headers=auth(READ_KEY)).json()
+            ids = [hit["doc_id"] for hit in found["results"][0]["hits"]]
+            assert "p1" in ids and "d2" not in ids, (pipeline, ids)
+
+
 def test_an_index_that_fails_to_load_leaves_the_others_served(index_dir, tmp_path):
     from cormorant.service import load_settings
     from tests.service.conftest import key_config

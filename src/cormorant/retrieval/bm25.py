@@ -137,8 +137,9 @@ class BM25Retriever(SegmentedRetriever):
     def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False) -> TermIndex:
         return TermIndex.combine([(s.data, rows) for s, rows in parts])
 
-    def write_segment(self, data: TermIndex, directory: Path) -> None:
+    def write_segment(self, data: TermIndex, directory: Path) -> dict[str, Any] | None:
         data.save(directory)
+        return None
 
     def read_segment(self, directory: Path, doc_ids: list[str]) -> TermIndex:
         return _read_terms(directory, doc_ids)

@@ -178,8 +178,9 @@ class ChamferRetriever(SegmentedRetriever):
     def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False) -> Any:
         return TokenStore.combined([(self.store_of(s.data), rows) for s, rows in parts])
 
-    def write_segment(self, data: Any, directory: Path) -> None:
+    def write_segment(self, data: Any, directory: Path) -> dict[str, Any] | None:
         data.save(directory)
+        return None
 
     def read_segment(self, directory: Path, doc_ids: list[str]) -> Any:
         store = TokenStore(directory)

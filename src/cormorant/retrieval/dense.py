@@ -13,6 +13,7 @@ import numpy as np
 from cormorant.errors import CormorantError, IndexFormatError, PipelineError
 from cormorant.index.embeddings import corpus_embeddings
 from cormorant.index.faiss_index import FaissIndex
+from cormorant.index.format import read_meta
 from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
@@ -129,13 +130,17 @@ class DenseRetriever(SegmentedRetriever):
             return _vector_segment(fresh, ids, vectors)
         return _vector_segment(self.template(), ids, vectors)
 
-    def write_segment(self, data: VectorSegment, directory: Path) -> None:
-        data.index.save(directory)
+    def write_segment(self, data: VectorSegment, directory: Path) -> dict[str, Any]:
         if data.raw is not None:
             np.save(directory / RAW_VECTORS, np.asarray(data.raw, dtype=np.float32))
+        return {"index": data.index.save(directory)}
 
     def read_segment(self, directory: Path, doc_ids: list[str]) -> VectorSegment:
-        meta = {"dim": self.dim, "kind": self.settings["index"], "metric": "ip"}
+        # The factory as built (an IVF's list count) is recorded beside; the kind alone would
+        # size it for the segment's count.
+        built = read_meta(directory, verify=False).get("index") or {}
+        meta = {"dim": self.dim, "kind": self.settings["index"], "metric": "ip",
+                "factory": built.get("factory")}
         found = _read_vector_segment(directory, meta)
         if found.index.ids != doc_ids:
             raise IndexFormatError(f"{directory}: the vector segment and its ids disagree")
@@ -205,10 +210,8 @@ class DenseRetriever(SegmentedRetriever):
     # -- on disk -------------------------------------------------------------------------
 
     def save(self, directory: Path) -> dict[str, Any]:
-        data = self.base_data()
-        self.write_segment(data, directory)
-        meta = {"encoder": self.encoder.settings, "index": data.index.save(directory),
-                "trained_on": self.trained_on}
+        meta = {"encoder": self.encoder.settings, "trained_on": self.trained_on,
+                **self.write_segment(self.base_data(), directory)}
         if self.query_encoder is not self.encoder:
             meta["query_encoder"] = self.query_encoder.settings
         return meta

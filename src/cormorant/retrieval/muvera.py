@@ -238,9 +238,10 @@ class MuveraRetriever(ChamferRetriever):
                  if retrain else self.template())
         return MuveraSegment(store, fde_index(self.fde, store, ids, empty, progress=False))
 
-    def write_segment(self, data: MuveraSegment, directory: Path) -> None:
+    def write_segment(self, data: MuveraSegment, directory: Path) -> dict[str, Any] | None:
         data.store.save(directory)
         data.index.save(directory)
+        return None
 
     def read_segment(self, directory: Path, doc_ids: list[str]) -> MuveraSegment:
         store = super().read_segment(directory, doc_ids)

@@ -75,8 +75,9 @@ class SegmentedRetriever(Retriever):
         ``retrain``, a kind that learns from its documents (IVF, PQ) learns again from these."""
         raise NotImplementedError
 
-    def write_segment(self, data: Any, directory: Path) -> None:
-        """Write one segment's data into ``directory`` (which exists)."""
+    def write_segment(self, data: Any, directory: Path) -> dict[str, Any] | None:
+        """Write one segment's data into ``directory`` (which exists); may return what the
+        segment's ``meta.json`` should record about it."""
         raise NotImplementedError
 
     def read_segment(self, directory: Path, doc_ids: list[str]) -> Any:
@@ -164,10 +165,10 @@ class SegmentedRetriever(Retriever):
             if segment.name is None:
                 name = f"seg-{generation:06d}-{number:03d}"
                 with atomic_directory(folder / name) as tmp:
-                    self.write_segment(segment.data, tmp)
+                    extra = self.write_segment(segment.data, tmp) or {}
                     (tmp / SEGMENT_IDS).write_text(json.dumps(segment.doc_ids))
                     write_meta(tmp, {"kind": "segment", "stage": self.name,
-                                     "count": len(segment)})
+                                     "count": len(segment), **extra})
                 segment = replace(segment, name=name,
                                   data=self.read_segment(folder / name, segment.doc_ids))
             if segment.deleted_count and segment.mask_file is None:
