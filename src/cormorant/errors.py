@@ -63,3 +63,8 @@ class ReadOnlyIndex(CormorantError):
 
 class IndexLocked(CormorantError):
     """Another process is writing to the index (serving it, or adding to it)."""
+
+
+class IndexWriteError(CormorantError):
+    """A stage could not take a write (a document it cannot index, or its files refused it);
+    nothing was written."""

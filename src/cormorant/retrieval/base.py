@@ -98,6 +98,10 @@ class Retriever(Stage):
     """Whether concurrent searches may run in one loaded copy (the service serialises the
     others)."""
     read_only_reason: ClassVar[str] = "this stage's index cannot take writes; build it again"
+    durable_writes: ClassVar[bool] = False
+    """Whether :meth:`publish` makes each write durable in the stage's own files (Lucene
+    commits it): a reader finds the writes there and does not replay the log through the stage
+    (nor could it: those files are the writer's)."""
 
     def prepare_write(self, added: list[Document], removed: Collection[str]) -> Any:
         """Do the costly part of a write (analyse, encode, index) without showing it to

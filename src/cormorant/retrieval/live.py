@@ -8,8 +8,9 @@ On disk, beside what ``cormorant index build`` wrote (which a write never change
   ``index build --overwrite``, which refuses to replace an index someone is writing to;
 - ``live/log.jsonl``: every acknowledged write since the last commit (:mod:`cormorant.index.wal`);
 - ``live/docs.sqlite``: the written documents and tombstones (:mod:`cormorant.index.overlay`);
-- ``live/segments/<stage>/``: each stage's committed segments and deletion masks, and
-  ``live/manifest.json``, which names them and the last write they include.
+- ``live/segments/<stage>/``: each stage's committed segments and deletion masks (for
+  ``bm25.lucene``, a hard-linked copy of its Lucene index that Lucene's own writer commits
+  every write to), and ``live/manifest.json``, which names them and the last write they include.
 
 A write is validated, prepared by every stage (documents analysed, encoded, indexed into a new
 segment; nothing shown yet), appended to the log and fsynced, recorded in the document store,
@@ -252,17 +253,26 @@ class LiveIndex:
         """Prepare every stage, log (unless ``logged``), store, then show one write."""
         puts = [_doc_from_json(d) for d in record.get("docs", [])]
         deletes = list(record.get("ids", []))
-        prepared = {pos: owner.prepare_write(puts, deletes)
-                    for pos, owner in self.owners.items()} if stages else {}
+        # A reader replays into the stages that hold writes in memory only; one whose publish
+        # commits its own files (Lucene) shows the writer's writes already.
+        taking = {pos: owner for pos, owner in self.owners.items()
+                  if stages and (self.write or not owner.durable_writes)}
+        prepared = {pos: owner.prepare_write(puts, deletes) for pos, owner in taking.items()}
         if not logged:
             assert self._log is not None
             self._log.append(record)  # the point of no return: on disk before anything shows
         touched = [p.doc_id for p in puts] + deletes
         if documents:
             self._store_documents(record["seq"], puts, deletes, touched)
-        for pos, owner in self.owners.items():
-            if pos in prepared:
-                owner.publish(prepared[pos])
+        try:
+            for pos, owner in self.owners.items():
+                if pos in prepared:
+                    owner.publish(prepared[pos])
+        except BaseException:
+            if not logged:  # logged but not shown by every stage: as for the document store
+                self.read_only_reason = f"index {self.path}: a stage failed to show a write;" \
+                                        " reopen it"
+            raise
         self.version = max(self.version, record["seq"])
         self._uncommitted += len(touched)
         return WriteResult(self.version, touched, [])
