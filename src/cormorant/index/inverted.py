@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +47,16 @@ class TermIndex:
     def from_tokens(cls, documents: Sequence[Sequence[str]]) -> TermIndex:
         """Index documents given as their analysed tokens."""
         terms: dict[str, int] = {}
-        cols: list[int] = []
-        rows: list[int] = []
-        tfs: list[int] = []
-        for row, tokens in enumerate(documents):
-            for term, count in Counter(tokens).items():
-                cols.append(terms.setdefault(term, len(terms)))
-                rows.append(row)
-                tfs.append(count)
-        lengths = np.fromiter((len(t) for t in documents), dtype=np.int32, count=len(documents))
-        return cls.from_triples(terms, np.asarray(cols, np.int64), np.asarray(rows, np.int32),
-                                np.asarray(tfs, np.float32), lengths)
+        columns = [terms.setdefault(t, len(terms)) for tokens in documents for t in tokens]
+        lengths = np.fromiter(map(len, documents), dtype=np.int32, count=len(documents))
+        count = max(len(documents), 1)
+        rows = np.repeat(np.arange(len(documents), dtype=np.int64), lengths)
+        # One sort of (term, row) keys gives each posting's frequency, in column order.
+        keys, tfs = np.unique(np.asarray(columns, dtype=np.int64) * count + rows,
+                              return_counts=True)
+        cols, posting_rows = np.divmod(keys, count)
+        return cls.from_triples(terms, cols, posting_rows.astype(np.int32),
+                                tfs.astype(np.float32), lengths)
 
     @classmethod
     def from_triples(cls, terms: dict[str, int], cols: np.ndarray, rows: np.ndarray,
