@@ -132,6 +132,10 @@ class Retriever(Stage):
         """Hold every live document in one segment, deletions dropped (a merge, before
         :meth:`save` writes it as the stage's own files)."""
 
+    def ready_for_writes(self) -> None:
+        """Build what the first write would otherwise build (a writer opening the index calls
+        it), so that write costs what any other does."""
+
     def snapshot(self) -> Any:
         """What searches read now, to :meth:`publish` again if a merge fails."""
         return None

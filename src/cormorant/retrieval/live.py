@@ -151,6 +151,8 @@ class LiveIndex:
             log.info("index %s: replayed %d write(s) from the log", self.path, replayed)
         if self.write:
             self._remove_unused()
+            for owner in self.owners.values():
+                owner.ready_for_writes()
         return self
 
     def _read_manifest(self) -> dict[str, Any]:

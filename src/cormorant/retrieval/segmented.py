@@ -124,6 +124,10 @@ class SegmentedRetriever(Retriever):
     def compact(self, retrain: bool | None = None) -> None:
         self.publish(Segments((self.compacted(retrain),)))
 
+    def ready_for_writes(self) -> None:
+        for segment in self.segments:
+            segment.rows  # noqa: B018  (the id -> row map a write's deletions look up)
+
     def snapshot(self) -> Segments:
         return self.segments
 
