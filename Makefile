@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_muvera_quality.py --out benchmarks/results/muvera-quality.json
 	$(BIN)/python benchmarks/bench_muvera_speed.py --out benchmarks/results/muvera-speed.json
 	$(BIN)/python benchmarks/bench_service.py --out benchmarks/results/service.json
+	$(BIN)/python benchmarks/bench_writes.py --out benchmarks/results/bench_writes.json
 
 # Every training strategy on SciFact and NFCorpus, then docs/training.md: hours on 2 CPU cores.
 bench-training: $(STAMP)
