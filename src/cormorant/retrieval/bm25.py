@@ -158,12 +158,19 @@ class BM25Retriever(SegmentedRetriever):
         qids = list(queries)
         run = Run()
         for qid, tokens in zip(qids, self.analyse([queries[q] for q in qids]), strict=True):
-            found: dict[str, float] = {}
-            for segment, scores in zip(segments, self._scores(segments, tokens), strict=True):
-                top = _top_positive(scores, min(k, len(scores)), segment.doc_ids)
-                found.update((segment.doc_ids[i], float(scores[i])) for i in top.tolist())
-            run[qid] = found  # no query term occurs in the collection: nothing matches
-        return run.topk(k)
+            # The documents that score, from every segment, ranked once: a cut per segment
+            # would sort up to k of them in each.
+            scores: list[np.ndarray] = []
+            ids: list[str] = []
+            for segment, found in zip(segments, self._scores(segments, tokens), strict=True):
+                positive = np.flatnonzero(found > 0)
+                scores.append(found[positive])
+                ids.extend(segment.doc_ids[i] for i in positive.tolist())
+            merged = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+            top = top_rows(merged, min(k, len(merged)), ids) if len(merged) else []
+            # No query term occurs in the collection: nothing matches.
+            run[qid] = {ids[i]: float(merged[i]) for i in top}
+        return run
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
         segments = self.segments
@@ -218,14 +225,3 @@ def _read_terms(directory: Path, doc_ids: list[str]) -> TermIndex:
     if len(found.lengths) != len(doc_ids):
         raise IndexFormatError(f"{directory}: the BM25 index and its document ids disagree")
     return found
-
-
-def _top_positive(scores: np.ndarray, k: int, doc_ids: list[str]) -> np.ndarray:
-    """Indices of the ``k`` highest scores that are above zero, best first; ties at the cut
-    as trec_eval orders them (:func:`cormorant.types.top_rows`). Only the documents that
-    score are ranked: a rare term matches 3 of a million, and the tied zeros need no order."""
-    positive = np.flatnonzero(scores > 0)
-    if k <= 0 or not len(positive):
-        return np.zeros(0, dtype=np.int64)
-    top = top_rows(scores[positive], k, [doc_ids[i] for i in positive.tolist()])
-    return positive[top]
