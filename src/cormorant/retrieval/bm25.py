@@ -158,18 +158,7 @@ class BM25Retriever(SegmentedRetriever):
         qids = list(queries)
         run = Run()
         for qid, tokens in zip(qids, self.analyse([queries[q] for q in qids]), strict=True):
-            # The documents that score, from every segment, ranked once: a cut per segment
-            # would sort up to k of them in each.
-            scores: list[np.ndarray] = []
-            ids: list[str] = []
-            for segment, found in zip(segments, self._scores(segments, tokens), strict=True):
-                positive = np.flatnonzero(found > 0)
-                scores.append(found[positive])
-                ids.extend(segment.doc_ids[i] for i in positive.tolist())
-            merged = np.concatenate(scores) if scores else np.zeros(0, np.float32)
-            top = top_rows(merged, min(k, len(merged)), ids) if len(merged) else []
-            # No query term occurs in the collection: nothing matches.
-            run[qid] = {ids[i]: float(merged[i]) for i in top}
+            run[qid] = _best(segments, self._scores(segments, tokens), k)
         return run
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
@@ -225,3 +214,24 @@ def _read_terms(directory: Path, doc_ids: list[str]) -> TermIndex:
     if len(found.lengths) != len(doc_ids):
         raise IndexFormatError(f"{directory}: the BM25 index and its document ids disagree")
     return found
+
+
+def _best(segments: Segments, scores: list[np.ndarray], k: int) -> dict[str, float]:
+    """The ``k`` best documents that score above zero across all segments, best first, ties
+    at the cut as trec_eval orders them (:func:`cormorant.types.top_rows`). Only candidates
+    at or above the k-th score get their ids looked up: a common term scores thousands."""
+    rows = [np.flatnonzero(found > 0) for found in scores]
+    merged = np.concatenate([found[r] for found, r in zip(scores, rows, strict=True)]
+                            ) if rows else np.zeros(0, np.float32)
+    if not len(merged):
+        return {}  # no query term occurs in the collection: nothing matches
+    chosen = np.arange(len(merged))
+    if len(merged) > k:
+        cut = np.partition(merged, len(merged) - k)[len(merged) - k]
+        chosen = np.flatnonzero(merged >= cut)
+    starts = np.cumsum([0] + [len(r) for r in rows])
+    owner = np.searchsorted(starts, chosen, side="right") - 1
+    ids = [segments.items[s].doc_ids[rows[s][i - starts[s]]]
+           for s, i in zip(owner.tolist(), chosen.tolist(), strict=True)]
+    values = merged[chosen]
+    return {ids[i]: float(values[i]) for i in top_rows(values, min(k, len(ids)), ids)}
