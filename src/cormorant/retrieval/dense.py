@@ -16,6 +16,7 @@ from cormorant.index.faiss_index import FaissIndex
 from cormorant.index.format import read_meta
 from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.params import BUILD, Param, Params
+from cormorant.retrieval.backends import BACKENDS, DTYPES, QUANTIZATIONS, Runtime
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import (
     SentenceTransformerEncoder,
@@ -30,6 +31,24 @@ log = logging.getLogger(__name__)
 
 
 RAW_VECTORS = "vectors.npy"
+ENCODER_PARAMS = Params(
+    Param("backend", str, "torch", "runs the encoder: torch, onnx or openvino (exported once"
+          " per model, cached)", when=BUILD, choices=BACKENDS),
+    Param("quantize", str, "none", "encoder precision on onnx/openvino: none, int8 (dynamic)"
+          " or int8-static (calibrated)", when=BUILD, choices=QUANTIZATIONS),
+    Param("dtype", str, "float32", "torch precision on CUDA: float32, float16 or bfloat16",
+          when=BUILD, choices=DTYPES),
+    Param("query_backend", str, None, "another backend for queries (default: the documents')",
+          nullable=True, choices=BACKENDS),
+    Param("query_quantize", str, None, "another precision for queries (default: the"
+          " documents')", nullable=True, choices=QUANTIZATIONS),
+    Param("query_prompt", str, None, "text put before each query (default: the model's"
+          " 'query' prompt)", nullable=True),
+    Param("document_prompt", str, None, "text put before each document (default: the"
+          " model's 'document' prompt)", when=BUILD, nullable=True),
+    Param("trust_remote_code", bool, False, "run code shipped with the model (opt-in)",
+          when=BUILD),
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,7 @@ class DenseRetriever(SegmentedRetriever):
         Param("cache", bool, True, "reuse cached corpus embeddings", when=BUILD),
         Param("nprobe", int, 32, "IVF lists searched per query", low=1),
         Param("ef_search", int, 128, "HNSW search breadth", low=1),
-    )
+    ) + ENCODER_PARAMS
 
     def __init__(self, encoder: Any, segments: Segments, settings: dict[str, Any],
                  query_encoder: Any | None = None, trained_on: int | None = None) -> None:
@@ -85,9 +104,8 @@ class DenseRetriever(SegmentedRetriever):
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
         doc_model, query_model = split_towers(settings["model"], settings["query_model"])
-        encoder = SentenceTransformerEncoder(doc_model, batch_size=settings["batch_size"],
-                                             max_length=settings["max_length"])
-        queries = _query_encoder(query_model, encoder, settings["batch_size"])
+        encoder = document_encoder(doc_model, settings, max_length=settings["max_length"])
+        queries = query_encoder(query_model, encoder, settings)
         vectors = np.asarray(corpus_embeddings(encoder, corpus, use_cache=settings["cache"]))
         ids = [d.doc_id for d in corpus]
         segment = _vector_segment(FaissIndex(encoder.dim, kind=settings["index"], metric="ip"),
@@ -224,11 +242,12 @@ class DenseRetriever(SegmentedRetriever):
                                 f" {meta['index']['kind']} FAISS index, not {settings['index']}")
         doc_model, query_model = split_towers(settings["model"] or built["model"],
                                               settings["query_model"])
-        if query_model is None and "query_encoder" in meta:
-            query_model = meta["query_encoder"]["model"]
-        encoder = SentenceTransformerEncoder(doc_model, batch_size=settings["batch_size"],
-                                             max_length=built.get("max_length"),
-                                             normalize=built["normalize"])
+        towers = meta.get("query_encoder", {})
+        if query_model is None and towers.get("fingerprint", built["fingerprint"]) \
+                != built["fingerprint"]:
+            query_model = towers["model"]
+        encoder = document_encoder(doc_model, settings, max_length=built.get("max_length"),
+                                   normalize=built["normalize"])
         if encoder.fingerprint != built["fingerprint"] or encoder.dim != built["dim"]:
             raise PipelineError(f"the encoder {built['model']!r} found here differs from the one"
                                 f" index {directory.parent} was built with (rebuild the index"
@@ -236,8 +255,7 @@ class DenseRetriever(SegmentedRetriever):
         data = _read_vector_segment(directory, meta["index"], settings)
         base = Segment.made(list(data.index.ids), data, BASE)
         return cls(encoder, Segments((base,)), settings,
-                   _query_encoder(query_model, encoder, settings["batch_size"]),
-                   meta.get("trained_on"))
+                   query_encoder(query_model, encoder, settings), meta.get("trained_on"))
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> DenseRetriever:
@@ -281,11 +299,30 @@ def split_towers(model: str | None, query_model: str | None) -> tuple[str | None
     return str(Path(resolve_model(model)) / spec["document_encoder"]), model
 
 
-def _query_encoder(query_model: str | None, documents: Any, batch_size: int) -> Any:
-    if query_model is None:
+def document_encoder(model: str | None, settings: dict[str, Any], **extra: Any
+                     ) -> SentenceTransformerEncoder:
+    """The encoder a dense-like stage's ``settings`` (:data:`ENCODER_PARAMS`) ask for."""
+    runtime = Runtime(settings["backend"], settings["quantize"], settings["dtype"])
+    return SentenceTransformerEncoder(model, batch_size=settings["batch_size"], runtime=runtime,
+                                      query_prompt=settings["query_prompt"],
+                                      document_prompt=settings["document_prompt"],
+                                      trust_remote_code=settings["trust_remote_code"], **extra)
+
+
+def query_encoder(query_model: str | None, documents: SentenceTransformerEncoder,
+                  settings: dict[str, Any]) -> SentenceTransformerEncoder:
+    """The encoder for queries: ``documents`` itself unless another model, backend or precision
+    is asked for. Another precision of the same model is allowed: that is what int8 queries
+    against an fp32 index are for (meta.json and search report it)."""
+    runtime = Runtime(settings["query_backend"] or settings["backend"],
+                      settings["query_quantize"] or settings["quantize"], settings["dtype"])
+    if query_model is None and runtime == documents.runtime:
         return documents
-    queries = SentenceTransformerEncoder(query_model, batch_size=batch_size,
-                                         normalize=documents.normalize)
+    queries = SentenceTransformerEncoder(query_model or documents.name,
+                                         batch_size=settings["batch_size"], runtime=runtime,
+                                         normalize=documents.normalize,
+                                         query_prompt=settings["query_prompt"],
+                                         trust_remote_code=settings["trust_remote_code"])
     if queries.dim != documents.dim:
         raise PipelineError(f"query model {query_model!r} gives {queries.dim}-d vectors but the"
                             f" documents are {documents.dim}-d")
