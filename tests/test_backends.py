@@ -98,3 +98,39 @@ def test_index_records_backend_and_queries_may_use_another_precision(tiny_encode
     assert all(list(fast[q])[0] == list(exact[q])[0] for q in QUERIES)
     with pytest.raises(PipelineError, match="backend"):
         open_index(out, pipeline=f"dense(model={model}, backend=torch)")
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_token_vectors_match_torch(tiny_encoder, quantize):
+    from cormorant.retrieval.multivector import TokenEncoder
+
+    reference = TokenEncoder(str(tiny_encoder)).encode_documents(TEXTS)
+    fast = TokenEncoder(str(tiny_encoder), runtime=Runtime("onnx", quantize))
+    assert fast.settings["quantize"] == quantize
+    for want, got in zip(reference, fast.encode_documents(TEXTS), strict=True):
+        assert want.shape == got.shape
+        assert cosines(want, got).min() >= FLOOR[quantize] - 0.01 * (quantize == "int8")
+
+
+def test_chamfer_stage_takes_a_backend(tiny_encoder, beir_dir, isolated_cache):
+    from cormorant.retrieval.assemble import build_pipeline
+
+    corpus = load_dataset(beir_dir).corpus
+    plain = build_pipeline(f"chamfer(model={tiny_encoder})", corpus).search(QUERIES, k=3)
+    fast = build_pipeline(f"chamfer(model={tiny_encoder}, backend=onnx)", corpus)
+    assert fast.encoder.settings["backend"] == "onnx"
+    ranked = fast.search(QUERIES, k=3)
+    assert all(list(ranked[q]) == list(plain[q]) for q in QUERIES)
+
+
+def test_cross_encoder_scores_match_torch(tiny_encoder, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from cormorant.retrieval.rerank import CrossEncoderScorer
+
+    folder = tmp_path / "ce"
+    CrossEncoder(str(tiny_encoder), num_labels=1).save_pretrained(str(folder))
+    pairs = [("vitamin d", text) for text in TEXTS]
+    want = CrossEncoderScorer(str(folder)).score(pairs)
+    got = CrossEncoderScorer(str(folder), runtime=Runtime("onnx")).score(pairs)
+    assert np.allclose(want, got, atol=1e-4)
