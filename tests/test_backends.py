@@ -134,3 +134,22 @@ def test_cross_encoder_scores_match_torch(tiny_encoder, tmp_path):
     want = CrossEncoderScorer(str(folder)).score(pairs)
     got = CrossEncoderScorer(str(folder), runtime=Runtime("onnx")).score(pairs)
     assert np.allclose(want, got, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,quantize", [("onnx", "none"), ("onnx", "int8"),
+                                              ("openvino", "none"), ("openvino", "int8")])
+def test_minilm_backends_match_torch(backend, quantize):
+    """all-MiniLM-L6-v2 (the default) on real abstracts: the issue's cosine bars."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from tests.conftest import shared_dataset
+
+    corpus = load_dataset(shared_dataset("scifact")).corpus
+    texts = [d.contents for _, d in zip(range(48), corpus, strict=False)] + TEXTS
+    reference = SentenceTransformerEncoder()
+    fast = SentenceTransformerEncoder(runtime=Runtime(backend, quantize))
+    assert cosines(reference.encode_documents(texts), fast.encode_documents(texts)).min() \
+        >= FLOOR[quantize]
+    assert cosines(reference.encode_queries(TEXTS), fast.encode_queries(TEXTS)).min() \
+        >= FLOOR[quantize]
