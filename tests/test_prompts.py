@@ -79,3 +79,22 @@ def test_a_prompt_changes_minilm_vectors_and_cache_key(beir_dir):
     moved = (plain.encode_queries(TEXTS) * prompted.encode_queries(TEXTS)).sum(axis=1)
     assert (moved < 0.99).all()
     assert embeddings_key(plain.settings, corpus) != embeddings_key(prompted.settings, corpus)
+
+
+def test_experiment_files_carry_per_dataset_instructions(tiny_encoder, beir_dir, tmp_path,
+                                                         isolated_cache):
+    """BRIGHT's instructed baselines: one instruction per dataset, given to every stage that
+    takes prompts; the run is another (cached apart), the result keeps the pipeline's name."""
+    from cormorant.eval.experiment import Experiment, instructed, run_experiment
+
+    pipeline = f"dense(model={tiny_encoder})"
+    (tmp_path / "exp.yaml").write_text(
+        f"datasets:\n  - {beir_dir}\n  - {{path: {beir_dir}, query_prompt: \"Instruct: find"
+        f" the passage\\nQuery: \"}}\npipelines: ['{pipeline}']\nmeasures: [nDCG@10]\n")
+    exp = Experiment.from_file(tmp_path / "exp.yaml")
+    assert exp.datasets[1].prompts == {"query_prompt": "Instruct: find the passage\nQuery: "}
+    assert "query_prompt" in instructed(pipeline, exp.datasets[1].prompts)
+    assert instructed(f"bm25 >> {pipeline}", {"query_prompt": "x"}).startswith("bm25 >>")
+    plain, prompted = run_experiment(exp).results
+    assert plain.pipeline == prompted.pipeline == pipeline
+    assert plain.run != prompted.run
