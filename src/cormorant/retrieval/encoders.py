@@ -116,7 +116,7 @@ class SentenceTransformerEncoder:
                  max_length: int | None = None, normalize: bool | None = None,
                  show_progress: bool = False, runtime: Runtime | None = None,
                  query_prompt: str | None = None, document_prompt: str | None = None,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, truncate_dim: int | None = None) -> None:
         self.name = model or DEFAULT_MODEL
         self.path = resolve_model(model)
         self.batch_size = batch_size
@@ -125,6 +125,7 @@ class SentenceTransformerEncoder:
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
         self._model = load_sentence_transformer(self.path, device, trust_remote_code)
+        self._truncate(truncate_dim)
         if max_length is not None:
             self._model.max_seq_length = max_length
         similarity = getattr(self._model, "similarity_fn_name", None) or "cosine"
@@ -134,6 +135,17 @@ class SentenceTransformerEncoder:
         self.dim = int(dimension())
         self.fingerprint = model_fingerprint(self.path)
         accelerate(self._model, self.runtime, self.fingerprint)
+
+    def _truncate(self, dim: int | None) -> None:
+        """Matryoshka truncation: the first ``dim`` dimensions, re-normalised after the cut
+        (sentence-transformers truncates before it normalises)."""
+        if dim is None:
+            return
+        full = self._model.get_embedding_dimension() if hasattr(
+            self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension()
+        if dim > full:
+            raise CormorantError(f"dim={dim} is more than the model's {full} dimensions")
+        self._model.truncate_dim = dim
 
     @property
     def settings(self) -> dict[str, Any]:
