@@ -153,3 +153,19 @@ def test_minilm_backends_match_torch(backend, quantize):
         >= FLOOR[quantize]
     assert cosines(reference.encode_queries(TEXTS), fast.encode_queries(TEXTS)).min() \
         >= FLOOR[quantize]
+
+
+def test_search_says_when_queries_use_another_precision(tiny_encoder, beir_dir, tmp_path,
+                                                        isolated_cache):
+    from tests.cli_support import run_cli
+
+    out = save_index(f"dense(model={tiny_encoder})", load_dataset(beir_dir).corpus,
+                     tmp_path / "idx")
+    same = run_cli("search", "--index", out, "cormorant")
+    assert same.code == 0 and "note:" not in same.err
+    mixed = run_cli("search", "--index", out, "--pipeline",
+                    f"dense(model={tiny_encoder}, query_backend=onnx, query_quantize=int8)",
+                    "cormorant")
+    assert mixed.code == 0, mixed.err
+    assert "note: dense encodes queries with onnx/int8, its documents were encoded with" \
+           " torch/none" in mixed.err

@@ -137,6 +137,17 @@ class DenseRetriever(SegmentedRetriever):
     def dim(self) -> int:
         return int(self.encoder.dim)
 
+    @property
+    def encodings(self) -> dict[str, Any]:
+        """How documents were and queries are encoded (backend, precision, prompts), for
+        ``search`` to report when they differ: int8 queries against an fp32 index."""
+        return {"documents": {"backend": self.encoder.runtime.backend,
+                              "quantize": self.encoder.runtime.quantize},
+                "queries": {"backend": self.query_encoder.runtime.backend,
+                            "quantize": self.query_encoder.runtime.quantize},
+                "index_precision": self.settings["precision"],
+                "prompts": self.query_encoder.prompts}
+
     # -- segments ------------------------------------------------------------------------
 
     def template(self) -> FaissIndex:
