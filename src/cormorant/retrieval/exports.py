@@ -70,7 +70,6 @@ def exported(module: Any, fingerprint: str, quantize: str,
     return cache.entry(KIND, name) / MODEL_FILE
 
 
-
 def input_names(module: Any) -> list[str]:
     """The tensors the tokenizer gives the network (BERT adds token_type_ids, others not)."""
     names = list(getattr(module.tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
@@ -79,12 +78,13 @@ def input_names(module: Any) -> list[str]:
 
 def export_onnx(module: Any, path: Path) -> None:
     """``module.model`` as an ONNX graph with dynamic batch and sequence axes."""
-
     names = input_names(module)
     network = FirstOutput(module.model, names).eval()
+    # Two texts of different lengths: the trace sees a padded batch, as encoding will.
     sample = module.tokenizer(["an example", "a somewhat longer example text"], padding=True,
                               return_tensors="pt")
-    args = tuple(sample[n] for n in names)
+    device = next(module.model.parameters()).device
+    args = tuple(sample[n].to(device) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["output"] = {0: "batch"}
     log.info("exporting %s to ONNX (once per model)", type(module.model).__name__)
@@ -186,8 +186,10 @@ def _openvino_runner(path: Path) -> Any:
     # Precision hint f32: OpenVINO would otherwise run bf16 on CPUs that have it, a precision
     # nobody asked for (int8 graphs keep their int8 ops either way).
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    return lambda feeds: np.asarray(request.infer(feeds)[compiled.output(0)])
+    output = compiled.output(0)
+    # A request per call: one request is not safe across threads, and dense searches from
+    # several (the REST service) at once.
+    return lambda feeds: np.asarray(compiled.create_infer_request().infer(feeds)[output])
 
 
 def _require(*packages: str) -> None:
