@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx", "openvino")
 QUANTIZATIONS = ("none", "int8", "int8-static")
 DTYPES = ("float32", "float16", "bfloat16")
+# How exports are made (exporter, attention path, fusions, quantiser settings): another recipe
+# gives other vectors, so it is part of the identity of what an exported encoder produced.
+EXPORT_RECIPE = 2
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Runtime:
 
     Example:
         >>> Runtime("onnx", "int8").settings
-        {'backend': 'onnx', 'quantize': 'int8'}
+        {'backend': 'onnx', 'quantize': 'int8', 'export': 2}
     """
 
     backend: str = "torch"
@@ -65,7 +68,7 @@ class Runtime:
         (torch, fp32) records nothing, so entries made before backends existed still match."""
         found: dict[str, Any] = {}
         if self.backend != "torch" or self.quantize != "none":
-            found = {"backend": self.backend, "quantize": self.quantize}
+            found = {"backend": self.backend, "quantize": self.quantize, "export": EXPORT_RECIPE}
         if self.dtype != "float32":
             found["dtype"] = self.dtype
         return found
@@ -83,7 +86,8 @@ def accelerate(model: Any, runtime: Runtime, fingerprint: str) -> None:
     from cormorant.retrieval.exports import RuntimeModel, exported, transformer_module
 
     module = transformer_module(model)
-    path = exported(module, fingerprint, runtime.quantize)
+    # ONNX Runtime runs its fused graph; OpenVINO reads the plain one (no contrib ops).
+    path = exported(module, fingerprint, runtime.quantize, fused=runtime.backend == "onnx")
     module.model = RuntimeModel(path, module.model, runtime.backend)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cormorant.errors import CormorantError, MissingExtraError
+from cormorant.retrieval.backends import EXPORT_RECIPE
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +48,48 @@ def transformer_module(model: Any) -> Any:
     return first
 
 
-def exported(module: Any, fingerprint: str, quantize: str,
+def exported(module: Any, fingerprint: str, quantize: str, fused: bool = False,
              calibration: list[str] | None = None) -> Path:
     """The ONNX file of ``module``'s transformer at ``quantize`` precision, from the cache
-    (made and stored there on a miss). The int8 file is quantised from the fp32 export."""
+    (made and stored there on a miss). ``fused``: ONNX Runtime's transformer fusions applied
+    (attention, layer norms, GELU: contrib ops only ONNX Runtime runs). The int8 file is
+    quantised from the fp32 one."""
     from cormorant import cache
 
     _require("onnx", "onnxruntime")
     task = type(module.model).__name__
     name = cache.key({"fingerprint": fingerprint, "task": task, "quantize": quantize,
-                      "opset": OPSET, "calibration": calibration if quantize == "int8-static"
-                      else None}, length=20)
+                      "fused": fused, "recipe": EXPORT_RECIPE, "opset": OPSET,
+                      "calibration": calibration
+                      if quantize == "int8-static" else None}, length=20)
     found = cache.lookup(KIND, name)
     if found is not None and (found / MODEL_FILE).is_file():
         return found / MODEL_FILE
     with cache.write(KIND, name, directory=True) as tmp:
-        if quantize == "none":
-            export_onnx(module, tmp / MODEL_FILE)
-        else:
-            source = exported(module, fingerprint, "none")
+        if quantize != "none":
+            source = exported(module, fingerprint, "none", fused)
             _quantize(source, tmp / MODEL_FILE, quantize, module, calibration or CALIBRATION)
+        elif fused:
+            fuse(exported(module, fingerprint, "none"), tmp / MODEL_FILE, module.model.config)
+        else:
+            export_onnx(module, tmp / MODEL_FILE)
     return cache.entry(KIND, name) / MODEL_FILE
+
+
+def fuse(source: Path, target: Path, config: Any) -> None:
+    """ONNX Runtime's transformer optimiser over ``source``: one ``Attention`` op per layer in
+    place of a dozen (the unfused mask arithmetic, ``Where``, took a fifth to a quarter of the
+    time, measured with ONNX Runtime's profiler), layer norms and GELU fused. A model whose
+    graph it does not recognise keeps what was fused (possibly nothing)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads = int(getattr(config, "num_attention_heads", 0) or 0)
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    optimized = optimize_model(str(source), model_type="bert", num_heads=heads,
+                               hidden_size=hidden)
+    log.info("fused: %s", {k: v for k, v in optimized.get_fused_operator_statistics().items()
+                           if v})
+    optimized.save_model_to_file(str(target))
 
 
 def input_names(module: Any) -> list[str]:
@@ -80,6 +102,9 @@ def export_onnx(module: Any, path: Path) -> None:
     """``module.model`` as an ONNX graph with dynamic batch and sequence axes."""
     names = input_names(module)
     network = FirstOutput(module.model, names).eval()
+    # Eager attention traces to the pattern ONNX Runtime fuses into its Attention op; SDPA's
+    # traced mask arithmetic is left unfused. Same numbers either way (tests compare).
+    previous = _attention(module.model, "eager")
     # Two texts of different lengths: the trace sees a padded batch, as encoding will.
     sample = module.tokenizer(["an example", "a somewhat longer example text"], padding=True,
                               return_tensors="pt")
@@ -91,8 +116,25 @@ def export_onnx(module: Any, path: Path) -> None:
     with torch.no_grad():
         # The TorchScript exporter: the dynamo one needs onnxscript's optimiser per model and
         # gives the same graph for these encoders.
-        torch.onnx.export(network, args, str(path), input_names=names, output_names=["output"],
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        try:
+            torch.onnx.export(network, args, str(path), input_names=names,
+                              output_names=["output"], dynamic_axes=axes, opset_version=OPSET,
+                              dynamo=False)
+        finally:
+            _attention(module.model, previous)
+
+
+def _attention(model: Any, implementation: str | None) -> str | None:
+    """Switch a transformers model's attention implementation; the one it had (None where
+    the model cannot switch)."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if implementation is not None and before is not None and hasattr(model,
+                                                                     "set_attn_implementation"):
+        try:
+            model.set_attn_implementation(implementation)
+        except (ValueError, ImportError):  # a model with no eager path keeps its own
+            return None
+    return before
 
 
 class FirstOutput(torch.nn.Module):
@@ -114,8 +156,12 @@ def _quantize(source: Path, target: Path, quantize: str, module: Any,
 
     if quantize == "int8":
         # Signed int8 weights: ONNX Runtime's advice for x86 with VNNI/AVX512, and what
-        # sentence-transformers' own avx512_vnni config uses.
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        # sentence-transformers' own avx512_vnni config uses. DefaultTensorType: shape
+        # inference cannot type the outputs of fused contrib ops; they are float.
+        import onnx
+
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         return
     _quantize_static(source, target, module, calibration)
 
@@ -137,9 +183,12 @@ def _quantize_static(source: Path, target: Path, module: Any, calibration: list[
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(feeds, None)
 
+    import onnx
+
     quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True)
+                    per_channel=True,
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 class RuntimeModel(torch.nn.Module):
