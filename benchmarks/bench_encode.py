@@ -13,6 +13,9 @@ documents and int8 queries; ``precision=int8`` and ``precision=binary`` at resco
 (index bytes per document, queries per second); and ``dim=`` 256/128/64 (the first dimensions
 of the cached fp32 vectors, re-normalised: what ``dim=`` computes, without re-encoding).
 
+Search (``--part search``): index bytes per document and queries per second of the index
+search alone (queries encoded once), per precision, rescore and FAISS kind.
+
 Sizes: ``--quick`` 32 documents per dataset and one round; otherwise 128 and 3 rounds (a 2-core
 CPU shared with other work encodes 5-20 abstracts a second).
 """
@@ -158,15 +161,47 @@ def truncated(stage: Any, dataset: Any, split: Any, base: float) -> dict[str, An
     return rows
 
 
+def search_speed(quick: bool, rounds: int) -> dict[str, Any]:
+    """Index bytes per document and queries per second of the index search alone (queries
+    encoded once before), per precision; from the cached fp32 corpus vectors."""
+    import numpy as np
+
+    from cormorant.data import load_dataset
+    from cormorant.retrieval.assemble import build_pipeline
+
+    found: dict[str, Any] = {}
+    variants = ["dense"] + [f"dense(precision={p}, rescore={r})" for p in ("int8", "binary")
+                            for r in (1, 4, 10)]
+    variants += ["dense(index=hnsw)", "dense(precision=binary, index=hnsw, rescore=10)"]
+    for name in DATASETS:
+        dataset = load_dataset(dataset_path(name))
+        queries = dataset.split("test").queries
+        rows: dict[str, Any] = {}
+        vectors = None
+        for spec in variants[:2] if quick else variants:
+            stage = build_pipeline(spec, dataset.corpus)
+            vectors = stage.encode_queries(queries) if vectors is None else vectors
+            qids = list(queries)
+            search = partial(stage.search_vectors, qids, vectors, 10)
+            samples = interleaved({"search": search}, rounds)["search"]
+            rows[spec] = {"queries_per_s": len(qids) / float(np.median(samples)),
+                          "index_bytes_per_doc": index_bytes(stage)}
+            print(name, spec, {k: round(v, 1) for k, v in rows[spec].items()}, flush=True)
+        found[name] = rows
+    return {"search": found}
+
+
 def main() -> None:
     args = parser(__doc__.split("\n\n")[0], "encode.json")
-    args.add_argument("--part", choices=["speed", "quality", "all"], default="all")
+    args.add_argument("--part", choices=["speed", "quality", "search", "all"], default="all")
     args = args.parse_args()
     result: dict[str, Any] = {"benchmark": "encode", "quick": args.quick}
     if args.part in ("speed", "all"):
         result.update(speed(args.quick, 1 if args.quick else repeats(args)))
     if args.part in ("quality", "all"):
         result.update(quality(args.quick))
+    if args.part in ("search", "all"):
+        result.update(search_speed(args.quick, repeats(args)))
     write_json(args.out, result)
 
 
