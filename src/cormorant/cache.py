@@ -62,6 +62,7 @@ KINDS: dict[str, str] = {
     "generations": "language-model generations (one SQLite store)",
     "teacher": "teacher scores for distillation (.npy per teacher and pairs)",
     "models": "GGUF models converted once into transformers folders",
+    "exports": "encoders exported to ONNX (per model fingerprint and precision)",
 }
 STALE_PARTIAL_S = 24 * 3600  # a hidden temporary this old belongs to a write that died
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

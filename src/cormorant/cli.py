@@ -284,6 +284,7 @@ def search(index: Annotated[Path, typer.Option("--index", "-i", help="Index dire
     from cormorant.retrieval.assemble import open_index
 
     handle = open_index(index, pipeline)
+    _note_encodings(handle)
     run = _search_batches(handle.pipeline, queries, k, batch_size)
     if output is not None:
         run.to_trec(output, tag=tag)
@@ -291,6 +292,18 @@ def search(index: Annotated[Path, typer.Option("--index", "-i", help="Index dire
                    err=True)
         return
     _print_hits(handle, queries, run, as_json)
+
+
+def _note_encodings(handle) -> None:  # noqa: ANN001
+    """Say on stderr when a stage encodes queries otherwise than its documents were (another
+    backend or precision: allowed, and worth knowing when reading the scores)."""
+    for owner in handle.live.owners.values():
+        found = getattr(owner, "encodings", None)
+        if found and found["queries"] != found["documents"]:
+            side = {k: "/".join(v.values()) for k, v in found.items() if k in ("queries",
+                                                                             "documents")}
+            typer.echo(f"note: {owner.name} encodes queries with {side['queries']}, its"
+                       f" documents were encoded with {side['documents']}", err=True)
 
 
 def _search_queries(query: list[str] | None, topics: str | None, split: str | None) -> dict[str, str]:

@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class DatasetSpec:
     path: Path
     documents: Path | None = None
     long_documents: bool = False
+    # Instructions for this dataset (BRIGHT's instructed baselines have one per domain): given
+    # to every stage of an experiment's pipelines that takes them and was not given its own.
+    prompts: dict[str, str] = field(default_factory=dict)
 
     def load(self) -> Dataset:
         options: dict[str, Any] = {}

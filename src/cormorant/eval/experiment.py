@@ -146,8 +146,41 @@ def _dataset_spec(item: Any, base: Path) -> DatasetSpec:
         return DatasetSpec(_path(item, base))  # type: ignore[arg-type]
     if isinstance(item, dict) and "path" in item:
         return DatasetSpec(_path(item["path"], base), _path(item.get("documents"), base),  # type: ignore[arg-type]
-                           bool(item.get("long_documents", False)))
+                           bool(item.get("long_documents", False)), _prompts(item))
     raise CormorantError(f"a dataset entry must be a path or {{path: ...}}, got {item!r}")
+
+
+PROMPTS = ("query_prompt", "document_prompt")
+
+
+def _prompts(item: dict[str, Any]) -> dict[str, str]:
+    found = {name: item[name] for name in PROMPTS if name in item}
+    for name, value in found.items():
+        if not isinstance(value, str):
+            raise CormorantError(f"{name} of dataset {item['path']} must be a string")
+    return found
+
+
+def instructed(pipeline: str, prompts: dict[str, str]) -> str:
+    """``pipeline`` with ``prompts`` given to every stage that declares them and was not given
+    its own (so the instruction is part of each stage's identity and cache key).
+
+    Example:
+        >>> instructed("rrf(bm25, dense)", {"query_prompt": "query: "})
+        "rrf(bm25, dense(query_prompt='query: '))"
+    """
+    if not prompts:
+        return pipeline
+    from cormorant import registry
+    from cormorant.pipeline_syntax import leaves, parse
+
+    spec = parse(pipeline)
+    for leaf in leaves(spec):
+        declared = registry.stage_class(leaf.name).PARAMS
+        for name, value in prompts.items():
+            if name in declared and name not in leaf.params:
+                leaf.params[name] = value
+    return str(spec)
 
 
 @dataclass
@@ -183,7 +216,8 @@ def run_experiment(exp: Experiment) -> ExperimentResult:
         texts = CorpusDocuments(dataset.corpus)  # one store for every pipeline that reads text
         for pipeline in exp.systems():
             if pipeline in exp.pipelines:
-                result = _evaluate_pair(exp, dataset, split, pipeline, (built, texts), cache)
+                result = _evaluate_pair(exp, dataset, split, pipeline, (built, texts), cache,
+                                        instructed(pipeline, spec.prompts))
             else:
                 result = _evaluate_run_file(exp, dataset, split, Path(pipeline))
             curve = score_run(result.run, dataset.name, exp.split, split, pipeline, {},
@@ -201,14 +235,17 @@ def run_experiment(exp: Experiment) -> ExperimentResult:
 
 
 def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
-                   shared: tuple[dict[str, Stage], Documents], cache: RunCache) -> EvalResult:
+                   shared: tuple[dict[str, Stage], Documents], cache: RunCache,
+                   built_as: str | None = None) -> EvalResult:
     """One pipeline on one dataset; ``shared`` holds the dataset's stages built so far and
-    its document texts, both reused across its pipelines."""
+    its document texts, both reused across its pipelines. ``built_as`` is the pipeline with
+    the dataset's instructions in it (the results keep the name as written)."""
     from cormorant.pipeline_syntax import parse
     from cormorant.retrieval.assemble import build_pipeline, identity
 
-    key = run_key(dataset, exp.split, split, {"pipeline": str(parse(pipeline)),
-                                              "stages": identity(pipeline)}, exp.depth)
+    built_as = built_as or pipeline
+    key = run_key(dataset, exp.split, split, {"pipeline": str(parse(built_as)),
+                                              "stages": identity(built_as)}, exp.depth)
     cached = cache.get(key) if exp.use_cache else None
     if cached is not None:
         log.info("%s on %s: run from cache", pipeline, dataset.name)
@@ -216,7 +253,7 @@ def _evaluate_pair(exp: Experiment, dataset: Dataset, split: Any, pipeline: str,
         return score_run(run, dataset.name, exp.split, split, pipeline, timing, exp.depth,
                          exp.measures, exp.average)
     start = time.perf_counter()
-    stage = build_pipeline(pipeline, dataset.corpus, *shared)
+    stage = build_pipeline(built_as, dataset.corpus, *shared)
     run, timing = timed_search(stage, split.queries, time.perf_counter() - start,
                                latency=exp.latency)
     cache.put(key, run, timing)  # whole run: exclusions must be dropped before any cut

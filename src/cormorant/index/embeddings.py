@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,8 @@ log = logging.getLogger(__name__)
 
 KIND = "embeddings"
 # Documents per encoder call: bounds memory for corpora larger than RAM. Not smaller for a
-# livelier progress bar: sentence-transformers sorts each call's texts by length before
-# batching, so another step size pads other batches and moves vectors at float-noise level,
-# and every published number was measured with this one.
+# livelier progress bar: another step size pads other batches and moves vectors at float-noise
+# level, and every published number was measured with this one.
 STEP = 16384
 
 
@@ -66,7 +66,13 @@ def corpus_embeddings(encoder: Any, corpus: Corpus, use_cache: bool = True) -> n
 
 
 def _encode_all(encoder: Any, corpus: Corpus, out_path: Path | None) -> np.ndarray:
-    """Encode in chunks into memory, or into a memory-mapped ``.npy`` at ``out_path``."""
+    """Encode in chunks into memory, or into a memory-mapped ``.npy`` at ``out_path``.
+
+    Documents go to the encoder longest first across the whole corpus, not per chunk: a batch
+    pads to its longest text, so mixing lengths wastes the work of the padding. A chunk's
+    documents are collected by one pass over the (streamed) corpus; a corpus of one chunk
+    takes one pass, as before.
+    """
     shape = (len(corpus), encoder.dim)
     if out_path is None:
         out = np.zeros(shape, dtype=np.float32)
@@ -75,13 +81,32 @@ def _encode_all(encoder: Any, corpus: Corpus, out_path: Path | None) -> np.ndarr
     from cormorant.console import progress
 
     name = Path(str(getattr(encoder, "name", type(encoder).__name__))).name
-    start = 0
     with progress(f"encoding {shape[0]:,} documents with {name}", total=shape[0],
                   unit="doc") as bar:
-        for batch in corpus.batches(STEP):
-            out[start:start + len(batch)] = encoder.encode_documents([d.contents for d in batch])
-            start += len(batch)
-            bar.update(len(batch))
+        for rows, texts in length_sorted_chunks(corpus, STEP):
+            out[rows] = encoder.encode_documents(texts)
+            bar.update(len(rows))
     if isinstance(out, np.memmap):
         out.flush()
     return out
+
+
+def length_sorted_chunks(corpus: Corpus, size: int) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """(corpus positions, texts) in chunks of ``size``, longest text first over the corpus.
+
+    Example:
+        >>> from cormorant.types import Document
+        >>> docs = Corpus.from_documents([Document("a", "xx"), Document("b", "xxxx")])
+        >>> [(rows.tolist(), texts) for rows, texts in length_sorted_chunks(docs, 1)]
+        [([1], ['xxxx']), ([0], ['xx'])]
+    """
+    lengths = np.fromiter((len(d.contents) for d in corpus), dtype=np.int64, count=len(corpus))
+    order = np.argsort(-lengths, kind="stable")
+    for start in range(0, len(order), size):
+        rows = order[start:start + size]
+        wanted = {int(r): i for i, r in enumerate(rows)}
+        texts = [""] * len(rows)
+        for position, doc in enumerate(corpus):
+            if position in wanted:
+                texts[wanted[position]] = doc.contents
+        yield rows, texts

@@ -188,6 +188,11 @@ class FaissIndex:
         except CormorantError:
             return False
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the index as FAISS writes it (codes and structure, no ids)."""
+        return 0 if self._index is None else int(_faiss().serialize_index(self._index).nbytes)
+
     def reconstruct(self, rows: list[int]) -> np.ndarray:
         """The stored vectors at ``rows`` (decoded codes for PQ kinds).
 

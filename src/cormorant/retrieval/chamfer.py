@@ -20,6 +20,7 @@ from cormorant.errors import IndexFormatError, PipelineError
 from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.index.token_store import TokenStore, write_token_store
 from cormorant.params import BUILD, Param, Params
+from cormorant.retrieval.backends import BACKENDS, QUANTIZATIONS, Runtime
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import model_fingerprint, resolve_model, same_model
 from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
@@ -144,6 +145,10 @@ class ChamferRetriever(SegmentedRetriever):
         Param("max_length", int, None, "tokens kept per document (default: the model's)",
               when=BUILD, nullable=True, low=1),
         Param("batch_size", int, 32, "texts per encoder batch", low=1),
+        Param("backend", str, "torch", "runs the token encoder: torch, onnx or openvino",
+              when=BUILD, choices=BACKENDS),
+        Param("quantize", str, "none", "token encoder precision on onnx/openvino: none, int8"
+              " or int8-static", when=BUILD, choices=QUANTIZATIONS),
     )
 
     def __init__(self, encoder: MultiVectorEncoder, segments: Segments,
@@ -154,7 +159,8 @@ class ChamferRetriever(SegmentedRetriever):
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> ChamferRetriever:
         encoder = load_token_encoder(settings["model"], batch_size=settings["batch_size"],
-                                     max_length=settings["max_length"])
+                                     max_length=settings["max_length"],
+                                     runtime=token_runtime(settings))
         store = cached_token_store(encoder, corpus)
         doc_ids = json.loads((store / IDS).read_text())
         return cls(encoder, Segments((Segment.made(doc_ids, TokenStore(store), BASE),)),
@@ -241,13 +247,19 @@ class ChamferRetriever(SegmentedRetriever):
         return cls(encoder, Segments((base,)), settings)
 
 
+def token_runtime(settings: dict[str, Any]) -> Runtime:
+    """The runtime a token stage's settings ask for (older indexes recorded none: torch)."""
+    return Runtime(settings.get("backend", "torch"), settings.get("quantize", "none"))
+
+
 def open_token_encoder(directory: Path, meta: dict[str, Any],
                   settings: dict[str, Any]) -> tuple[Any, list[str]]:
     """The token encoder a stored stage was built with, checked, and its document ids."""
     built = meta["encoder"]
     model = settings["model"] or built["model"]
     encoder = load_token_encoder(model, batch_size=settings["batch_size"],
-                                 max_length=built.get("max_length", built.get("doc_maxlen")))
+                                 max_length=built.get("max_length", built.get("doc_maxlen")),
+                                 runtime=token_runtime(settings))
     if encoder.fingerprint != built["fingerprint"]:
         raise PipelineError(f"index {directory.parent} was built with encoder"
                             f" {built['model']!r}; queries encoded with {model!r} would"

@@ -11,11 +11,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import CormorantError, IndexFormatError, PipelineError
+from cormorant.index.binary_index import BinaryIndex
 from cormorant.index.embeddings import corpus_embeddings
 from cormorant.index.faiss_index import FaissIndex
 from cormorant.index.format import read_meta
 from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.params import BUILD, Param, Params
+from cormorant.retrieval.backends import BACKENDS, DTYPES, QUANTIZATIONS, Runtime
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import (
     SentenceTransformerEncoder,
@@ -30,6 +32,36 @@ log = logging.getLogger(__name__)
 
 
 RAW_VECTORS = "vectors.npy"
+PRECISIONS = ("float32", "int8", "binary")
+# FAISS kinds of the int8 precision: the scalar quantizer in place of the float codes.
+INT8_KINDS = {"flat": "SQ8", "hnsw": "HNSW32,SQ8"}
+ENCODER_PARAMS = Params(
+    Param("backend", str, "torch", "runs the encoder: torch, onnx or openvino (exported once"
+          " per model, cached)", when=BUILD, choices=BACKENDS),
+    Param("quantize", str, "none", "encoder precision on onnx/openvino: none, int8 (dynamic)"
+          " or int8-static (calibrated)", when=BUILD, choices=QUANTIZATIONS),
+    Param("dtype", str, "float32", "torch precision on CUDA: float32, float16 or bfloat16",
+          when=BUILD, choices=DTYPES),
+    Param("query_backend", str, None, "another backend for queries (default: the documents')",
+          nullable=True, choices=BACKENDS),
+    Param("query_quantize", str, None, "another precision for queries (default: the"
+          " documents')", nullable=True, choices=QUANTIZATIONS),
+    Param("query_prompt", str, None, "text put before each query (default: the model's"
+          " 'query' prompt)", nullable=True),
+    Param("document_prompt", str, None, "text put before each document (default: the"
+          " model's 'document' prompt)", when=BUILD, nullable=True),
+    Param("trust_remote_code", bool, False, "run code shipped with the model (opt-in)",
+          when=BUILD),
+    Param("dim", int, None, "Matryoshka truncation: keep the first dim dimensions,"
+          " re-normalised", when=BUILD, nullable=True, low=1),
+)
+PRECISION_PARAMS = Params(
+    Param("precision", str, "float32", "stored codes: float32, int8 (scalar-quantized) or"
+          " binary (sign bits, Hamming); int8/binary keep float vectors for re-scoring",
+          when=BUILD, choices=PRECISIONS),
+    Param("rescore", int, 4, "int8/binary: the top rescore*k re-scored with float vectors",
+          low=1),
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +106,7 @@ class DenseRetriever(SegmentedRetriever):
         Param("cache", bool, True, "reuse cached corpus embeddings", when=BUILD),
         Param("nprobe", int, 32, "IVF lists searched per query", low=1),
         Param("ef_search", int, 128, "HNSW search breadth", low=1),
-    )
+    ) + ENCODER_PARAMS + PRECISION_PARAMS
 
     def __init__(self, encoder: Any, segments: Segments, settings: dict[str, Any],
                  query_encoder: Any | None = None, trained_on: int | None = None) -> None:
@@ -85,13 +117,11 @@ class DenseRetriever(SegmentedRetriever):
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
         doc_model, query_model = split_towers(settings["model"], settings["query_model"])
-        encoder = SentenceTransformerEncoder(doc_model, batch_size=settings["batch_size"],
-                                             max_length=settings["max_length"])
-        queries = _query_encoder(query_model, encoder, settings["batch_size"])
+        encoder = document_encoder(doc_model, settings, max_length=settings["max_length"])
+        queries = query_encoder(query_model, encoder, settings)
         vectors = np.asarray(corpus_embeddings(encoder, corpus, use_cache=settings["cache"]))
         ids = [d.doc_id for d in corpus]
-        segment = _vector_segment(FaissIndex(encoder.dim, kind=settings["index"], metric="ip"),
-                                  ids, vectors)
+        segment = _vector_segment(new_index(settings, encoder.dim), ids, vectors)
         trained = len(ids) if segment.index.needs_training else None
         return cls(encoder, Segments((Segment.made(ids, segment, BASE),)), settings, queries,
                    trained)
@@ -107,12 +137,23 @@ class DenseRetriever(SegmentedRetriever):
     def dim(self) -> int:
         return int(self.encoder.dim)
 
+    @property
+    def encodings(self) -> dict[str, Any]:
+        """How documents were and queries are encoded (backend, precision, prompts), for
+        ``search`` to report when they differ: int8 queries against an fp32 index."""
+        return {"documents": {"backend": self.encoder.runtime.backend,
+                              "quantize": self.encoder.runtime.quantize},
+                "queries": {"backend": self.query_encoder.runtime.backend,
+                            "quantize": self.query_encoder.runtime.quantize},
+                "index_precision": self.settings["precision"],
+                "prompts": self.query_encoder.prompts}
+
     # -- segments ------------------------------------------------------------------------
 
     def template(self) -> FaissIndex:
         """An empty index trained as the base segment's was (rebuilt after a retraining merge)."""
         if not len(self.segments):
-            return FaissIndex(self.dim, kind=self.settings["index"], metric="ip")
+            return new_index(self.settings, self.dim)
         return self.segments.items[0].data.index.template()
 
     def index_documents(self, documents: list[Document]) -> VectorSegment:
@@ -126,8 +167,7 @@ class DenseRetriever(SegmentedRetriever):
         ids = [s.doc_ids[r] for s, rows in parts for r in rows.tolist()]
         vectors = np.vstack([s.data.vectors(rows) for s, rows in parts])
         if retrain:
-            fresh = FaissIndex(self.dim, kind=self.settings["index"], metric="ip")
-            return _vector_segment(fresh, ids, vectors)
+            return _vector_segment(new_index(self.settings, self.dim), ids, vectors)
         return _vector_segment(self.template(), ids, vectors)
 
     def write_segment(self, data: VectorSegment, directory: Path) -> dict[str, Any]:
@@ -139,8 +179,8 @@ class DenseRetriever(SegmentedRetriever):
         # The factory as built (an IVF's list count) is recorded beside; the kind alone would
         # size it for the segment's count.
         built = read_meta(directory, verify=False).get("index") or {}
-        meta = {"dim": self.dim, "kind": self.settings["index"], "metric": "ip",
-                "factory": built.get("factory")}
+        meta = {"dim": self.dim, "kind": index_kind(self.settings),
+                "metric": built.get("metric", "ip"), "factory": built.get("factory")}
         found = _read_vector_segment(directory, meta)
         if found.index.ids != doc_ids:
             raise IndexFormatError(f"{directory}: the vector segment and its ids disagree")
@@ -171,9 +211,11 @@ class DenseRetriever(SegmentedRetriever):
             if not segment.live_count:
                 continue
             # Deleted rows are filtered after the search: ask for enough to fill k anyway.
-            wanted = min(k + segment.deleted_count, len(segment))
+            wanted = min(self.first_pass(k) + segment.deleted_count, len(segment))
             scores, rows = segment.data.index.search(vectors, wanted, self.settings["nprobe"],
                                                      self.settings["ef_search"])
+            if self.settings["precision"] != "float32":
+                scores = rescored(segment.data, vectors, rows)
             for qid, row_scores, row_ids in zip(qids, scores.tolist(), rows.tolist(),
                                                 strict=True):
                 hits = run[qid]
@@ -181,6 +223,13 @@ class DenseRetriever(SegmentedRetriever):
                     if row >= 0 and not segment.deleted[row]:
                         hits[segment.doc_ids[row]] = score
         return run.topk(k)
+
+    def first_pass(self, k: int) -> int:
+        """How many candidates the index gives per query: ``rescore * k`` for int8/binary
+        codes, whose order the float vectors then correct."""
+        if self.settings["precision"] == "float32":
+            return k
+        return k * self.settings["rescore"]
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         return self.search_vectors(list(queries), self.encode_queries(queries), k)
@@ -219,16 +268,18 @@ class DenseRetriever(SegmentedRetriever):
     @classmethod
     def open(cls, directory: Path, meta: dict[str, Any], settings: dict[str, Any]) -> DenseRetriever:
         built = meta["encoder"]
-        if settings["index"] != meta["index"]["kind"]:
+        if index_kind(settings) != meta["index"]["kind"]:
             raise PipelineError(f"index {directory.parent} holds a"
-                                f" {meta['index']['kind']} FAISS index, not {settings['index']}")
+                                f" {meta['index']['kind']} FAISS index, not"
+                                f" {index_kind(settings)}")
         doc_model, query_model = split_towers(settings["model"] or built["model"],
                                               settings["query_model"])
-        if query_model is None and "query_encoder" in meta:
-            query_model = meta["query_encoder"]["model"]
-        encoder = SentenceTransformerEncoder(doc_model, batch_size=settings["batch_size"],
-                                             max_length=built.get("max_length"),
-                                             normalize=built["normalize"])
+        towers = meta.get("query_encoder", {})
+        if query_model is None and towers.get("fingerprint", built["fingerprint"]) \
+                != built["fingerprint"]:
+            query_model = towers["model"]
+        encoder = document_encoder(doc_model, settings, max_length=built.get("max_length"),
+                                   normalize=built["normalize"])
         if encoder.fingerprint != built["fingerprint"] or encoder.dim != built["dim"]:
             raise PipelineError(f"the encoder {built['model']!r} found here differs from the one"
                                 f" index {directory.parent} was built with (rebuild the index"
@@ -236,8 +287,7 @@ class DenseRetriever(SegmentedRetriever):
         data = _read_vector_segment(directory, meta["index"], settings)
         base = Segment.made(list(data.index.ids), data, BASE)
         return cls(encoder, Segments((base,)), settings,
-                   _query_encoder(query_model, encoder, settings["batch_size"]),
-                   meta.get("trained_on"))
+                   query_encoder(query_model, encoder, settings), meta.get("trained_on"))
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], **params: Any) -> DenseRetriever:
@@ -246,7 +296,38 @@ class DenseRetriever(SegmentedRetriever):
         return super().load(directory, meta, **params)  # type: ignore[return-value]
 
 
-def _vector_segment(index: FaissIndex, ids: list[str], vectors: np.ndarray) -> VectorSegment:
+def index_kind(settings: dict[str, Any]) -> str:
+    """The FAISS kind recorded for a stage's ``index`` at its ``precision``."""
+    precision, kind = settings.get("precision", "float32"), settings["index"]
+    if precision == "int8":
+        if kind not in INT8_KINDS:
+            raise PipelineError(f"dense: precision=int8 works with index=flat or index=hnsw,"
+                                f" not {kind}")
+        return INT8_KINDS[kind]
+    return kind
+
+
+def new_index(settings: dict[str, Any], dim: int) -> FaissIndex | BinaryIndex:
+    """An empty index for a stage's ``index`` kind at its ``precision``."""
+    if settings.get("precision") == "binary":
+        return BinaryIndex(dim, settings["index"], settings["ef_search"])
+    return FaissIndex(dim, kind=index_kind(settings), metric="ip")
+
+
+def rescored(data: VectorSegment, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Inner products of float ``queries`` with the float vectors of their candidate ``rows``
+    (-1: none), rows re-ordered best first."""
+    scores = np.full(rows.shape, -np.inf, dtype=np.float32)
+    for i, (query, found) in enumerate(zip(queries, rows, strict=True)):
+        valid = found >= 0
+        if valid.any():
+            scores[i, valid] = data.vectors(found[valid]) @ query
+    order = np.argsort(-scores, axis=1, kind="stable")
+    rows[:] = np.take_along_axis(rows, order, axis=1)
+    return np.take_along_axis(scores, order, axis=1)
+
+
+def _vector_segment(index: FaissIndex | BinaryIndex, ids: list[str], vectors: np.ndarray) -> VectorSegment:
     """``vectors`` added to ``index`` under ``ids``, the vectors kept where the index cannot
     give them back exactly."""
     index.add(ids, vectors)
@@ -257,7 +338,8 @@ def _read_vector_segment(directory: Path, meta: dict[str, Any],
                          settings: dict[str, Any] | None = None) -> VectorSegment:
     extra = {} if settings is None else {"nprobe": settings["nprobe"],
                                          "ef_search": settings["ef_search"]}
-    index = FaissIndex.load(directory, meta, **extra)
+    reader = BinaryIndex if meta.get("metric") == BinaryIndex.metric else FaissIndex
+    index = reader.load(directory, meta, **extra)
     raw = None
     if (directory / RAW_VECTORS).is_file():
         raw = np.load(directory / RAW_VECTORS, mmap_mode="r")
@@ -281,11 +363,32 @@ def split_towers(model: str | None, query_model: str | None) -> tuple[str | None
     return str(Path(resolve_model(model)) / spec["document_encoder"]), model
 
 
-def _query_encoder(query_model: str | None, documents: Any, batch_size: int) -> Any:
-    if query_model is None:
+def document_encoder(model: str | None, settings: dict[str, Any], **extra: Any
+                     ) -> SentenceTransformerEncoder:
+    """The encoder a dense-like stage's ``settings`` (:data:`ENCODER_PARAMS`) ask for."""
+    runtime = Runtime(settings["backend"], settings["quantize"], settings["dtype"])
+    return SentenceTransformerEncoder(model, batch_size=settings["batch_size"], runtime=runtime,
+                                      query_prompt=settings["query_prompt"],
+                                      document_prompt=settings["document_prompt"],
+                                      trust_remote_code=settings["trust_remote_code"],
+                                      truncate_dim=settings["dim"], **extra)
+
+
+def query_encoder(query_model: str | None, documents: SentenceTransformerEncoder,
+                  settings: dict[str, Any]) -> SentenceTransformerEncoder:
+    """The encoder for queries: ``documents`` itself unless another model, backend or precision
+    is asked for. Another precision of the same model is allowed: that is what int8 queries
+    against an fp32 index are for (meta.json and search report it)."""
+    runtime = Runtime(settings["query_backend"] or settings["backend"],
+                      settings["query_quantize"] or settings["quantize"], settings["dtype"])
+    if query_model is None and runtime == documents.runtime:
         return documents
-    queries = SentenceTransformerEncoder(query_model, batch_size=batch_size,
-                                         normalize=documents.normalize)
+    queries = SentenceTransformerEncoder(query_model or documents.name,
+                                         batch_size=settings["batch_size"], runtime=runtime,
+                                         normalize=documents.normalize,
+                                         query_prompt=settings["query_prompt"],
+                                         trust_remote_code=settings["trust_remote_code"],
+                                         truncate_dim=settings["dim"])
     if queries.dim != documents.dim:
         raise PipelineError(f"query model {query_model!r} gives {queries.dim}-d vectors but the"
                             f" documents are {documents.dim}-d")

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from cormorant.errors import CormorantError
+from cormorant.retrieval.backends import Runtime, accelerate
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ class SentenceTransformerEncoder:
     """A sentence-transformers model as an ``Encoder``: batched, with progress, CUDA if present.
 
     Queries and documents go through the model's own ``encode_query``/``encode_document`` so
-    models with prompts get the right one. Vectors are L2-normalised when the model scores by
+    models with named prompts get the right one; ``query_prompt``/``document_prompt`` override
+    them (e5's ``"query: "``, an instruction). ``runtime`` picks torch, ONNX or OpenVINO and
+    int8 (:mod:`cormorant.retrieval.backends`). Vectors are L2-normalised when the model scores by
     cosine similarity, so an inner-product index ranks exactly as the model intends.
 
     Example:
@@ -111,12 +114,18 @@ class SentenceTransformerEncoder:
 
     def __init__(self, model: str | None = None, batch_size: int = 64, device: str | None = None,
                  max_length: int | None = None, normalize: bool | None = None,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, runtime: Runtime | None = None,
+                 query_prompt: str | None = None, document_prompt: str | None = None,
+                 trust_remote_code: bool = False, truncate_dim: int | None = None) -> None:
         self.name = model or DEFAULT_MODEL
         self.path = resolve_model(model)
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self._model = load_sentence_transformer(self.path, device)
+        self.runtime = runtime or Runtime()
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
+        self._model = load_sentence_transformer(self.path, device, trust_remote_code)
+        self._truncate(truncate_dim)
         if max_length is not None:
             self._model.max_seq_length = max_length
         similarity = getattr(self._model, "similarity_fn_name", None) or "cosine"
@@ -125,34 +134,72 @@ class SentenceTransformerEncoder:
             or self._model.get_sentence_embedding_dimension  # before sentence-transformers 6
         self.dim = int(dimension())
         self.fingerprint = model_fingerprint(self.path)
+        accelerate(self._model, self.runtime, self.fingerprint)
+
+    def _truncate(self, dim: int | None) -> None:
+        """Matryoshka truncation: the first ``dim`` dimensions, re-normalised after the cut
+        (sentence-transformers truncates before it normalises)."""
+        if dim is None:
+            return
+        full = self._model.get_embedding_dimension() if hasattr(
+            self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension()
+        if dim > full:
+            raise CormorantError(f"dim={dim} is more than the model's {full} dimensions")
+        self._model.truncate_dim = dim
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What determines the vectors: recorded in index metadata and cache keys."""
-        return {"model": self.name, "fingerprint": self.fingerprint, "dim": self.dim,
-                "normalize": self.normalize, "max_length": self._model.max_seq_length}
+        """What determines the document vectors: recorded in index metadata and cache keys.
+        The runtime and an explicit document prompt appear only when set, so entries made
+        with the defaults keep their keys (a model's own named prompts are in its
+        fingerprint: they live in its config)."""
+        found = {"model": self.name, "fingerprint": self.fingerprint, "dim": self.dim,
+                 "normalize": self.normalize, "max_length": self._model.max_seq_length,
+                 **self.runtime.settings}
+        if self.document_prompt is not None:
+            found["document_prompt"] = self.document_prompt
+        return found
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The prompt each side gets: the explicit one, else the model's named one, else ''."""
+        named = getattr(self._model, "prompts", None) or {}
+        return {"query": _chosen(self.query_prompt, named, ("query",)),
+                "document": _chosen(self.document_prompt, named, ("document", "passage"))}
 
     @property
     def device(self) -> str:
         return str(self._model.device)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
-        return self._encode(self._model.encode_query, texts, progress=False)
+        return self._encode(self._model.encode_query, texts, False, self.query_prompt)
 
     def encode_documents(self, texts: list[str]) -> np.ndarray:
-        return self._encode(self._model.encode_document, texts, progress=self.show_progress)
+        return self._encode(self._model.encode_document, texts, self.show_progress,
+                            self.document_prompt)
 
-    def _encode(self, method: Any, texts: list[str], progress: bool) -> np.ndarray:
+    def _encode(self, method: Any, texts: list[str], progress: bool,
+                prompt: str | None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        # An explicit prompt (even '') overrides the model's named one; None keeps the model's.
+        extra = {} if prompt is None else {"prompt": prompt}
         vectors = method(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                         normalize_embeddings=self.normalize, show_progress_bar=progress)
+                         normalize_embeddings=self.normalize, show_progress_bar=progress, **extra)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def load_sentence_transformer(path: str, device: str | None = None) -> Any:
+def _chosen(explicit: str | None, named: dict[str, str], names: tuple[str, ...]) -> str:
+    if explicit is not None:
+        return explicit
+    return next((named[n] for n in names if n in named), "")
+
+
+def load_sentence_transformer(path: str, device: str | None = None,
+                              trust_remote_code: bool = False) -> Any:
     """The sentence-transformers model at ``path`` (a local folder, or a hub name where a hub
-    is reachable), or a one-line :class:`CormorantError` saying why it cannot load.
+    is reachable), or a one-line :class:`CormorantError` saying why it cannot load. Code
+    shipped with a model runs only with ``trust_remote_code`` (an explicit opt-in).
 
     Example:
         >>> model = load_sentence_transformer(resolve_model(None))  # doctest: +SKIP
@@ -165,7 +212,8 @@ def load_sentence_transformer(path: str, device: str | None = None) -> Any:
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(path, device=device, local_files_only=local)
+        return SentenceTransformer(path, device=device, local_files_only=local,
+                                   trust_remote_code=trust_remote_code)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         where = "local path" if local else "name (no such local path, and no hub reachable?)"
         raise CormorantError(f"cannot load encoder {path!r} as a {where}: "

@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from cormorant.errors import CormorantError
+from cormorant.retrieval.backends import Runtime
 from cormorant.retrieval.encoders import DEFAULT_MODEL, model_fingerprint, resolve_model
 
 
@@ -46,7 +48,9 @@ class TokenEncoder:
     """
 
     def __init__(self, model: str | None = None, batch_size: int = 32,
-                 max_length: int | None = None, device: str | None = None) -> None:
+                 max_length: int | None = None, device: str | None = None,
+                 runtime: Runtime | None = None) -> None:
+        from cormorant.retrieval.backends import accelerate
         from cormorant.retrieval.encoders import load_sentence_transformer
 
         self.name = model or DEFAULT_MODEL
@@ -59,13 +63,16 @@ class TokenEncoder:
             or self._model.get_sentence_embedding_dimension
         self.dim = int(dimension())
         self.fingerprint = model_fingerprint(self.path)
+        self.runtime = runtime or Runtime()
+        accelerate(self._model, self.runtime, self.fingerprint)
         self._special = sorted(set(self._model.tokenizer.all_special_ids))
 
     @property
     def settings(self) -> dict[str, Any]:
         """What determines the vectors: recorded in index metadata and cache keys."""
         return {"model": self.name, "fingerprint": self.fingerprint, "dim": self.dim,
-                "max_length": self._model.max_seq_length, "kind": "tokens"}
+                "max_length": self._model.max_seq_length, "kind": "tokens",
+                **self.runtime.settings}
 
     def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
         return self._encode(texts)
@@ -92,7 +99,8 @@ class TokenEncoder:
 
 
 def load_token_encoder(model: str | None = None, batch_size: int = 32,
-                       max_length: int | None = None, device: str | None = None) -> Any:
+                       max_length: int | None = None, device: str | None = None,
+                       runtime: Runtime | None = None) -> Any:
     """The token encoder for ``model``: a ColBERT checkpoint's own, else :class:`TokenEncoder`.
 
     Example:
@@ -103,6 +111,9 @@ def load_token_encoder(model: str | None = None, batch_size: int = 32,
 
     path = resolve_model(model)
     if is_colbert_checkpoint(path):
+        if runtime is not None and runtime != Runtime():
+            raise CormorantError("ColBERT checkpoints run on backend=torch only")
         return ColBERTEncoder(path, batch_size=batch_size, device=device, doc_maxlen=max_length)
-    return TokenEncoder(model, batch_size=batch_size, max_length=max_length, device=device)
+    return TokenEncoder(model, batch_size=batch_size, max_length=max_length, device=device,
+                        runtime=runtime)
 

@@ -18,6 +18,7 @@ import numpy as np
 from cormorant.errors import CormorantError
 from cormorant.params import Param, Params
 from cormorant.pipeline import Flow
+from cormorant.retrieval.backends import BACKENDS, QUANTIZATIONS, Runtime, accelerate
 from cormorant.retrieval.base import QueryStage
 from cormorant.retrieval.encoders import model_fingerprint
 from cormorant.types import Queries, Run
@@ -37,12 +38,14 @@ class CrossEncoderScorer:
     """
 
     def __init__(self, model: str, batch_size: int = 32, max_length: int | None = None,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, runtime: Runtime | None = None) -> None:
         self.path = str(model)
         self.batch_size = batch_size
         self.show_progress = show_progress
         self._model = load_cross_encoder(self.path, max_length)
         self.fingerprint = model_fingerprint(self.path)
+        self.runtime = runtime or Runtime()
+        accelerate(self._model, self.runtime, self.fingerprint)
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
@@ -92,12 +95,18 @@ class RerankStage(QueryStage):
         Param("batch_size", int, 32, "pairs per batch", low=1),
         Param("max_length", int, None, "tokens per (query, document) pair (default: the"
               " model's)", nullable=True, low=1),
+        Param("backend", str, "torch", "runs the cross-encoder: torch, onnx or openvino",
+              choices=BACKENDS),
+        Param("quantize", str, "none", "cross-encoder precision on onnx/openvino: none, int8"
+              " or int8-static", choices=QUANTIZATIONS),
     )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.scorer = CrossEncoderScorer(self.settings["model"], self.settings["batch_size"],
-                                         self.settings["max_length"])
+                                         self.settings["max_length"],
+                                         runtime=Runtime(self.settings["backend"],
+                                                         self.settings["quantize"]))
 
     @classmethod
     def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
