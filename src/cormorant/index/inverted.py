@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,11 @@ class TermIndex:
         used = cls.from_triples(terms, np.concatenate(all_cols), np.concatenate(all_rows),
                                 np.concatenate(all_tfs), np.concatenate(all_lengths))
         return used.without_empty_terms()
+
+    @cached_property
+    def total_length(self) -> int:
+        """Tokens in every document of the segment (deleted ones included)."""
+        return int(self.lengths.sum())
 
     def without_empty_terms(self) -> TermIndex:
         """Drop terms left with no postings (every document holding them was merged away)."""
@@ -200,24 +206,32 @@ def bm25_scores(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
     """
     live = [(seg, None if mask is None or not mask.any() else ~mask) for seg, mask in segments]
     n = sum(len(seg.lengths) if keep is None else int(keep.sum()) for seg, keep in live)
-    total = sum(int(seg.lengths.sum() if keep is None else seg.lengths[keep].sum())
+    total = sum(seg.total_length if keep is None else int(seg.lengths[keep].sum())
                 for seg, keep in live)
-    scores = [np.zeros(len(seg.lengths), dtype=np.float32) for seg, _ in live]
+    # One array for all segments (each gets a view): a query term is scored in one pass over
+    # its postings from every segment, not one pass per segment.
+    offsets = np.cumsum([0, *(len(seg.lengths) for seg, _ in live)])
+    whole = np.zeros(int(offsets[-1]), dtype=np.float32)
+    scores = [whole[offsets[i]:offsets[i + 1]] for i in range(len(live))]
     if n == 0:
         return scores
     avg = total / n
     idf_of, tfc = IDF[params.method], TFC[params.method]
     constant = 0.0
     for term in query:
-        found = []
-        df = 0
-        for seg, keep in live:
+        rows, tfs, lengths = [], [], []
+        for (seg, keep), offset in zip(live, offsets.tolist(), strict=False):
             hits = seg.postings(term)
-            if hits is not None and keep is not None:
-                alive = keep[hits[0]]
-                hits = (hits[0][alive], hits[1][alive])
-            found.append(hits)
-            df += 0 if hits is None else len(hits[0])
+            if hits is None:
+                continue
+            found, tf = hits
+            if keep is not None:
+                alive = keep[found]
+                found, tf = found[alive], tf[alive]
+            rows.append(found + offset)
+            tfs.append(tf)
+            lengths.append(seg.lengths[found])
+        df = sum(len(r) for r in rows)
         if df == 0:
             continue  # no live document holds it: a fresh build would not know the term
         idf = idf_of(df, n)
@@ -226,15 +240,12 @@ def bm25_scores(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
             absent = idf * float(tfc(np.zeros(1), np.full(1, avg), avg, params.k1, params.b,
                                      DELTA)[0])
             constant += absent
-        for (seg, _), hits, out in zip(live, found, scores, strict=True):
-            if hits is None:
-                continue
-            rows, tf = hits
-            part = idf * tfc(tf, seg.lengths[rows], avg, params.k1, params.b, DELTA) - absent
-            out[rows] += part.astype(np.float32)
+        part = idf * tfc(np.concatenate(tfs), np.concatenate(lengths), avg, params.k1, params.b,
+                         DELTA) - absent
+        whole[np.concatenate(rows)] += part.astype(np.float32)
+    if constant:
+        whole += np.float32(constant)
     for out, (_, keep) in zip(scores, live, strict=True):
-        if constant:
-            out += np.float32(constant)
         if keep is not None:
             out[~keep] = 0.0
     return scores
