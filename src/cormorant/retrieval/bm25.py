@@ -219,19 +219,20 @@ def _read_terms(directory: Path, doc_ids: list[str]) -> TermIndex:
 def _best(segments: Segments, scores: list[np.ndarray], k: int) -> dict[str, float]:
     """The ``k`` best documents that score above zero across all segments, best first, ties
     at the cut as trec_eval orders them (:func:`cormorant.types.top_rows`). Only candidates
-    at or above the k-th score get their ids looked up: a common term scores thousands."""
-    rows = [np.flatnonzero(found > 0) for found in scores]
-    merged = np.concatenate([found[r] for found, r in zip(scores, rows, strict=True)]
-                            ) if rows else np.zeros(0, np.float32)
-    if not len(merged):
+    at or above the k-th score get their ids looked up: a common term scores thousands.
+    ``scores`` are views of one array, segment after segment (:func:`bm25_scores`)."""
+    whole = scores[0].base if scores and scores[0].base is not None else (
+        np.concatenate(scores) if scores else np.zeros(0, np.float32))
+    positive = np.flatnonzero(whole > 0)
+    if not len(positive):
         return {}  # no query term occurs in the collection: nothing matches
-    chosen = np.arange(len(merged))
-    if len(merged) > k:
-        cut = np.partition(merged, len(merged) - k)[len(merged) - k]
-        chosen = np.flatnonzero(merged >= cut)
-    starts = np.cumsum([0] + [len(r) for r in rows])
-    owner = np.searchsorted(starts, chosen, side="right") - 1
-    ids = [segments.items[s].doc_ids[rows[s][i - starts[s]]]
-           for s, i in zip(owner.tolist(), chosen.tolist(), strict=True)]
-    values = merged[chosen]
+    if len(positive) > k:
+        values = whole[positive]
+        cut = np.partition(values, len(values) - k)[len(values) - k]
+        positive = positive[values >= cut]
+    starts = np.cumsum([0] + [len(found) for found in scores])
+    owner = np.searchsorted(starts, positive, side="right") - 1
+    ids = [segments.items[s].doc_ids[i - starts[s]]
+           for s, i in zip(owner.tolist(), positive.tolist(), strict=True)]
+    values = whole[positive]
     return {ids[i]: float(values[i]) for i in top_rows(values, min(k, len(ids)), ids)}
