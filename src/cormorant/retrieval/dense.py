@@ -195,14 +195,13 @@ class DenseRetriever(SegmentedRetriever):
     def document_vectors(self, doc_ids: list[str]) -> np.ndarray:
         """The indexed vectors of ``doc_ids`` (all must be live)."""
         segments = self.segments
-        rows = []
+        located = []
         for doc_id in doc_ids:
             where = segments.locate(doc_id)
             if where is None:
                 raise PipelineError(f"dense: document {doc_id!r} is not in the index")
-            segment = segments.items[where[0]]
-            rows.append(segment.data.vectors(np.array([where[1]]))[0])
-        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+            located.append(where)
+        return _vectors_at(segments, located, self.dim)
 
     def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
         """The top ``k`` live documents for already encoded queries."""
@@ -249,8 +248,7 @@ class DenseRetriever(SegmentedRetriever):
                 run[qid] = {}
                 continue
             try:
-                doc_vectors = np.stack([segments.items[w[0]].data.vectors(np.array([w[1]]))[0]
-                                        for _, w in docs])
+                doc_vectors = _vectors_at(segments, [w for _, w in docs], self.dim)
             except CormorantError as exc:
                 raise PipelineError(f"dense cannot re-score candidates: {exc}") from None
             run[qid] = dict(zip([d for d, _ in docs], (doc_vectors @ qvec).tolist(), strict=True))
@@ -325,6 +323,19 @@ def rescored(data: VectorSegment, queries: np.ndarray, rows: np.ndarray) -> np.n
     order = np.argsort(-scores, axis=1, kind="stable")
     rows[:] = np.take_along_axis(rows, order, axis=1)
     return np.take_along_axis(scores, order, axis=1)
+
+
+def _vectors_at(segments: Segments, located: list[tuple[int, int]], dim: int) -> np.ndarray:
+    """The vectors at (segment position, row) pairs, in that order: one read per segment
+    (a re-rank of 100 candidates is one reconstruct, not 100)."""
+    out = np.zeros((len(located), dim), np.float32)
+    by_segment: dict[int, list[int]] = {}
+    for i, (position, _) in enumerate(located):
+        by_segment.setdefault(position, []).append(i)
+    for position, wanted in by_segment.items():
+        rows = np.array([located[i][1] for i in wanted])
+        out[wanted] = segments.items[position].data.vectors(rows)
+    return out
 
 
 def _vector_segment(index: FaissIndex | BinaryIndex, ids: list[str], vectors: np.ndarray) -> VectorSegment:
