@@ -192,29 +192,28 @@ class BM25Params:
 
 
 def bm25_scores(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
-                query: Sequence[str], params: BM25Params) -> list[np.ndarray]:
+                query: Sequence[str], params: BM25Params) -> np.ndarray:
     """BM25 scores of every row of every segment for one query (its tokens, repeats counted
-    as bm25s counts them), with N, document frequencies and the average length taken over the
-    rows that are not deleted. ``segments`` pairs each index with its deletion mask (None: no
-    deletions); deleted rows score 0.
+    as bm25s counts them), segment after segment in one array, with N, document frequencies
+    and the average length taken over the rows that are not deleted. ``segments`` pairs each
+    index with its deletion mask (None: no deletions); deleted rows score 0.
 
     Example:
         >>> seg = TermIndex.from_tokens([["cat"], ["dog"], ["dog", "dog"]])
         >>> scores = bm25_scores([(seg, None)], ["cat"], BM25Params(0.9, 0.4, "lucene"))
-        >>> [round(float(s), 3) for s in scores[0]]
+        >>> [round(float(s), 3) for s in scores]
         [0.542, 0.0, 0.0]
     """
     live = [(seg, None if mask is None or not mask.any() else ~mask) for seg, mask in segments]
     n = sum(len(seg.lengths) if keep is None else int(keep.sum()) for seg, keep in live)
     total = sum(seg.total_length if keep is None else int(seg.lengths[keep].sum())
                 for seg, keep in live)
-    # One array for all segments (each gets a view): a query term is scored in one pass over
-    # its postings from every segment, not one pass per segment.
+    # One array for all segments: a query term is scored in one pass over its postings from
+    # every segment, not one pass per segment.
     offsets = np.cumsum([0, *(len(seg.lengths) for seg, _ in live)])
     whole = np.zeros(int(offsets[-1]), dtype=np.float32)
-    scores = [whole[offsets[i]:offsets[i + 1]] for i in range(len(live))]
     if n == 0:
-        return scores
+        return whole
     avg = total / n
     idf_of, tfc = IDF[params.method], TFC[params.method]
     constant = 0.0
@@ -245,7 +244,7 @@ def bm25_scores(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
         whole[np.concatenate(rows)] += part.astype(np.float32)
     if constant:
         whole += np.float32(constant)
-    for out, (_, keep) in zip(scores, live, strict=True):
+    for (_, keep), start in zip(live, offsets.tolist(), strict=False):
         if keep is not None:
-            out[~keep] = 0.0
-    return scores
+            whole[start:start + len(keep)][~keep] = 0.0
+    return whole

@@ -149,7 +149,7 @@ class BM25Retriever(SegmentedRetriever):
 
     # -- searching -----------------------------------------------------------------------
 
-    def _scores(self, segments: Segments, tokens: list[str]) -> list[np.ndarray]:
+    def _scores(self, segments: Segments, tokens: list[str]) -> np.ndarray:
         return bm25_scores([(s.data, s.deleted if s.deleted_count else None) for s in segments],
                            tokens, self.params)
 
@@ -167,11 +167,12 @@ class BM25Retriever(SegmentedRetriever):
         for qid, text in queries.items():
             tokens = self.analyse([text])[0]
             scores = self._scores(segments, tokens)
+            starts = _starts(segments)
             hits = {}
             for doc_id in candidates.get(qid, {}):
                 where = segments.locate(doc_id)
                 if where is not None:
-                    hits[doc_id] = float(scores[where[0]][where[1]])
+                    hits[doc_id] = float(scores[starts[where[0]] + where[1]])
             run[qid] = hits
         return run
 
@@ -216,23 +217,26 @@ def _read_terms(directory: Path, doc_ids: list[str]) -> TermIndex:
     return found
 
 
-def _best(segments: Segments, scores: list[np.ndarray], k: int) -> dict[str, float]:
-    """The ``k`` best documents that score above zero across all segments, best first, ties
-    at the cut as trec_eval orders them (:func:`cormorant.types.top_rows`). Only candidates
-    at or above the k-th score get their ids looked up: a common term scores thousands.
-    ``scores`` are views of one array, segment after segment (:func:`bm25_scores`)."""
-    whole = scores[0].base if scores and scores[0].base is not None else (
-        np.concatenate(scores) if scores else np.zeros(0, np.float32))
-    positive = np.flatnonzero(whole > 0)
+def _best(segments: Segments, scores: np.ndarray, k: int) -> dict[str, float]:
+    """The ``k`` best documents that score above zero across all segments (``scores``: every
+    segment's rows back to back), best first, ties at the cut as trec_eval orders them
+    (:func:`cormorant.types.top_rows`). Only candidates at or above the k-th score get their
+    ids looked up: a common term scores thousands."""
+    positive = np.flatnonzero(scores > 0)
     if not len(positive):
         return {}  # no query term occurs in the collection: nothing matches
     if len(positive) > k:
-        values = whole[positive]
+        values = scores[positive]
         cut = np.partition(values, len(values) - k)[len(values) - k]
         positive = positive[values >= cut]
-    starts = np.cumsum([0] + [len(found) for found in scores])
+    starts = _starts(segments)
     owner = np.searchsorted(starts, positive, side="right") - 1
     ids = [segments.items[s].doc_ids[i - starts[s]]
            for s, i in zip(owner.tolist(), positive.tolist(), strict=True)]
-    values = whole[positive]
+    values = scores[positive]
     return {ids[i]: float(values[i]) for i in top_rows(values, min(k, len(ids)), ids)}
+
+
+def _starts(segments: Segments) -> np.ndarray:
+    """Where each segment's rows begin in :func:`bm25_scores`'s array."""
+    return np.cumsum([0, *(len(s) for s in segments)])
