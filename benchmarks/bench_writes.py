@@ -779,18 +779,10 @@ def growth_dense(kind: str, drift: bool, ctx: Context) -> dict[str, Any]:
                 "recall@10": recall(handle.pipeline.search(qtexts, k=K), exact), **extra}
 
     try:
-        steps = {"built on N": measure(n)}
-        for part in range(1, 10):
-            handle.live.add(docs[part * n:(part + 1) * n])
-            handle.live.commit()
-        steps["after 9N writes"] = measure(10 * n)
-        for retrain in (False, True):
-            seconds = timed(lambda r=retrain: handle.live.merge(retrain=r))[1]
-            steps[f"merge(retrain={retrain})"] = measure(10 * n, merge_s=seconds)
+        return grow_tenfold(handle, n, lambda part: docs[part * n:(part + 1) * n], measure)
     finally:
         handle.close()
         shutil.rmtree(folder, ignore_errors=True)
-    return steps
 
 
 def growth_muvera(ctx: Context) -> dict[str, Any]:
@@ -812,17 +804,26 @@ def growth_muvera(ctx: Context) -> dict[str, Any]:
                 "recall@10_of_exact_chamfer": float(found), **extra}
 
     try:
-        steps = {"built on N": measure(n)}
-        for part in range(1, 10):
-            handle.live.add(ctx.synthetic.documents(part * n, (part + 1) * n))
-            handle.live.commit()
-        steps["after 9N writes"] = measure(10 * n)
-        for retrain in (False, True):
-            seconds = timed(lambda r=retrain: handle.live.merge(retrain=r))[1]
-            steps[f"merge(retrain={retrain})"] = measure(10 * n, merge_s=seconds)
+        return grow_tenfold(handle, n, lambda part: ctx.synthetic.documents(part * n,
+                                                                           (part + 1) * n),
+                            measure)
     finally:
         handle.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def grow_tenfold(handle: Any, n: int, part_docs: Callable[[int], list[Any]],
+                 measure: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """Measure at N, after nine more commits of N documents each, and after a merge that keeps
+    the codebooks and one that retrains them."""
+    steps = {"built on N": measure(n)}
+    for part in range(1, 10):
+        handle.live.add(part_docs(part))
+        handle.live.commit()
+    steps["after 9N writes"] = measure(10 * n)
+    for retrain in (False, True):
+        seconds = timed(lambda r=retrain: handle.live.merge(retrain=r))[1]
+        steps[f"merge(retrain={retrain})"] = measure(10 * n, merge_s=seconds)
     return steps
 
 
