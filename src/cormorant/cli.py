@@ -142,13 +142,24 @@ def index_build(dataset: DatasetOpt,
                 pipeline: Annotated[str, typer.Option("--pipeline", "-p", help=PipelineHelp)] = "bm25",
                 documents: DocumentsOpt = None, long_documents: LongOpt = False,
                 overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
+                shards: Annotated[int | None, typer.Option(
+                    help="Write a sharded index of N shards (documents routed by a hash of"
+                         " their id; see docs/sharding.md).  [default: one ordinary index]",
+                    show_default=False)] = None,
                 ) -> None:
     """Index a dataset's corpus for every stage of a pipeline (written atomically)."""
+    from cormorant.index.sharding import check_shard_count
     from cormorant.retrieval.assemble import save_index
+    from cormorant.retrieval.shard_index import save_sharded_index
 
+    if shards is not None:
+        check_shard_count(shards)  # before the corpus is read
     corpus = _load(dataset, documents, long_documents).corpus
     start = time.perf_counter()
-    save_index(pipeline, corpus, out, overwrite=overwrite)
+    if shards is None:
+        save_index(pipeline, corpus, out, overwrite=overwrite)
+    else:
+        save_sharded_index(pipeline, corpus, out, shards, overwrite=overwrite)
     typer.echo(f"indexed {len(corpus):,} documents for {pipeline} in"
                f" {time.perf_counter() - start:.1f}s -> {out}")
 
