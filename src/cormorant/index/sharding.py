@@ -2,9 +2,11 @@
 
 A sharded index is a directory holding one ordinary index per shard (``shard-000/``, ...),
 each openable on its own, and a ``meta.json`` manifest: ``kind: "sharded"``, the pipeline,
-the shard count, the routing rule, what the shards share (each stored stage's build settings
-and encoder fingerprint) and the SHA-256 of every shard's own ``meta.json``, which in turn
-checks that shard's files, so one read verifies the chain.
+the shard count, the routing rule, a random ``uid`` and what the shards share (each stored
+stage's build settings, encoder fingerprint and FDE settings). Each shard's ``meta.json``
+names the sharded index it belongs to and its place in it (``shard``: uid, number, count),
+and checks its own files by SHA-256 as any index does; a merge rewrites a shard's files and
+checksums but keeps that record, so the manifest need not change when a shard is merged.
 
 The routing rule is a stable hash of the document id, the same in every process and on every
 machine (Python's ``hash`` is salted per process): BLAKE2b's first 8 bytes, big-endian, modulo
@@ -76,15 +78,22 @@ def check_manifest(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
             or not all(isinstance(p, dict) for p in parts):
         raise IndexFormatError(f"{where}: 'parts' must list the {count} shards")
     for number, part in enumerate(parts):
-        if part.get("dir") != shard_dir(number) or not isinstance(part.get("meta_sha256"), str):
-            raise IndexFormatError(f"{where}: parts[{number}] must name {shard_dir(number)}"
-                                   " and its meta.json checksum")
+        if part.get("dir") != shard_dir(number):
+            raise IndexFormatError(f"{where}: parts[{number}] must name {shard_dir(number)}")
         if not (path / part["dir"]).is_dir():
             raise IndexFormatError(f"{path} is incomplete: {part['dir']} is missing")
+    if not isinstance(meta.get("uid"), str):
+        raise IndexFormatError(f"{where}: 'uid' must be a string")
     shared = meta.get("shared")
     if not isinstance(shared, list) or not all(isinstance(r, dict) for r in shared):
         raise IndexFormatError(f"{where}: 'shared' must list the stored stages' records")
     return parts
+
+
+def shard_identity(uid: str, number: int, shards: int) -> dict[str, Any]:
+    """What a shard's ``meta.json`` records of its place: the sharded index's uid, its
+    number and the shard count."""
+    return {"index": uid, "number": number, "of": shards}
 
 
 def shared_record(leaf_meta: dict[str, Any]) -> dict[str, Any]:

@@ -125,17 +125,19 @@ def _write_index(pipeline: Stage, corpus: Corpus, out: Path, overwrite: bool) ->
         write_index_files(tmp, str(pipeline), pipeline.leaves(), corpus)
 
 
-def write_index_files(directory: Path, text: str, leaves: list[Stage], corpus: Corpus) -> int:
+def write_index_files(directory: Path, text: str, leaves: list[Stage], corpus: Corpus,
+                      extra: dict[str, Any] | None = None) -> int:
     """Write an index of pipeline ``text`` into the empty ``directory``: the documents of
-    ``corpus``, each built stage of ``leaves`` (in pipeline order) and ``meta.json``; returns
-    how many documents it holds. Not atomic by itself: ``directory`` is a temporary one."""
+    ``corpus``, each built stage of ``leaves`` (in pipeline order) and ``meta.json`` (with
+    ``extra`` recorded, kept by merges); returns how many documents it holds. Not atomic by
+    itself: ``directory`` is a temporary one."""
     count = DocStore.create(directory / DOCSTORE_FILE, corpus)
     records = []
     for position, leaf in enumerate(leaves):
         assert isinstance(leaf, Retriever)
         records.append(save_leaf(directory / f"{position}-{leaf.name}", leaf))
     write_meta(directory, {"kind": "pipeline", "pipeline": text, "count": count,
-                           "corpus": corpus.name, "leaves": records})
+                           "corpus": corpus.name, "leaves": records, **(extra or {})})
     return count
 
 

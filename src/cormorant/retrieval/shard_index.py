@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 from cormorant import registry
 from cormorant.errors import IndexFormatError, PipelineError, ReadOnlyIndex
-from cormorant.index.format import atomic_directory, read_meta, sha256_file, write_meta
+from cormorant.index.format import atomic_directory, read_meta, write_meta
 from cormorant.index.sharding import (
     ROUTING_RULE,
     SHARDED_KIND,
@@ -35,6 +36,7 @@ from cormorant.index.sharding import (
     check_manifest,
     check_shard_count,
     shard_dir,
+    shard_identity,
     shard_of,
     shared_record,
 )
@@ -48,6 +50,7 @@ from cormorant.retrieval.assemble import (
     validate,
     write_index_files,
 )
+from cormorant.retrieval.distributed import InProcess, Runner, prefill_embeddings
 from cormorant.retrieval.live import WriteResult, take_lock
 from cormorant.retrieval.segmented import SegmentedRetriever
 from cormorant.retrieval.sharded import sharded_stage
@@ -55,8 +58,12 @@ from cormorant.types import Corpus, Document
 
 
 def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, runner: Runner | None = None) -> Path:
     """Build ``text`` over ``corpus`` once and write it as ``shards`` shards, atomically.
+
+    With a ``runner`` (:mod:`cormorant.retrieval.distributed`: a Ray cluster, or threads),
+    dense stages' corpus embeddings are encoded by it into the cache first, and the shards
+    are written one task each; without, everything runs here, one shard after another.
 
     Raises:
         PipelineError: a stage that cannot be split (``bm25.lucene``, ``seal``).
@@ -68,6 +75,8 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
     if out.exists() and not overwrite:
         raise IndexFormatError(f"{out} already exists (use --overwrite to replace it)")
     validate(text)
+    if runner is not None:
+        prefill_embeddings(text, corpus, runner)
     pipeline = build_pipeline(text, corpus)
     leaves = pipeline.leaves()
     for leaf in leaves:
@@ -77,13 +86,15 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
     locks = _lock_existing(out)
     try:
         with atomic_directory(out, overwrite=overwrite) as tmp:
-            parts, shared = [], []
-            for number in range(shards):
-                parts.append(_write_shard(tmp, number, shards, text, leaves, corpus))
+            shared = []
+            uid = uuid.uuid4().hex
+            parts = (runner or InProcess()).map(
+                lambda number: _write_shard(tmp, uid, number, shards, text, leaves, corpus),
+                list(range(shards)))
             for position in range(len(leaves)):
                 shared.append(_leaf_record(tmp / shard_dir(0), position))
             write_meta(tmp, {"kind": SHARDED_KIND, "sharding": SHARDING_VERSION,
-                             "routing": ROUTING_RULE, "pipeline": text, "shards": shards,
+                             "routing": ROUTING_RULE, "pipeline": text, "shards": shards, "uid": uid,
                              "count": sum(p["count"] for p in parts), "corpus": corpus.name,
                              "parts": parts, "shared": shared})
     finally:
@@ -92,8 +103,8 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
     return out
 
 
-def _write_shard(tmp: Path, number: int, shards: int, text: str, leaves: list[Stage],
-                 corpus: Corpus) -> dict[str, Any]:
+def _write_shard(tmp: Path, uid: str, number: int, shards: int, text: str,
+                 leaves: list[Stage], corpus: Corpus) -> dict[str, Any]:
     def mine(doc_id: str) -> bool:
         return shard_of(doc_id, shards) == number
 
@@ -104,8 +115,9 @@ def _write_shard(tmp: Path, number: int, shards: int, text: str, leaves: list[St
     folder = tmp / shard_dir(number)
     folder.mkdir()
     own = Corpus(lambda: (d for d in corpus if mine(d.doc_id)), name=corpus.name)
-    count = write_index_files(folder, text, pieces, own)  # type: ignore[arg-type]
-    return {"dir": folder.name, "count": count, "meta_sha256": sha256_file(folder / "meta.json")}
+    count = write_index_files(folder, text, pieces, own,  # type: ignore[arg-type]
+                              {"shard": shard_identity(uid, number, shards)})
+    return {"dir": folder.name, "count": count}
 
 
 def _leaf_record(shard: Path, position: int) -> dict[str, Any]:
@@ -151,12 +163,12 @@ def open_sharded(path: Path, meta: dict[str, Any], pipeline: str | None, verify:
     validate(text)
     handle = ShardedHandle(path, meta)
     try:
-        for part in parts:
+        for number, part in enumerate(parts):
             folder = path / part["dir"]
-            if verify and sha256_file(folder / "meta.json") != part["meta_sha256"]:
-                raise IndexFormatError(f"{folder / 'meta.json'} is corrupt or was replaced"
-                                       " (checksum mismatch with the sharded index's manifest)")
             shard_meta = read_meta(folder, verify=False)
+            if shard_meta.get("shard") != shard_identity(meta["uid"], number, len(parts)):
+                raise IndexFormatError(f"{folder} is not shard {number} of this sharded index"
+                                       " (copied from another one?): rebuild it")
             _check_shared(folder, shard_meta, meta["shared"])
             # Every stored stage, loaded before the shard replays its writes.
             handle.shards.append(open_index(folder, _leaves_text(shard_meta), verify, wrap,

@@ -122,7 +122,14 @@ def merge(runs: list[Run], k: int | None = None) -> Run:
 class ShardedVectorStage(ShardedStage):
     """A sharded ``dense`` stage, with the vector methods ``rocchio(dense)`` moves queries
     through (:class:`cormorant.retrieval.reformulate.VectorSearch`), each sent where the
-    documents are."""
+    documents are. Queries are encoded once, here, not once per shard."""
+
+    def transform(self, flow: Flow) -> Flow:
+        qids = list(flow.queries)
+        vectors = self.encode_queries(flow.queries)
+        if flow.run is None:
+            return flow.with_run(self.search_vectors(qids, vectors, flow.depth(self.depth)))
+        return flow.with_run(self.score_candidates(qids, vectors, flow.run))
 
     def encode_queries(self, queries: Queries) -> np.ndarray:
         # Every shard holds the same encoder (the manifest checks its fingerprint).

@@ -1,0 +1,120 @@
+"""Sharded indexes against one index over the same documents: quality and speed.
+
+For SciFact and NFCorpus (BEIR test splits), one index of
+``rrf(bm25, dense, dense(index=ivf), dense(index=hnsw))`` (all-MiniLM-L6-v2, corpus
+embeddings from the cache) and sharded ones of S = 1, 2, 4, 8 shards built from the same
+pipeline (``save_sharded_index``: the pipeline built once, split by the routing hash, IVF
+centroids shared). For each S:
+
+- nDCG@10 and R@100 of ``bm25``, flat ``dense`` and ``rrf(bm25, dense)``, sharded and single,
+  and whether the top 100 are the same ids in the same order (with the largest score
+  difference): the goal for exact stages is identity;
+- for the approximate kinds (``dense(index=ivf)``, ``dense(index=hnsw)``), recall of the exact
+  (flat, single index) top 10, sharded and single;
+- search time for all test queries (batches of 64, median of ``--repeats`` interleaved runs):
+  the router searches its shards one after another in one process, so this measures the
+  router's overhead, not a speed-up.
+
+All of it is simulated on one 2-core machine: shards are folders, searched in one process.
+``--quick`` runs SciFact with S = 1, 2 only.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import dataset_path, interleaved, parser, repeats  # noqa: E402
+
+from cormorant.data import load_dataset  # noqa: E402
+from cormorant.eval.measures import evaluate  # noqa: E402
+from cormorant.retrieval.assemble import open_index, save_index  # noqa: E402
+from cormorant.retrieval.shard_index import save_sharded_index  # noqa: E402
+
+BUILT = "rrf(bm25, dense, dense(index=ivf), dense(index=hnsw))"
+EXACT = ["bm25", "dense", "rrf(bm25, dense)"]
+APPROXIMATE = ["dense(index=ivf)", "dense(index=hnsw)"]
+MEASURES = ["nDCG@10", "R@100"]
+
+
+def search(handle, text: str, queries: dict[str, str], k: int):  # noqa: ANN001, ANN201
+    pipe = handle.open_pipeline(text)
+    ids = list(queries)
+    run = {}
+    for start in range(0, len(ids), 64):
+        run.update(pipe.search({q: queries[q] for q in ids[start:start + 64]}, k=k))
+    return run
+
+
+def same_ranking(got: dict, want: dict) -> tuple[bool, float]:
+    identical, worst = True, 0.0
+    for qid, docs in want.items():
+        if list(got.get(qid, {})) != list(docs):
+            identical = False
+        for doc, score in docs.items():
+            if doc in got.get(qid, {}):
+                worst = max(worst, abs(got[qid][doc] - score))
+    return identical, worst
+
+
+def recall_of_exact(got: dict, exact: dict, k: int = 10) -> float:
+    values = []
+    for qid, docs in exact.items():
+        top = list(docs)[:k]
+        if top:
+            values.append(len(set(top) & set(list(got.get(qid, {}))[:k])) / len(top))
+    return statistics.fmean(values)
+
+
+def bench_dataset(name: str, shard_counts: list[int], root: Path, rounds: int) -> dict:
+    dataset = load_dataset(dataset_path(name))
+    split = dataset.split("test")
+    queries, qrels = split.queries, split.qrels
+    single = open_index(save_index(BUILT, dataset.corpus, root / f"{name}-single"))
+    want = {text: search(single, text, queries, 100) for text in EXACT + APPROXIMATE}
+    flat = want["dense"]
+    result: dict = {"documents": single.live.count, "queries": len(queries), "single": {
+        text: {**evaluate(want[text], qrels, MEASURES).aggregate,
+               "recall_of_exact_top10": recall_of_exact(want[text], flat)}
+        for text in want}, "sharded": {}}
+    for shards in shard_counts:
+        handle = open_index(save_sharded_index(BUILT, dataset.corpus,
+                                               root / f"{name}-{shards}", shards))
+        rows = {}
+        for text in EXACT + APPROXIMATE:
+            got = search(handle, text, queries, 100)
+            identical, worst = same_ranking(got, want[text])
+            rows[text] = {**evaluate(got, qrels, MEASURES).aggregate,
+                          "identical_top100": identical, "max_score_difference": worst,
+                          "recall_of_exact_top10": recall_of_exact(got, flat)}
+        times = interleaved({"single": lambda: search(single, "rrf(bm25, dense)", queries, 10),
+                             "sharded": lambda h=handle: search(h, "rrf(bm25, dense)",
+                                                                queries, 10)}, rounds)
+        rows["search_seconds_rrf"] = {k: statistics.median(v) for k, v in times.items()}
+        result["sharded"][str(shards)] = rows
+        print(name, shards, json.dumps(rows, default=float), flush=True)
+    return result
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0], "shards.json").parse_args()
+    rounds = repeats(args)
+    plan = {"scifact": [1, 2]} if args.quick else {"scifact": [1, 2, 4, 8],
+                                                   "nfcorpus": [1, 2, 4, 8]}
+    out = {"machine": f"{platform.processor() or platform.machine()}, simulated shards on one"
+                      " machine", "built": BUILT, "datasets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, counts in plan.items():
+            out["datasets"][name] = bench_dataset(name, counts, Path(tmp), rounds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
