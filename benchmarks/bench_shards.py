@@ -15,8 +15,17 @@ centroids shared). For each S:
   the router searches its shards one after another in one process, so this measures the
   router's overhead, not a speed-up.
 
-All of it is simulated on one 2-core machine: shards are folders, searched in one process.
-``--quick`` runs SciFact with S = 1, 2 only.
+Encoding throughput (``--part encoding``): the first ``--docs`` SciFact documents encoded
+with all-MiniLM-L6-v2 in this process (``corpus_embeddings``, what a build does without
+``--ray``) and through ``RayCluster`` (Ray Data ``map_batches`` on an actor pool of 1 and 2
+actors, a local ``ray.init(num_cpus=2)``), the same texts, medians of ``--repeats`` runs after a
+warm-up; plus Ray's start-up time (``ray.init``) and the first encoding on a fresh pool
+(actors loading the model). Ray gives each actor one CPU, so torch runs one thread per actor;
+in process, torch uses both cores.
+
+All of it is simulated on one 2-core machine: shards are folders, searched in one process;
+the "cluster" is two CPU actors on the same cores. ``--quick`` runs SciFact with S = 1, 2
+only and encodes 200 documents.
 """
 
 from __future__ import annotations
@@ -101,15 +110,74 @@ def bench_dataset(name: str, shard_counts: list[int], root: Path, rounds: int) -
     return result
 
 
+def bench_encoding(count: int, rounds: int) -> dict:
+    import os
+    import secrets
+    import time
+
+    import numpy as np
+
+    from cormorant.index.embeddings import corpus_embeddings
+    from cormorant.retrieval.dense import DenseRetriever, corpus_encoder
+    from cormorant.retrieval.distributed import RayCluster, length_sorted_batches
+    from cormorant.types import Corpus
+
+    docs = [d for _, d in zip(range(count), load_dataset(dataset_path("scifact")).corpus,
+                              strict=False)]
+    corpus = Corpus.from_documents(docs, name="scifact-head")
+    settings = DenseRetriever.declared({})
+    encoder = corpus_encoder(settings)
+    batches = length_sorted_batches(corpus, 256)
+    reference = np.array(corpus_embeddings(encoder, corpus, use_cache=False))
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # this script's own process
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    began = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    startup = time.perf_counter() - began
+    results: dict = {"documents": count, "ray_init_seconds": startup}
+
+    def on_ray(actors: int) -> None:
+        out = np.zeros_like(reference)
+        for batch in RayCluster("auto", actors=actors).encode(settings, batches):
+            out[batch["row"]] = batch["vector"]
+        results[f"max_difference_ray_{actors}"] = float(np.abs(out - reference).max())
+
+    first = {}
+    for actors in (1, 2):
+        began = time.perf_counter()
+        on_ray(actors)
+        first[f"ray_{actors}_actors"] = time.perf_counter() - began
+    times = interleaved({"in_process": lambda: corpus_embeddings(encoder, corpus, use_cache=False),
+                         "ray_1_actor": lambda: on_ray(1), "ray_2_actors": lambda: on_ray(2)},
+                        rounds, warmup=False)
+    results["first_run_seconds"] = first
+    results["seconds"] = {k: statistics.median(v) for k, v in times.items()}
+    results["documents_per_second"] = {k: count / v for k, v in results["seconds"].items()}
+    ray.shutdown()
+    print("encoding", json.dumps(results), flush=True)
+    return results
+
+
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], "shards.json").parse_args()
+    args = parser(__doc__.splitlines()[0], "shards.json")
+    args.add_argument("--part", choices=("all", "quality", "encoding"), default="all")
+    args.add_argument("--docs", type=int, default=None, help="documents encoded (default 1000)")
+    args = args.parse_args()
     rounds = repeats(args)
     plan = {"scifact": [1, 2]} if args.quick else {"scifact": [1, 2, 4, 8],
                                                    "nfcorpus": [1, 2, 4, 8]}
     out = {"machine": f"{platform.processor() or platform.machine()}, simulated shards on one"
                       " machine", "built": BUILT, "datasets": {}}
+    if args.out.is_file():  # one part at a time keeps the other's results
+        out = {**json.loads(args.out.read_text()), **out, "datasets": json.loads(
+            args.out.read_text()).get("datasets", {})}
+    if args.part in ("all", "encoding"):
+        out["encoding"] = bench_encoding(args.docs or (200 if args.quick else 1000), rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, counts in plan.items():
+        for name, counts in plan.items() if args.part in ("all", "quality") else ():
             out["datasets"][name] = bench_dataset(name, counts, Path(tmp), rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
