@@ -20,7 +20,7 @@ Shards are searched one after another in this process; the stage is written so t
 distributed runner can call each shard's part in its own process.
 
 Example:
-    >>> handle = open_index("indexes/scifact-4")  # doctest: +SKIP  (a sharded index)
+    >>> handle = open_index("indexes/scifact-4")  # a sharded index  # doctest: +SKIP
     >>> handle.pipeline.search("vitamin d", k=10)  # doctest: +SKIP
 """
 
