@@ -157,6 +157,10 @@ class IndexHandle:
         return (f"IndexHandle({str(self.path)!r}, {str(self.pipeline)!r},"
                 f" {self.live.count:,} documents of {self.meta.get('corpus')!r})")
 
+    def stored_leaves(self) -> list[tuple[dict[str, Any], Path]]:
+        """Each stored stage's record in ``meta.json`` and its folder."""
+        return [(record, self.path / record["dir"]) for record in self.meta["leaves"]]
+
     def open_pipeline(self, text: str) -> Stage:
         """Another pipeline over the same stored stages (sharing their models and writes).
 

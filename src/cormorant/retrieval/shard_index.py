@@ -222,6 +222,11 @@ class ShardedHandle:
                 f" {len(self.shards)} shards, {self.live.count:,} documents of"
                 f" {self.meta.get('corpus')!r})")
 
+    def stored_leaves(self) -> list[tuple[dict[str, Any], Path]]:
+        """Each stored stage's record and folder in the first shard (every shard holds the
+        same stages, built alike)."""
+        return self.shards[0].stored_leaves()
+
     def open_pipeline(self, text: str) -> Stage:
         """Another pipeline over the same stored stages: each stored stage is searched on
         every shard and merged; the other stages run once.
@@ -285,6 +290,11 @@ class ShardedLive:
     def read_only_reason(self) -> str | None:
         return next((s.live.read_only_reason for s in self.shards
                      if s.live.read_only_reason is not None), None)
+
+    @read_only_reason.setter
+    def read_only_reason(self, reason: str | None) -> None:
+        for shard in self.shards:  # a read-only mount: every shard is
+            shard.live.read_only_reason = reason
 
     @property
     def writable(self) -> bool:
