@@ -31,14 +31,13 @@ only and encodes 200 documents.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dataset_path, interleaved, parser, repeats  # noqa: E402
+from _common import dataset_path, interleaved, machine, parser, repeats  # noqa: E402
 
 from cormorant.data import load_dataset  # noqa: E402
 from cormorant.eval.measures import evaluate  # noqa: E402
@@ -169,8 +168,8 @@ def main() -> None:
     rounds = repeats(args)
     plan = {"scifact": [1, 2]} if args.quick else {"scifact": [1, 2, 4, 8],
                                                    "nfcorpus": [1, 2, 4, 8]}
-    out = {"machine": f"{platform.processor() or platform.machine()}, simulated shards on one"
-                      " machine", "built": BUILT, "datasets": {}}
+    out = {"machine": {**machine(), "note": "shards simulated on one machine"},
+           "built": BUILT, "datasets": {}}
     if args.out.is_file():  # one part at a time keeps the other's results
         out = {**json.loads(args.out.read_text()), **out, "datasets": json.loads(
             args.out.read_text()).get("datasets", {})}
