@@ -12,7 +12,7 @@ import pytest
 from cormorant.data import detect_format, load_dataset
 from cormorant.errors import DataError, PipelineError
 from cormorant.eval.measures import evaluate
-from cormorant.retrieval.analysis import Analyzer, bigrams
+from cormorant.retrieval.analysis import Analyzer, cjk_bigrams
 from cormorant.retrieval.assemble import build_pipeline, open_index, save_index
 from cormorant.types import Corpus, Document
 from tests.cli_support import run_cli
@@ -40,8 +40,8 @@ def test_bigrams_as_lucene_cjk_analyzer_makes_them():
     # NFKC-folded, each CJK run (punctuation ends one) as overlapping pairs, a lone character
     # as itself, kana paired like Han.
     assert analyse(["联通5G套餐，Running the ＢＭ２５ 国 かな"]) == [
-        ["5g", "run", "bm25", "联通", "套餐", "国", "かな"]]
-    assert bigrams("中华人民") == ["中华", "华人", "人民"]
+        ["5g", "run", "bm25", "联通", "套餐", "かな", "国"]]
+    assert cjk_bigrams("中华人民 ok 国") == ["中华", "华人", "人民", "国"]
     # English analysis keeps a whole clause of Chinese as one term: nothing can match it.
     assert Analyzer("en", "english", "en")(["杜仲泡水喝的功效"]) == [["杜仲泡水喝的功效"]]
 

@@ -31,7 +31,7 @@ import re
 import sys
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,8 +42,11 @@ SEGMENTERS = ("bigram", "jieba")
 
 # Han (with extension A and compatibility ideographs), kana and Hangul, the scripts Lucene's
 # CJKBigramFilter pairs by default; extension B and beyond are outside the BMP.
-_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-                      "\U00020000-\U0002fa1f]+")
+_CJK = ("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+        "\U00020000-\U0002fa1f]")
+_CJK_RUN = re.compile(f"{_CJK}+")
+_PAIR = re.compile(f"(?=({_CJK}{_CJK}))")  # a look-ahead, so the pairs overlap
+_LONE = re.compile(f"(?<!{_CJK}){_CJK}(?!{_CJK})")
 
 
 def import_bm25s() -> Any:
@@ -89,16 +92,25 @@ def _stemmer(language: str) -> Any:
                             f" known: {', '.join(Stemmer.algorithms())}") from None
 
 
-def bigrams(run: str) -> list[str]:
-    """Overlapping character pairs of a CJK run; a run of one character is itself.
+def cjk_bigrams(text: str) -> list[str]:
+    """The CJK terms of ``text`` as Lucene's CJKBigramFilter makes them: each run's overlapping
+    character pairs, and a lone character (a run of one) as itself. Two regular expressions
+    over the whole text, so no Python loop runs per character or per run.
 
     Example:
-        >>> bigrams("中华人民"), bigrams("国")
-        (['中华', '华人', '人民'], ['国'])
+        >>> cjk_bigrams("中华人民, 国")
+        ['中华', '华人', '人民', '国']
     """
-    if len(run) < 2:
-        return [run]
-    return [run[i:i + 2] for i in range(len(run) - 1)]
+    return _PAIR.findall(text) + _LONE.findall(text)
+
+
+def _jieba_terms(cut: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """The CJK terms of a text as jieba's words: each CJK run cut on its own."""
+
+    def terms(text: str) -> list[str]:
+        return [word for run in _CJK_RUN.findall(text) for word in cut(run)]
+
+    return terms
 
 
 def _jieba() -> Any:
@@ -134,23 +146,22 @@ class Analyzer:
         self.language, self.segmenter = language, segmenter
         self._stemmer = _stemmer(stemmer) if stemmer else None
         self._stopwords = stopwords or []
-        self._segment = (bigrams if segmenter == "bigram" else _jieba().cut) \
-            if language == "zh" else None
+        self._cjk_terms: Callable[[str], list[str]] | None = None  # en: no CJK step
+        if language == "zh":
+            self._cjk_terms = cjk_bigrams if segmenter == "bigram" else _jieba_terms(_jieba().cut)
         # PyStemmer's stemmers are not thread-safe, and the service searches from threads.
         self._lock = threading.Lock()
 
     def __call__(self, texts: list[str]) -> list[list[str]]:
         """Each text's terms."""
-        if self._segment is None:
+        cjk_terms = self._cjk_terms
+        if cjk_terms is None:
             return self._words(texts)
         texts = [unicodedata.normalize("NFKC", t) for t in texts]
-        runs = [_CJK_RUN.findall(t) for t in texts]
         # The non-CJK rest goes through the English path in one call; term order does not
         # matter to BM25, so each text's CJK terms simply follow its other words.
         words = self._words([_CJK_RUN.sub(" ", t) for t in texts])
-        segment = self._segment
-        return [w + [term for run in rs for term in segment(run)]
-                for w, rs in zip(words, runs, strict=True)]
+        return [w + cjk_terms(t) for w, t in zip(words, texts, strict=True)]
 
     def _words(self, texts: list[str]) -> list[list[str]]:
         bm25s = import_bm25s()
