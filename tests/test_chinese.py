@@ -4,6 +4,7 @@ model has a Chinese vocabulary, on the 20-passage fixture in T2Ranking's publish
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -230,3 +231,19 @@ def test_dense_takes_a_chinese_model_by_path(dataset, dev, tmp_path):
     # A random model still tells every passage apart: each passage's own text finds it first.
     run = dense.search({d.doc_id: d.text for d in docs}, k=1)
     assert {q: list(hits) for q, hits in run.items()} == {d.doc_id: [d.doc_id] for d in docs}
+
+
+def test_an_index_from_before_language_reopens_as_english(tmp_path):
+    from tests.conftest import QUERIES, write_beir
+
+    corpus = load_dataset(write_beir(tmp_path / "tiny")).corpus
+    out = save_index("bm25", corpus, tmp_path / "idx")
+    meta_file = out / "0-bm25" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    for key in ("params", "settings"):  # as Cormorant wrote them before the parameter
+        meta[key] = {k: v for k, v in meta[key].items() if k not in ("language", "segmenter")}
+    meta_file.write_text(json.dumps(meta))
+    reopened = open_index(out)
+    assert str(reopened.pipeline) == "bm25"
+    assert_same_run(reopened.pipeline.search(QUERIES, k=3),
+                    build_pipeline("bm25", corpus).search(QUERIES, k=3))
