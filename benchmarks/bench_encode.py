@@ -13,6 +13,13 @@ documents and int8 queries; ``precision=int8`` and ``precision=binary`` at resco
 (index bytes per document, queries per second); and ``dim=`` 256/128/64 (the first dimensions
 of the cached fp32 vectors, re-normalised: what ``dim=`` computes, without re-encoding).
 
+int8 recipes (``--part recipes``): which of MiniLM's products dynamic int8 may quantise, and what
+each choice costs: the minimum cosine to torch's vectors on the shortest NFCorpus test queries
+(where one activation scale per tensor is coarsest) and on SciFact abstracts, and speed against
+bare sentence-transformers, interleaved as above. Recipes: every op ONNX Runtime quantises
+(``quantize=int8``'s), MatMul only (the fused ``Attention`` and the embedding ``Gather`` kept in
+fp32), and MatMul with the feed-forward up-projections (``intermediate.dense``) also kept fp32.
+
 Search (``--part search``): index bytes per document and queries per second of the index
 search alone (queries encoded once), per precision, rescore and FAISS kind.
 
@@ -186,9 +193,68 @@ def search_speed(quick: bool, rounds: int) -> dict[str, Any]:
     return {"search": found}
 
 
+RECIPES = {"all ops (quantize=int8)": {},
+           "MatMul only": {"op_types_to_quantize": ["MatMul"]},
+           "MatMul, FFN up-projection fp32": {"op_types_to_quantize": ["MatMul"],
+                                              "exclude": "intermediate/dense"}}
+
+
+def recipes(quick: bool, rounds: int) -> dict[str, Any]:
+    """Minimum cosine and speed of each int8 recipe (see the module docstring)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from sentence_transformers import SentenceTransformer
+
+    from cormorant.retrieval.encoders import SentenceTransformerEncoder
+    from cormorant.retrieval.exports import RuntimeModel, exported, transformer_module
+
+    count = SIZES["quick" if quick else "full"]
+    docs, _ = texts_of("scifact", count)
+    queries = sorted(texts_of("nfcorpus", 0)[1], key=len)[:count * 2]
+    torch_encoder = SentenceTransformerEncoder(batch_size=BATCH)
+    bare = SentenceTransformer(torch_encoder.path, device="cpu", local_files_only=True)
+    source = exported(transformer_module(bare), torch_encoder.fingerprint, "none", fused=True)
+    graph = onnx.load(str(source))
+    reference = {"queries": bare.encode(queries, normalize_embeddings=True),
+                 "documents": bare.encode(docs, normalize_embeddings=True)}
+    models: dict[str, Any] = {"bare": bare}
+    work = Path(tempfile.mkdtemp(prefix="int8-recipes-"))
+    for i, (name, recipe) in enumerate(RECIPES.items()):
+        options = {k: v for k, v in recipe.items() if k != "exclude"}
+        if "exclude" in recipe:
+            options["nodes_to_exclude"] = [n.name for n in graph.graph.node
+                                           if recipe["exclude"] in n.name]
+        target = work / f"{i}.onnx"
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         per_channel=True, **options,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        model = SentenceTransformer(torch_encoder.path, device="cpu", local_files_only=True)
+        module = transformer_module(model)
+        module.model = RuntimeModel(target, module.model, "onnx")
+        models[name] = model
+    found: dict[str, Any] = {}
+    for kind, texts in (("queries", queries), ("documents", docs)):
+        outputs: dict[str, Any] = {}
+        encoders = {n: partial(m.encode, texts, batch_size=BATCH, normalize_embeddings=True)
+                    for n, m in models.items()}
+        samples = interleaved({n: keeping(outputs, n, e) for n, e in encoders.items()}, rounds)
+        rates = {n: summary(s, len(texts))["per_s"] for n, s in samples.items()}
+        found[kind] = {"texts": len(texts), "mean_chars": sum(map(len, texts)) / len(texts),
+                       "speedup_vs_bare": {n: r / rates["bare"] for n, r in rates.items()},
+                       "min_cosine_vs_torch": {
+                           n: float((np.asarray(o) * reference[kind]).sum(1).min())
+                           for n, o in outputs.items()}}
+        print(kind, found[kind], flush=True)
+    return {"recipes": found}
+
+
 def main() -> None:
     args = parser(__doc__.split("\n\n")[0], "encode.json")
-    args.add_argument("--part", choices=["speed", "quality", "search", "all"], default="all")
+    args.add_argument("--part", choices=["speed", "quality", "search", "recipes", "all"], default="all")
     args = args.parse_args()
     result: dict[str, Any] = {"benchmark": "encode", "quick": args.quick}
     if args.part in ("speed", "all"):
@@ -197,6 +263,8 @@ def main() -> None:
         result.update(quality(args.quick))
     if args.part in ("search", "all"):
         result.update(search_speed(args.quick, repeats(args)))
+    if args.part in ("recipes", "all"):
+        result.update(recipes(args.quick, 1 if args.quick else repeats(args)))
     write_json(args.out, result)
 
 

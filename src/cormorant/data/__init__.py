@@ -1,4 +1,4 @@
-"""Dataset loaders: BEIR, BRIGHT, MS MARCO tsv, TREC qrels and runs.
+"""Dataset loaders: BEIR, BRIGHT, MS MARCO tsv, T2Ranking, TREC qrels and runs.
 
 Example:
     >>> from cormorant.data import load_dataset
@@ -27,15 +27,30 @@ def load_dataset(path: str | Path, format: str | None = None, **options: Any) ->
     """
     if format is not None:
         return registry.get(GROUP, format).load(path, **options)
-    for name in registry.names(GROUP):
-        loader = registry.get(GROUP, name)
-        if loader.matches(path):
-            return loader.load(path, **options)
+    name = detect_format(path)
+    if name is not None:
+        return registry.get(GROUP, name).load(path, **options)
     path = Path(path)
     if not path.exists():
         raise DataError(f"dataset not found: {path}")
     raise DataError(f"{path} matches no dataset format ({', '.join(registry.names(GROUP))}): "
                     "expected corpus.jsonl, collection.tsv, examples.jsonl or irds:<id>")
+
+
+def detect_format(path: str | Path) -> str | None:
+    """The name of the dataset format of ``path``, or None when no format matches.
+
+    Where several match, a format that ``refines`` another (a class attribute naming it: a
+    T2Ranking folder is also an MS MARCO-style folder) is chosen over the one it refines.
+
+    Example:
+        >>> detect_format("../shared/data/scifact")  # doctest: +SKIP
+        'beir'
+    """
+    matched = [n for n in registry.names(GROUP) if registry.get(GROUP, n).matches(path)]
+    refined = {getattr(registry.get(GROUP, n), "refines", None) for n in matched}
+    chosen = [n for n in matched if n not in refined]
+    return chosen[0] if chosen else None
 
 
 @dataclass

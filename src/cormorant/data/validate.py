@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cormorant import registry
+from cormorant.data import detect_format
 from cormorant.errors import DataError, UnreadableFileError
 from cormorant.types import Dataset
 
@@ -52,9 +53,7 @@ def validate_dataset(dataset: Dataset, examples: int = 3) -> DatasetReport:
         raise  # a broken file is an error, not a finding about the dataset
     except DataError as exc:  # e.g. a BRIGHT domain without its documents: queries still count
         missing_corpus = str(exc)
-    fmt = next((n for n in registry.names("cormorant.datasets")
-                if dataset.path is not None and registry.get("cormorant.datasets", n).matches(
-                    dataset.path)), "irds" if dataset.path is None else "?")
+    fmt = "irds" if dataset.path is None else detect_format(dataset.path) or "?"
     report = DatasetReport(dataset.name, fmt, len(ids))
     if missing_corpus:
         report.problems.append(f"documents: {missing_corpus}")

@@ -1,7 +1,8 @@
 """BM25 in process: the embedded default, no Java needed, and an index that takes writes.
 
-Text is analysed with bm25s's tokenizer (English stop words, the Snowball English stemmer) and
-scored with bm25s's formulas; defaults follow Pyserini's BEIR regressions (Lucene's BM25
+Text is analysed by :mod:`cormorant.retrieval.analysis` (``language=en``: bm25s's tokenizer,
+English stop words, the Snowball English stemmer; ``language=zh``: CJK character bigrams or
+jieba words) and scored with bm25s's formulas; defaults follow Pyserini's BEIR regressions (Lucene's BM25
 variant, k1=0.9, b=0.4, title and text as one field). The index is segments of raw term
 frequencies (:mod:`cormorant.index.inverted` says why not bm25s's own precomputed index), so a
 write costs what it writes and every search scores as a fresh build over the live documents.
@@ -12,10 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,58 +28,16 @@ from cormorant.index.inverted import (
 )
 from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.params import BUILD, Param, Params
+from cormorant.retrieval.analysis import LANGUAGES, SEGMENTERS, Analyzer, import_bm25s
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.segmented import SegmentedRetriever
 from cormorant.types import Corpus, Document, Queries, Run, top_rows
 
 log = logging.getLogger(__name__)
-
-
-def import_bm25s() -> Any:
-    """bm25s, imported without JAX unless the process already uses JAX.
-
-    bm25s runs a JAX top-k at import when JAX is installed. On a GPU machine that starts JAX's
-    GPU backend, which takes 75% of the GPU's memory at once: torch in the same process (an
-    encoder, a training run mining BM25 negatives) then fails with "CUDA out of memory", and
-    other processes' JAX fails to start (seen on an H200 with JAX in the image). Without JAX,
-    bm25s selects the top k with numpy, which is how every number in docs/ was measured.
-    """
-    if "bm25s" in sys.modules:
-        return sys.modules["bm25s"]
-    if "jax" not in sys.modules:
-        with _modules_hidden("jax"):
-            import bm25s
-    else:
-        import bm25s
-
-    # bm25s sets its logger to DEBUG on import and logs every index build; keep logs readable.
-    # Once: setLevel clears every logger's cache, a quarter of a millisecond per call.
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    return bm25s
-
-
-@contextmanager
-def _modules_hidden(name: str) -> Iterator[None]:
-    """``import name`` (and its submodules) raises ImportError inside the block."""
-    sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found"
-    try:
-        yield
-    finally:
-        del sys.modules[name]
-
+__all__ = ["BM25Retriever", "import_bm25s"]
 
 IDS_FILE = "doc_ids.json"
 BUILD_CHUNK = 50_000  # documents analysed and indexed at a time while building
-
-
-def _stemmer(language: str) -> Any:
-    import Stemmer
-
-    try:
-        return Stemmer.Stemmer(language)
-    except KeyError:
-        raise PipelineError(f"bm25: no stemmer for {language!r};"
-                            f" known: {', '.join(Stemmer.algorithms())}") from None
 
 
 class BM25Retriever(SegmentedRetriever):
@@ -109,14 +64,20 @@ class BM25Retriever(SegmentedRetriever):
               when=BUILD, nullable=True),
         Param("stopwords", str, "en", "stop-word list (bm25s); none to keep every word",
               when=BUILD, nullable=True),
+        Param("language", str, "en", "text analysis: en (words), zh (CJK runs by segmenter,"
+              " other words as en)", when=BUILD, choices=LANGUAGES),
+        Param("segmenter", str, "bigram", "language=zh: CJK character bigrams (as Lucene's"
+              " CJKAnalyzer) or jieba words (extra [zh])", when=BUILD, choices=SEGMENTERS),
     )
 
     def __init__(self, segments: Segments, settings: dict[str, Any]) -> None:
         super().__init__(settings, segments)
-        stem = settings["stemmer"]
-        self._stemmer = _stemmer(stem) if stem else None
-        # PyStemmer's stemmers are not thread-safe, and the service searches from threads.
-        self._analysing = threading.Lock()
+        if settings["language"] != "zh" and settings["segmenter"] != "bigram":
+            raise PipelineError(f"bm25: segmenter={settings['segmenter']} applies to Chinese"
+                                " text: add language=zh")
+        self.analyse = Analyzer(settings["language"], settings["stemmer"],
+                                settings["stopwords"], settings["segmenter"])
+        """Each text's terms, analysed the way documents and queries both are."""
         self.params = BM25Params(settings["k1"], settings["b"], settings["method"])
         self.stats: CollectionStats | None = None  # the whole collection's, when a shard
 
@@ -132,13 +93,6 @@ class BM25Retriever(SegmentedRetriever):
         whole = chunks[0] if len(chunks) == 1 else TermIndex.combine(
             [(c, np.arange(len(c.lengths))) for c in chunks])
         return cls(Segments((Segment.made(doc_ids, whole, BASE),)), settings)
-
-    def analyse(self, texts: list[str]) -> list[list[str]]:
-        """Each text's terms, analysed the way documents and queries both are."""
-        bm25s = import_bm25s()
-        with self._analysing:
-            return bm25s.tokenize(texts, stopwords=self.settings["stopwords"] or [],
-                                  stemmer=self._stemmer, return_ids=False, show_progress=False)
 
     # -- segments ------------------------------------------------------------------------
 
@@ -212,7 +166,8 @@ class BM25Retriever(SegmentedRetriever):
 
     def analysis(self) -> dict[str, Any]:
         """The build-time settings: what scoring more documents the same way needs."""
-        return {name: self.settings[name] for name in ("k1", "b", "method", "stemmer", "stopwords")}
+        return {name: self.settings[name] for name in ("k1", "b", "method", "stemmer", "stopwords",
+                                                       "language", "segmenter")}
 
     @classmethod
     def open(cls, directory: Path, meta: dict[str, Any], settings: dict[str, Any]) -> BM25Retriever:

