@@ -128,7 +128,7 @@ class BM25Retriever(SegmentedRetriever):
         return collection_stats(_masked(self.segments), terms)
 
     def with_statistics(self, statistics: CollectionStats) -> BM25Retriever:
-        view = copy.copy(self)  # shares the segments, the stemmer and its lock
+        view = copy.copy(self)  # shares the segments and the analyser
         view.stats = statistics
         return view
 
