@@ -205,3 +205,23 @@ def test_a_write_on_a_read_only_sharded_index_says_why(indexes):
     handle = open_index(indexes[2])
     with pytest.raises(CormorantError, match="opened for reading"):
         handle.live.add([Document("x", "heron")])
+
+
+def test_muvera_shards_rerank_a_superset_of_the_single_index_candidates(tmp_path,
+                                                                         tiny_encoder):
+    text = f"muvera(model={tiny_encoder})"
+    corpus = corpus_of(60, seed=4)
+    single = open_index(save_index(text, corpus, tmp_path / "single"))
+    sharded = open_index(save_sharded_index(text, corpus, tmp_path / "sharded", 3))
+    # Candidates cover the collection: the exact Chamfer ranking either way.
+    assert_same_run(sharded.pipeline.search(QUERIES, k=10),
+                    single.pipeline.search(QUERIES, k=10), tol=1e-5)
+    # Few candidates: each shard takes its own FDE top 4, a superset of the single index's
+    # top 4, so the re-ranked top 4 scores at least as high, rank by rank.
+    few = f"muvera(model={tiny_encoder}, candidates=4)"
+    got = sharded.open_pipeline(few).search(QUERIES, k=4)
+    want = single.open_pipeline(few).search(QUERIES, k=4)
+    for qid in QUERIES:
+        assert len(got[qid]) == len(want[qid]) == 4
+        for mine, theirs in zip(got[qid].values(), want[qid].values(), strict=True):
+            assert mine >= theirs - 1e-5
