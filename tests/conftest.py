@@ -131,3 +131,23 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray cluster for the whole test session (``ray.init(num_cpus=2)``), with token
+    authentication on, set explicitly as Ray 2.60 asks (left unset, a new local cluster turns
+    it on and writes a token into ~/.ray)."""
+    import secrets
+
+    with pytest.MonkeyPatch.context() as env:
+        # Before Ray is imported: it reads the mode into its config once, at import.
+        env.setenv("RAY_AUTH_MODE", "token")
+        env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        ray = pytest.importorskip("ray")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()

@@ -142,13 +142,41 @@ def index_build(dataset: DatasetOpt,
                 pipeline: Annotated[str, typer.Option("--pipeline", "-p", help=PipelineHelp)] = "bm25",
                 documents: DocumentsOpt = None, long_documents: LongOpt = False,
                 overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
+                shards: Annotated[int | None, typer.Option(
+                    help="Write a sharded index of N shards (documents routed by a hash of"
+                         " their id; see docs/sharding.md).  [default: one ordinary index]",
+                    show_default=False)] = None,
+                ray: Annotated[str | None, typer.Option(
+                    "--ray", help="Encode on a Ray cluster (Ray Data, an actor pool): 'auto'"
+                                  " joins this machine's cluster, or give its address; needs"
+                                  " the [ray] extra.  [default: in this process]",
+                    show_default=False)] = None,
+                actors: Annotated[int, typer.Option(
+                    help="Encoders running at once: Ray actors with --ray, else threads.")] = 1,
+                gpus_per_actor: Annotated[float, typer.Option(
+                    help="GPUs each Ray actor asks for (0.5: two actors share a card).")] = 0.0,
                 ) -> None:
     """Index a dataset's corpus for every stage of a pipeline (written atomically)."""
-    from cormorant.retrieval.assemble import save_index
+    from cormorant.index.sharding import check_shard_count
+    from cormorant.retrieval.assemble import save_index, validate
+    from cormorant.retrieval.distributed import prefill_embeddings, runner_for
+    from cormorant.retrieval.shard_index import save_sharded_index
 
+    if shards is not None:
+        check_shard_count(shards)  # before the corpus is read
+    validate(pipeline)
+    if out.exists() and not overwrite:  # before any encoding
+        raise CormorantError(f"{out} already exists (use --overwrite to replace it)")
+    runner = runner_for(ray, actors, gpus_per_actor) \
+        if ray is not None or actors != 1 or gpus_per_actor else None
     corpus = _load(dataset, documents, long_documents).corpus
     start = time.perf_counter()
-    save_index(pipeline, corpus, out, overwrite=overwrite)
+    if shards is not None:
+        save_sharded_index(pipeline, corpus, out, shards, overwrite=overwrite, runner=runner)
+    else:
+        if runner is not None:
+            prefill_embeddings(pipeline, corpus, runner)
+        save_index(pipeline, corpus, out, overwrite=overwrite)
     typer.echo(f"indexed {len(corpus):,} documents for {pipeline} in"
                f" {time.perf_counter() - start:.1f}s -> {out}")
 

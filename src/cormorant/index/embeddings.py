@@ -40,6 +40,11 @@ def embeddings_key(settings: dict[str, Any], corpus: Corpus) -> str:
     return cache.key({"encoder": settings, "corpus": corpus.fingerprint})
 
 
+def embeddings_name(settings: dict[str, Any], corpus: Corpus) -> str:
+    """The cache entry's name (kind ``embeddings``) for ``corpus`` encoded with ``settings``."""
+    return f"{embeddings_key(settings, corpus)}.npy"
+
+
 def corpus_embeddings(encoder: Any, corpus: Corpus, use_cache: bool = True) -> np.ndarray:
     """Document embeddings of ``corpus`` in corpus order, from the cache when present.
 
@@ -49,7 +54,7 @@ def corpus_embeddings(encoder: Any, corpus: Corpus, use_cache: bool = True) -> n
     settings = getattr(encoder, "settings", None)
     if not use_cache or settings is None:
         return _encode_all(encoder, corpus, out_path=None)
-    name = f"{embeddings_key(settings, corpus)}.npy"
+    name = embeddings_name(settings, corpus)
     path = cache.lookup(KIND, name)
     if path is not None:
         try:

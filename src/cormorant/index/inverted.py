@@ -191,11 +191,75 @@ class BM25Params:
     method: str
 
 
+@dataclass(frozen=True)
+class CollectionStats:
+    """What BM25 needs of the whole collection for some query terms: live documents, their
+    total length in tokens, and each term's document frequency. Shards of one collection add
+    theirs up (Lucene's distributed frequencies), so every shard scores as one index would.
+
+    Example:
+        >>> a = CollectionStats(2, 5, {"cat": 1})
+        >>> a + CollectionStats(1, 3, {"cat": 1, "dog": 1})
+        CollectionStats(documents=3, length=8, df={'cat': 2, 'dog': 1})
+    """
+
+    documents: int
+    length: int
+    df: dict[str, int]
+
+    def __add__(self, other: CollectionStats) -> CollectionStats:
+        df = dict(self.df)
+        for term, count in other.df.items():
+            df[term] = df.get(term, 0) + count
+        return CollectionStats(self.documents + other.documents, self.length + other.length, df)
+
+
+Live = list[tuple[TermIndex, np.ndarray | None]]
+"""Segments paired with their live-row mask (None: every row is live)."""
+
+
+def _live(segments: Sequence[tuple[TermIndex, np.ndarray | None]]) -> Live:
+    return [(seg, None if mask is None or not mask.any() else ~mask) for seg, mask in segments]
+
+
+def collection_stats(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
+                     terms: Sequence[str]) -> CollectionStats:
+    """The statistics of ``segments`` (each with its deletion mask, None for none) for
+    ``terms``, counting only rows that are not deleted.
+
+    Example:
+        >>> seg = TermIndex.from_tokens([["cat"], ["dog"], ["dog", "dog"]])
+        >>> collection_stats([(seg, None)], ["dog", "owl"])
+        CollectionStats(documents=3, length=4, df={'dog': 2, 'owl': 0})
+    """
+    live = _live(segments)
+    df = {}
+    for term in dict.fromkeys(terms):
+        count = 0
+        for seg, keep in live:
+            hits = seg.postings(term)
+            if hits is not None:
+                count += len(hits[0]) if keep is None else int(keep[hits[0]].sum())
+        df[term] = count
+    return CollectionStats(_documents(live), _length(live), df)
+
+
+def _documents(live: Live) -> int:
+    return sum(len(seg.lengths) if keep is None else int(keep.sum()) for seg, keep in live)
+
+
+def _length(live: Live) -> int:
+    return sum(seg.total_length if keep is None else int(seg.lengths[keep].sum())
+               for seg, keep in live)
+
+
 def bm25_scores(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
-                query: Sequence[str], params: BM25Params) -> np.ndarray:
+                query: Sequence[str], params: BM25Params,
+                stats: CollectionStats | None = None) -> np.ndarray:
     """BM25 scores of every row of every segment for one query (its tokens, repeats counted
     as bm25s counts them), segment after segment in one array, with N, document frequencies
-    and the average length taken over the rows that are not deleted. ``segments`` pairs each
+    and the average length taken over the rows that are not deleted, or from ``stats`` when
+    given (a shard scoring with its whole collection's statistics). ``segments`` pairs each
     index with its deletion mask (None: no deletions); deleted rows score 0.
 
     Example:
@@ -204,10 +268,9 @@ def bm25_scores(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
         >>> [round(float(s), 3) for s in scores]
         [0.542, 0.0, 0.0]
     """
-    live = [(seg, None if mask is None or not mask.any() else ~mask) for seg, mask in segments]
-    n = sum(len(seg.lengths) if keep is None else int(keep.sum()) for seg, keep in live)
-    total = sum(seg.total_length if keep is None else int(seg.lengths[keep].sum())
-                for seg, keep in live)
+    live = _live(segments)
+    n = _documents(live) if stats is None else stats.documents
+    total = _length(live) if stats is None else stats.length
     # One array for all segments: a query term is scored in one pass over its postings from
     # every segment, not one pass per segment.
     offsets = np.cumsum([0, *(len(seg.lengths) for seg, _ in live)])
@@ -230,7 +293,7 @@ def bm25_scores(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
             rows.append(found + offset)
             tfs.append(tf)
             lengths.append(seg.lengths[found])
-        df = sum(len(r) for r in rows)
+        df = sum(len(r) for r in rows) if stats is None else stats.df.get(term, 0)
         if df == 0:
             continue  # no live document holds it: a fresh build would not know the term
         idf = idf_of(df, n)
@@ -239,6 +302,8 @@ def bm25_scores(segments: Sequence[tuple[TermIndex, np.ndarray | None]],
             absent = idf * float(tfc(np.zeros(1), np.full(1, avg), avg, params.k1, params.b,
                                      DELTA)[0])
             constant += absent
+        if not rows:
+            continue  # a shard that lacks the term: the collection's other shards hold it
         part = idf * tfc(np.concatenate(tfs), np.concatenate(lengths), avg, params.k1, params.b,
                          DELTA) - absent
         whole[np.concatenate(rows)] += part.astype(np.float32)

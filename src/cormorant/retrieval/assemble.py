@@ -26,6 +26,7 @@ from cormorant.errors import DataError, IndexFormatError, PipelineError
 from cormorant.index.docstore import FILENAME as DOCSTORE_FILE
 from cormorant.index.docstore import CorpusDocuments, DocStore
 from cormorant.index.format import atomic_directory, read_meta, write_meta
+from cormorant.index.sharding import SHARDED_KIND
 from cormorant.pipeline import Documents, Stage, WithDocuments
 from cormorant.pipeline_syntax import Call, Leaf, materialize, named, parse
 from cormorant.retrieval.base import Retriever, save_leaf
@@ -121,13 +122,23 @@ def save_index(text: str, corpus: Corpus, out: str | Path, overwrite: bool = Fal
 
 def _write_index(pipeline: Stage, corpus: Corpus, out: Path, overwrite: bool) -> None:
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        count = DocStore.create(tmp / DOCSTORE_FILE, corpus)
-        records = []
-        for position, leaf in enumerate(pipeline.leaves()):
-            assert isinstance(leaf, Retriever)
-            records.append(save_leaf(tmp / f"{position}-{leaf.name}", leaf))
-        write_meta(tmp, {"kind": "pipeline", "pipeline": str(pipeline), "count": count,
-                         "corpus": corpus.name, "leaves": records})
+        write_index_files(tmp, str(pipeline), pipeline.leaves(), corpus)
+
+
+def write_index_files(directory: Path, text: str, leaves: list[Stage], corpus: Corpus,
+                      extra: dict[str, Any] | None = None) -> int:
+    """Write an index of pipeline ``text`` into the empty ``directory``: the documents of
+    ``corpus``, each built stage of ``leaves`` (in pipeline order) and ``meta.json`` (with
+    ``extra`` recorded, kept by merges); returns how many documents it holds. Not atomic by
+    itself: ``directory`` is a temporary one."""
+    count = DocStore.create(directory / DOCSTORE_FILE, corpus)
+    records = []
+    for position, leaf in enumerate(leaves):
+        assert isinstance(leaf, Retriever)
+        records.append(save_leaf(directory / f"{position}-{leaf.name}", leaf))
+    write_meta(directory, {"kind": "pipeline", "pipeline": text, "count": count,
+                           "corpus": corpus.name, "leaves": records, **(extra or {})})
+    return count
 
 
 @dataclass
@@ -145,6 +156,10 @@ class IndexHandle:
     def __repr__(self) -> str:
         return (f"IndexHandle({str(self.path)!r}, {str(self.pipeline)!r},"
                 f" {self.live.count:,} documents of {self.meta.get('corpus')!r})")
+
+    def stored_leaves(self) -> list[tuple[dict[str, Any], Path]]:
+        """Each stored stage's record in ``meta.json`` and its folder."""
+        return [(record, self.path / record["dir"]) for record in self.meta["leaves"]]
 
     def open_pipeline(self, text: str) -> Stage:
         """Another pipeline over the same stored stages (sharing their models and writes).
@@ -195,6 +210,10 @@ def open_index(path: str | Path, pipeline: str | None = None, verify: bool = Tru
     """
     path = Path(path)
     meta = read_meta(path, verify=verify)
+    if meta.get("kind") == SHARDED_KIND:
+        from cormorant.retrieval.shard_index import open_sharded
+
+        return open_sharded(path, meta, pipeline, verify, wrap, write)  # type: ignore[return-value]
     if meta.get("kind") != "pipeline":
         raise IndexFormatError(f"{path} is a {meta.get('kind')} index part, not a whole index;"
                                f" open its parent directory")

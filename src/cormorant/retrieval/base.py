@@ -91,6 +91,20 @@ class Retriever(Stage):
             return flow.with_run(self.retrieve(flow.queries, flow.depth(self.depth)))
         return flow.with_run(self.rescore(flow.queries, flow.run))
 
+    # -- sharding (see cormorant.retrieval.sharded) -------------------------------------
+
+    def statistics(self, queries: Queries) -> Any | None:
+        """What this stage's scores for ``queries`` take from the whole collection, counted
+        over its own documents: a sharded index's router adds every shard's up (``+``) and
+        hands the sum to :meth:`with_statistics`. None (the default): a document's score
+        depends on that document alone (dense, chamfer), and shards need nothing shared."""
+        return None
+
+    def with_statistics(self, statistics: Any) -> Retriever:
+        """This stage scoring with ``statistics`` (summed over every shard) in place of its
+        own: a light copy sharing the index, so concurrent searches do not interfere."""
+        return self
+
     # -- writes (see cormorant.retrieval.segmented; a kind that cannot take them says why) --
 
     writable: ClassVar[bool] = False

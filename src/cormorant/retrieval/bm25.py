@@ -10,6 +10,7 @@ write costs what it writes and every search scores as a fresh build over the liv
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -18,7 +19,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import IndexFormatError, PipelineError
-from cormorant.index.inverted import BM25Params, TermIndex, bm25_scores
+from cormorant.index.inverted import (
+    BM25Params,
+    CollectionStats,
+    TermIndex,
+    bm25_scores,
+    collection_stats,
+)
 from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.analysis import LANGUAGES, SEGMENTERS, Analyzer, import_bm25s
@@ -72,6 +79,7 @@ class BM25Retriever(SegmentedRetriever):
                                 settings["stopwords"], settings["segmenter"])
         """Each text's terms, analysed the way documents and queries both are."""
         self.params = BM25Params(settings["k1"], settings["b"], settings["method"])
+        self.stats: CollectionStats | None = None  # the whole collection's, when a shard
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> BM25Retriever:
@@ -104,8 +112,25 @@ class BM25Retriever(SegmentedRetriever):
     # -- searching -----------------------------------------------------------------------
 
     def _scores(self, segments: Segments, tokens: list[str]) -> np.ndarray:
-        return bm25_scores([(s.data, s.deleted if s.deleted_count else None) for s in segments],
-                           tokens, self.params)
+        return bm25_scores(_masked(segments), tokens, self.params, self.stats)
+
+    def statistics(self, queries: Queries) -> CollectionStats:
+        """N, total length and the document frequency of every term of ``queries`` over the
+        live documents here (one shard's share of the collection's).
+
+        Example:
+            >>> from cormorant.types import Corpus, Document
+            >>> bm25 = BM25Retriever.build(Corpus.from_documents([Document("a", "cats purr")]))
+            >>> bm25.statistics({"q": "cats bark"})
+            CollectionStats(documents=1, length=2, df={'cat': 1, 'bark': 0})
+        """
+        terms = [t for tokens in self.analyse(list(queries.values())) for t in tokens]
+        return collection_stats(_masked(self.segments), terms)
+
+    def with_statistics(self, statistics: CollectionStats) -> BM25Retriever:
+        view = copy.copy(self)  # shares the segments and the analyser
+        view.stats = statistics
+        return view
 
     def retrieve(self, queries: Queries, k: int) -> Run:
         segments = self.segments  # one snapshot for the whole batch
@@ -163,6 +188,10 @@ class BM25Retriever(SegmentedRetriever):
         if "settings" in meta:
             meta = {**meta, "params": {**meta["settings"], **meta.get("params", {})}}
         return super().load(directory, meta, **params)  # type: ignore[return-value]
+
+
+def _masked(segments: Segments) -> list[tuple[TermIndex, np.ndarray | None]]:
+    return [(s.data, s.deleted if s.deleted_count else None) for s in segments]
 
 
 def _read_terms(directory: Path, doc_ids: list[str]) -> TermIndex:

@@ -116,9 +116,9 @@ class DenseRetriever(SegmentedRetriever):
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
-        doc_model, query_model = split_towers(settings["model"], settings["query_model"])
-        encoder = document_encoder(doc_model, settings, max_length=settings["max_length"])
-        queries = query_encoder(query_model, encoder, settings)
+        encoder = corpus_encoder(settings)
+        queries = query_encoder(split_towers(settings["model"], settings["query_model"])[1],
+                                encoder, settings)
         vectors = np.asarray(corpus_embeddings(encoder, corpus, use_cache=settings["cache"]))
         ids = [d.doc_id for d in corpus]
         segment = _vector_segment(new_index(settings, encoder.dim), ids, vectors)
@@ -372,6 +372,13 @@ def split_towers(model: str | None, query_model: str | None) -> tuple[str | None
     if spec.get("role") != "query-encoder":
         return model, None
     return str(Path(resolve_model(model)) / spec["document_encoder"]), model
+
+
+def corpus_encoder(settings: dict[str, Any]) -> SentenceTransformerEncoder:
+    """The encoder a ``dense`` stage with ``settings`` (every declared parameter) encodes its
+    corpus with; a distributed build loads the same one in each worker."""
+    doc_model = split_towers(settings["model"], settings["query_model"])[0]
+    return document_encoder(doc_model, settings, max_length=settings["max_length"])
 
 
 def document_encoder(model: str | None, settings: dict[str, Any], **extra: Any

@@ -18,8 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,6 +124,29 @@ class SegmentedRetriever(Retriever):
 
     def compact(self, retrain: bool | None = None) -> None:
         self.publish(Segments((self.compacted(retrain),)))
+
+    def part(self, keep: Callable[[str], bool]) -> SegmentedRetriever | None:
+        """A copy holding only the live documents whose id ``keep`` accepts, in one segment
+        coded the way this copy codes a write (the same IVF centroids, PQ codebooks, FDE
+        settings): one shard of a sharded index, its shared state learnt once. None if it
+        would hold no document. Nothing is encoded again.
+
+        Example:
+            >>> from cormorant.retrieval.bm25 import BM25Retriever
+            >>> from cormorant.types import Corpus, Document
+            >>> bm25 = BM25Retriever.build(Corpus.from_documents(
+            ...     [Document("a", "cats purr"), Document("b", "dogs bark")]))
+            >>> list(bm25.part(lambda doc_id: doc_id == "b").segments.ids())
+            ['b']
+        """
+        kept = [s.without([r for r, doc_id in enumerate(s.doc_ids) if not keep(doc_id)])
+                for s in self.segments]
+        merged = self.merged_segment(kept, name=BASE, retrain=False)
+        if merged is None:
+            return None
+        piece = copy.copy(self)
+        piece.box = SegmentBox(Segments((merged,)))
+        return piece
 
     def ready_for_writes(self) -> None:
         for segment in self.segments:

@@ -81,7 +81,7 @@ class ServedIndex:
             handle.close()
             raise
         describe = [{"name": rec["name"], "kind": rec["kind"], "params": rec["params"],
-                     **_leaf_details(path / rec["dir"])} for rec in handle.meta["leaves"]]
+                     **_leaf_details(folder)} for rec, folder in handle.stored_leaves()]
         return cls(name, handle, stages, describe)
 
     @property

@@ -1,0 +1,187 @@
+"""Sharded indexes against one index over the same documents: quality and speed.
+
+For SciFact and NFCorpus (BEIR test splits), one index of
+``rrf(bm25, dense, dense(index=ivf), dense(index=hnsw))`` (all-MiniLM-L6-v2, corpus
+embeddings from the cache) and sharded ones of S = 1, 2, 4, 8 shards built from the same
+pipeline (``save_sharded_index``: the pipeline built once, split by the routing hash, IVF
+centroids shared). For each S:
+
+- nDCG@10 and R@100 of ``bm25``, flat ``dense`` and ``rrf(bm25, dense)``, sharded and single,
+  and whether the top 100 are the same ids in the same order (with the largest score
+  difference): the goal for exact stages is identity;
+- for the approximate kinds (``dense(index=ivf)``, ``dense(index=hnsw)``), recall of the exact
+  (flat, single index) top 10, sharded and single;
+- search time for all test queries (batches of 64, median of ``--repeats`` interleaved runs):
+  the router searches its shards one after another in one process, so this measures the
+  router's overhead, not a speed-up.
+
+Encoding throughput (``--part encoding``): the first ``--docs`` SciFact documents encoded
+with all-MiniLM-L6-v2 in this process (``corpus_embeddings``, what a build does without
+``--ray``) and through ``RayCluster`` (Ray Data ``map_batches`` on an actor pool of 1 and 2
+actors, a local ``ray.init(num_cpus=2)``), the same texts, medians of ``--repeats`` runs after a
+warm-up; plus Ray's start-up time (``ray.init``) and the first encoding on a fresh pool
+(actors loading the model). Ray gives each actor one CPU, so torch runs one thread per actor;
+in process, torch uses both cores.
+
+All of it is simulated on one 2-core machine: shards are folders, searched in one process;
+the "cluster" is two CPU actors on the same cores. ``--quick`` runs SciFact with S = 1, 2
+only and encodes 200 documents.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import dataset_path, interleaved, machine, parser, repeats  # noqa: E402
+
+from cormorant.data import load_dataset  # noqa: E402
+from cormorant.eval.measures import evaluate  # noqa: E402
+from cormorant.retrieval.assemble import open_index, save_index  # noqa: E402
+from cormorant.retrieval.shard_index import save_sharded_index  # noqa: E402
+
+BUILT = "rrf(bm25, dense, dense(index=ivf), dense(index=hnsw))"
+EXACT = ["bm25", "dense", "rrf(bm25, dense)"]
+APPROXIMATE = ["dense(index=ivf)", "dense(index=hnsw)"]
+MEASURES = ["nDCG@10", "R@100"]
+
+
+def search(handle, text: str, queries: dict[str, str], k: int):  # noqa: ANN001, ANN201
+    pipe = handle.open_pipeline(text)
+    ids = list(queries)
+    run = {}
+    for start in range(0, len(ids), 64):
+        run.update(pipe.search({q: queries[q] for q in ids[start:start + 64]}, k=k))
+    return run
+
+
+def same_ranking(got: dict, want: dict) -> tuple[bool, float]:
+    identical, worst = True, 0.0
+    for qid, docs in want.items():
+        if list(got.get(qid, {})) != list(docs):
+            identical = False
+        for doc, score in docs.items():
+            if doc in got.get(qid, {}):
+                worst = max(worst, abs(got[qid][doc] - score))
+    return identical, worst
+
+
+def recall_of_exact(got: dict, exact: dict, k: int = 10) -> float:
+    values = []
+    for qid, docs in exact.items():
+        top = list(docs)[:k]
+        if top:
+            values.append(len(set(top) & set(list(got.get(qid, {}))[:k])) / len(top))
+    return statistics.fmean(values)
+
+
+def bench_dataset(name: str, shard_counts: list[int], root: Path, rounds: int) -> dict:
+    dataset = load_dataset(dataset_path(name))
+    split = dataset.split("test")
+    queries, qrels = split.queries, split.qrels
+    single = open_index(save_index(BUILT, dataset.corpus, root / f"{name}-single"))
+    want = {text: search(single, text, queries, 100) for text in EXACT + APPROXIMATE}
+    flat = want["dense"]
+    result: dict = {"documents": single.live.count, "queries": len(queries), "single": {
+        text: {**evaluate(want[text], qrels, MEASURES).aggregate,
+               "recall_of_exact_top10": recall_of_exact(want[text], flat)}
+        for text in want}, "sharded": {}}
+    for shards in shard_counts:
+        handle = open_index(save_sharded_index(BUILT, dataset.corpus,
+                                               root / f"{name}-{shards}", shards))
+        rows = {}
+        for text in EXACT + APPROXIMATE:
+            got = search(handle, text, queries, 100)
+            identical, worst = same_ranking(got, want[text])
+            rows[text] = {**evaluate(got, qrels, MEASURES).aggregate,
+                          "identical_top100": identical, "max_score_difference": worst,
+                          "recall_of_exact_top10": recall_of_exact(got, flat)}
+        times = interleaved({"single": lambda: search(single, "rrf(bm25, dense)", queries, 10),
+                             "sharded": lambda h=handle: search(h, "rrf(bm25, dense)",
+                                                                queries, 10)}, rounds)
+        rows["search_seconds_rrf"] = {k: statistics.median(v) for k, v in times.items()}
+        result["sharded"][str(shards)] = rows
+        print(name, shards, json.dumps(rows, default=float), flush=True)
+    return result
+
+
+def bench_encoding(count: int, rounds: int) -> dict:
+    import os
+    import secrets
+    import time
+
+    import numpy as np
+
+    from cormorant.index.embeddings import corpus_embeddings
+    from cormorant.retrieval.dense import DenseRetriever, corpus_encoder
+    from cormorant.retrieval.distributed import RayCluster, length_sorted_batches
+    from cormorant.types import Corpus
+
+    docs = [d for _, d in zip(range(count), load_dataset(dataset_path("scifact")).corpus,
+                              strict=False)]
+    corpus = Corpus.from_documents(docs, name="scifact-head")
+    settings = DenseRetriever.declared({})
+    encoder = corpus_encoder(settings)
+    batches = length_sorted_batches(corpus, 256)
+    reference = np.array(corpus_embeddings(encoder, corpus, use_cache=False))
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # this script's own process
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    began = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    startup = time.perf_counter() - began
+    results: dict = {"documents": count, "ray_init_seconds": startup}
+
+    def on_ray(actors: int) -> None:
+        out = np.zeros_like(reference)
+        for batch in RayCluster("auto", actors=actors).encode(settings, batches):
+            out[batch["row"]] = batch["vector"]
+        results[f"max_difference_ray_{actors}"] = float(np.abs(out - reference).max())
+
+    first = {}
+    for actors in (1, 2):
+        began = time.perf_counter()
+        on_ray(actors)
+        first[f"ray_{actors}_actors"] = time.perf_counter() - began
+    times = interleaved({"in_process": lambda: corpus_embeddings(encoder, corpus, use_cache=False),
+                         "ray_1_actor": lambda: on_ray(1), "ray_2_actors": lambda: on_ray(2)},
+                        rounds, warmup=False)
+    results["first_run_seconds"] = first
+    results["seconds"] = {k: statistics.median(v) for k, v in times.items()}
+    results["documents_per_second"] = {k: count / v for k, v in results["seconds"].items()}
+    ray.shutdown()
+    print("encoding", json.dumps(results), flush=True)
+    return results
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0], "shards.json")
+    args.add_argument("--part", choices=("all", "quality", "encoding"), default="all")
+    args.add_argument("--docs", type=int, default=None, help="documents encoded (default 1000)")
+    args = args.parse_args()
+    rounds = repeats(args)
+    plan = {"scifact": [1, 2]} if args.quick else {"scifact": [1, 2, 4, 8],
+                                                   "nfcorpus": [1, 2, 4, 8]}
+    out = {"machine": {**machine(), "note": "shards simulated on one machine"},
+           "built": BUILT, "datasets": {}}
+    if args.out.is_file():  # one part at a time keeps the other's results
+        out = {**json.loads(args.out.read_text()), **out, "datasets": json.loads(
+            args.out.read_text()).get("datasets", {})}
+    if args.part in ("all", "encoding"):
+        out["encoding"] = bench_encoding(args.docs or (200 if args.quick else 1000), rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, counts in plan.items() if args.part in ("all", "quality") else ():
+            out["datasets"][name] = bench_dataset(name, counts, Path(tmp), rounds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""Sharded indexes: built once, written as one ordinary index per shard, opened as one.
+
+Building: the pipeline is built once over the whole corpus (through the embedding cache), so
+what the shards must share is learnt once: IVF centroids and PQ codebooks, MUVERA's FDE
+settings and seed, the encoder. Each shard's copy of a stored stage is then that stage
+restricted to the shard's documents (:meth:`SegmentedRetriever.part`: the shard's rows, coded
+with the shared codebooks; nothing encoded again) and written as an ordinary index of the
+shard's documents. BM25's collection statistics are not stored: the router adds every shard's
+up at query time (:mod:`cormorant.retrieval.sharded`), which stays exact after writes.
+
+Opening gives a :class:`ShardedHandle`, the same API as an
+:class:`~cormorant.retrieval.assemble.IndexHandle`: ``pipeline``, ``open_pipeline``, ``live``
+(writes routed to the shard that owns each id), ``meta``, ``close``.
+
+Example:
+    >>> save_sharded_index("rrf(bm25, dense)", corpus, "indexes/scifact-4", shards=4)  # doctest: +SKIP
+    >>> open_index("indexes/scifact-4").pipeline.search("vitamin d")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cormorant import registry
+from cormorant.errors import IndexFormatError, PipelineError, ReadOnlyIndex
+from cormorant.index.format import atomic_directory, read_meta, write_meta
+from cormorant.index.sharding import (
+    ROUTING_RULE,
+    SHARDED_KIND,
+    SHARDING_VERSION,
+    check_manifest,
+    check_shard_count,
+    shard_dir,
+    shard_identity,
+    shard_of,
+    shared_record,
+)
+from cormorant.pipeline import Stage, WithDocuments
+from cormorant.pipeline_syntax import Leaf, materialize, parse
+from cormorant.retrieval.assemble import (
+    IndexHandle,
+    LeafHook,
+    build_pipeline,
+    open_index,
+    validate,
+    write_index_files,
+)
+from cormorant.retrieval.distributed import InProcess, Runner, prefill_embeddings
+from cormorant.retrieval.live import WriteResult, take_lock
+from cormorant.retrieval.segmented import SegmentedRetriever
+from cormorant.retrieval.sharded import sharded_stage
+from cormorant.types import Corpus, Document
+
+
+def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
+                       overwrite: bool = False, runner: Runner | None = None) -> Path:
+    """Build ``text`` over ``corpus`` once and write it as ``shards`` shards, atomically.
+
+    With a ``runner`` (:mod:`cormorant.retrieval.distributed`: a Ray cluster, or threads),
+    dense stages' corpus embeddings are encoded by it into the cache first, and the shards
+    are written one task each; without, everything runs here, one shard after another.
+
+    Raises:
+        PipelineError: a stage that cannot be split (``bm25.lucene``, ``seal``).
+        IndexFormatError: ``out`` exists (without ``overwrite``), a bad shard count, or a
+            shard that would hold no document.
+    """
+    out = Path(out)
+    check_shard_count(shards)
+    if out.exists() and not overwrite:
+        raise IndexFormatError(f"{out} already exists (use --overwrite to replace it)")
+    validate(text)
+    if runner is not None:
+        prefill_embeddings(text, corpus, runner)
+    pipeline = build_pipeline(text, corpus)
+    leaves = pipeline.leaves()
+    for leaf in leaves:
+        if not isinstance(leaf, SegmentedRetriever):
+            raise PipelineError(f"{leaf.name} cannot be sharded (its index is not made of"
+                                " segments); shardable: bm25, dense, chamfer, muvera")
+    locks = _lock_existing(out)
+    try:
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            shared = []
+            uid = uuid.uuid4().hex
+            parts = (runner or InProcess()).map(
+                lambda number: _write_shard(tmp, uid, number, shards, text, leaves, corpus),
+                list(range(shards)))
+            for position in range(len(leaves)):
+                shared.append(_leaf_record(tmp / shard_dir(0), position))
+            write_meta(tmp, {"kind": SHARDED_KIND, "sharding": SHARDING_VERSION,
+                             "routing": ROUTING_RULE, "pipeline": text, "shards": shards, "uid": uid,
+                             "count": sum(p["count"] for p in parts), "corpus": corpus.name,
+                             "parts": parts, "shared": shared})
+    finally:
+        for fd in locks:
+            os.close(fd)
+    return out
+
+
+def _write_shard(tmp: Path, uid: str, number: int, shards: int, text: str,
+                 leaves: list[Stage], corpus: Corpus) -> dict[str, Any]:
+    def mine(doc_id: str) -> bool:
+        return shard_of(doc_id, shards) == number
+
+    pieces = [leaf.part(mine) for leaf in leaves]  # type: ignore[attr-defined]
+    if any(p is None for p in pieces):
+        raise IndexFormatError(f"shard {number} of {shards} would hold no document; use fewer"
+                               " shards for this collection")
+    folder = tmp / shard_dir(number)
+    folder.mkdir()
+    own = Corpus(lambda: (d for d in corpus if mine(d.doc_id)), name=corpus.name)
+    count = write_index_files(folder, text, pieces, own,  # type: ignore[arg-type]
+                              {"shard": shard_identity(uid, number, shards)})
+    return {"dir": folder.name, "count": count}
+
+
+def _leaf_record(shard: Path, position: int) -> dict[str, Any]:
+    record = read_meta(shard, verify=False)["leaves"][position]
+    return {"name": record["name"], **shared_record(read_meta(shard / record["dir"],
+                                                              verify=False))}
+
+
+def _lock_existing(out: Path) -> list[int]:
+    """The write locks of the index ``out`` replaces (each shard's, or its own): a server
+    writing to it must stop first."""
+    if not (out / "meta.json").is_file():
+        return []
+    meta = read_meta(out, verify=False)
+    folders = [out / p["dir"] for p in meta.get("parts", [])] \
+        if meta.get("kind") == SHARDED_KIND else [out]
+    locks: list[int] = []
+    try:
+        for folder in folders:
+            if folder.is_dir():
+                locks.append(take_lock(folder))
+    except BaseException:
+        for fd in locks:
+            os.close(fd)
+        raise
+    return locks
+
+
+# -- opening -------------------------------------------------------------------------------
+
+
+def open_sharded(path: Path, meta: dict[str, Any], pipeline: str | None, verify: bool,
+                 wrap: LeafHook | None, write: bool) -> ShardedHandle:
+    """Open a sharded index (``open_index`` calls this for one); see
+    :func:`cormorant.retrieval.assemble.open_index` for the arguments.
+
+    Raises:
+        IndexFormatError: a damaged manifest or shard, or shards that disagree on what they
+            must share (build settings, encoder, FDE seed).
+    """
+    parts = check_manifest(path, meta)
+    text = pipeline or meta["pipeline"]
+    validate(text)
+    handle = ShardedHandle(path, meta)
+    try:
+        for number, part in enumerate(parts):
+            folder = path / part["dir"]
+            shard_meta = read_meta(folder, verify=False)
+            if shard_meta.get("shard") != shard_identity(meta["uid"], number, len(parts)):
+                raise IndexFormatError(f"{folder} is not shard {number} of this sharded index"
+                                       " (copied from another one?): rebuild it")
+            _check_shared(folder, shard_meta, meta["shared"])
+            # Every stored stage, loaded before the shard replays its writes.
+            handle.shards.append(open_index(folder, _leaves_text(shard_meta), verify, wrap,
+                                            write))
+        handle.pipeline = handle.open_pipeline(text)
+    except BaseException:
+        handle.close(commit=False)
+        raise
+    return handle
+
+
+def _check_shared(folder: Path, shard_meta: dict[str, Any],
+                  shared: list[dict[str, Any]]) -> None:
+    leaves = shard_meta.get("leaves")
+    if not isinstance(leaves, list) or len(leaves) != len(shared):
+        raise IndexFormatError(f"{folder} does not hold the stages the sharded index names")
+    for record, expected in zip(leaves, shared, strict=True):
+        found = {"name": record.get("name"),
+                 **shared_record(read_meta(folder / str(record.get("dir")), verify=False))}
+        if found != expected:
+            raise IndexFormatError(f"{folder}: its {record.get('name')} stage was built"
+                                   " otherwise than the other shards' (settings, encoder or"
+                                   " FDE seed): rebuild the sharded index")
+
+
+def _leaves_text(shard_meta: dict[str, Any]) -> str:
+    """A pipeline naming every stored stage of a shard, each with its build settings."""
+    leaves = []
+    for record in shard_meta["leaves"]:
+        cls = registry.stage_class(record["name"])
+        leaves.append(str(Leaf(record["name"], cls.PARAMS.shown(record.get("params") or {}))))
+    return leaves[0] if len(leaves) == 1 else f"rrf({', '.join(leaves)})"
+
+
+@dataclass
+class ShardedHandle:
+    """An opened sharded index: the API of :class:`~cormorant.retrieval.assemble.IndexHandle`
+    over one opened index per shard (``shards``)."""
+
+    path: Path
+    meta: dict[str, Any]
+    shards: list[IndexHandle] = field(default_factory=list)
+    pipeline: Stage | None = None
+
+    @property
+    def live(self) -> ShardedLive:
+        return ShardedLive(self.shards)
+
+    def __repr__(self) -> str:
+        return (f"ShardedHandle({str(self.path)!r}, {str(self.pipeline)!r},"
+                f" {len(self.shards)} shards, {self.live.count:,} documents of"
+                f" {self.meta.get('corpus')!r})")
+
+    def stored_leaves(self) -> list[tuple[dict[str, Any], Path]]:
+        """Each stored stage's record and folder in the first shard (every shard holds the
+        same stages, built alike)."""
+        return self.shards[0].stored_leaves()
+
+    def open_pipeline(self, text: str) -> Stage:
+        """Another pipeline over the same stored stages: each stored stage is searched on
+        every shard and merged; the other stages run once.
+
+        Example:
+            >>> handle.open_pipeline("bm25 % 100 >> dense").search("vitamin d")  # doctest: +SKIP
+        """
+        validate(text)
+        made: dict[str, Stage] = {}
+
+        def open_leaf(leaf: Leaf, cls: type[Stage]) -> Stage:
+            if not cls.stores_index:
+                key = str(leaf)
+                if key not in made:  # a re-ranker's model loaded once, not once per shard
+                    made[key] = cls.load(None, None, **leaf.params)  # type: ignore[attr-defined]
+                return made[key]
+            return sharded_stage([shard.opener.open(leaf, cls) for shard in self.shards])
+
+        return WithDocuments(materialize(parse(text), open_leaf), self.live)
+
+    def close(self, commit: bool = True) -> None:
+        """Commit writes held in memory and release every shard."""
+        for shard in self.shards:
+            shard.live.close(commit=commit)
+
+    def __enter__(self) -> ShardedHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class ShardedLive:
+    """The writes and documents of a sharded index: each id goes to the shard that owns it.
+
+    A write is atomic and durable per shard (each has its own write log and lock); a batch
+    that spans shards is acknowledged once every shard has logged its share, and a crash in
+    between leaves the shards that logged it with their share (replayed when reopened) and the
+    others without: write the batch again, a put is idempotent.
+    """
+
+    shards: list[IndexHandle]
+
+    def _split(self, doc_ids: list[str]) -> list[list[str]]:
+        groups: list[list[str]] = [[] for _ in self.shards]
+        for doc_id in doc_ids:
+            groups[shard_of(doc_id, len(self.shards))].append(doc_id)
+        return groups
+
+    @property
+    def count(self) -> int:
+        return sum(s.live.count for s in self.shards)
+
+    @property
+    def version(self) -> int:
+        """Writes applied, over every shard (grows with each write)."""
+        return sum(s.live.version for s in self.shards)
+
+    @property
+    def read_only_reason(self) -> str | None:
+        return next((s.live.read_only_reason for s in self.shards
+                     if s.live.read_only_reason is not None), None)
+
+    @read_only_reason.setter
+    def read_only_reason(self, reason: str | None) -> None:
+        for shard in self.shards:  # a read-only mount: every shard is
+            shard.live.read_only_reason = reason
+
+    @property
+    def writable(self) -> bool:
+        return self.read_only_reason is None
+
+    @property
+    def owners(self) -> dict[tuple[int, int], Any]:
+        """(shard, stored stage position) -> the loaded stage holding its segments."""
+        return {(n, p): o for n, s in enumerate(self.shards) for p, o in s.live.owners.items()}
+
+    def get(self, doc_id: str) -> Document | None:
+        return self.shards[shard_of(doc_id, len(self.shards))].live.get(doc_id)
+
+    def get_many(self, doc_ids: list[str]) -> dict[str, Document]:
+        found: dict[str, Document] = {}
+        for shard, group in zip(self.shards, self._split(doc_ids), strict=True):
+            if group:
+                found.update(shard.live.get_many(group))
+        return found
+
+    def documents(self) -> Iterator[Document]:
+        for shard in self.shards:
+            yield from shard.live.documents()
+
+    def add(self, documents: list[Document]) -> WriteResult:
+        """Add (or replace) ``documents``, each in the shard that owns its id."""
+        if self.read_only_reason is not None:
+            raise ReadOnlyIndex(self.read_only_reason)
+        groups: list[list[Document]] = [[] for _ in self.shards]
+        for doc in documents:
+            groups[shard_of(doc.doc_id, len(self.shards))].append(doc)
+        changed: list[str] = []
+        for shard, group in zip(self.shards, groups, strict=True):
+            if group:
+                changed.extend(shard.live.add(group).changed)
+        return WriteResult(self.version, changed, [])
+
+    def delete(self, doc_ids: list[str]) -> WriteResult:
+        """Delete ``doc_ids`` from the shards that own them; ids held nowhere are reported."""
+        if self.read_only_reason is not None:
+            raise ReadOnlyIndex(self.read_only_reason)
+        changed: list[str] = []
+        missing: list[str] = []
+        for shard, group in zip(self.shards, self._split(doc_ids), strict=True):
+            if group:
+                result = shard.live.delete(group)
+                changed.extend(result.changed)
+                missing.extend(result.not_found)
+        return WriteResult(self.version, changed, missing)
+
+    def commit(self) -> None:
+        for shard in self.shards:
+            shard.live.commit()
+
+    def merge(self, retrain: bool | None = None) -> None:
+        """Merge every shard, each keeping the codebooks the shards share.
+
+        Raises:
+            IndexFormatError: ``retrain``: shards that each learnt their own codebooks would
+                no longer share them; build the sharded index again instead.
+        """
+        if retrain:
+            raise IndexFormatError("the shards of a sharded index share their IVF centroids"
+                                   " and PQ codebooks; retraining one shard's would break"
+                                   " that: build the index again (cormorant index build"
+                                   " --shards N) to learn them anew")
+        for shard in self.shards:
+            shard.live.merge(retrain=False)
+
+    def close(self, commit: bool = True) -> None:
+        for shard in self.shards:
+            shard.live.close(commit=commit)

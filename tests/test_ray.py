@@ -1,0 +1,88 @@
+"""Distributed encoding for builds: Ray Data over an actor pool gives the vectors in-process
+encoding gives, through the embedding cache, and a sharded build on Ray equals one without."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cormorant import cache
+from cormorant.data import load_dataset
+from cormorant.index.embeddings import KIND, corpus_embeddings, embeddings_name
+from cormorant.retrieval.assemble import open_index
+from cormorant.retrieval.dense import DenseRetriever, corpus_encoder
+from cormorant.retrieval.distributed import (
+    InProcess,
+    RayCluster,
+    prefill_embeddings,
+    runner_for,
+)
+from cormorant.retrieval.shard_index import save_sharded_index
+from cormorant.types import Corpus, Document
+
+from .cli_support import run_cli
+from .conftest import assert_same_run
+
+WORDS = "heron pelican fish river statin vitamin sleep depression coral reef gene cell".split()
+
+
+def corpus_of(count: int) -> Corpus:
+    rng = np.random.default_rng(3)
+    return Corpus.from_documents(
+        [Document(f"d{i}", " ".join(rng.choice(WORDS, size=int(rng.integers(2, 30)))))
+         for i in range(count)], name="ray")
+
+
+def test_importing_cormorant_and_its_build_code_loads_no_ray():
+    code = ("import sys, cormorant, cormorant.cli, cormorant.retrieval.distributed,"
+            " cormorant.retrieval.shard_index; assert 'ray' not in sys.modules, 'ray'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_threads_encode_as_this_process_does(tiny_encoder, isolated_cache):
+    corpus = corpus_of(120)
+    settings = DenseRetriever.declared({"model": str(tiny_encoder)})
+    reference = np.array(corpus_embeddings(corpus_encoder(settings), corpus, use_cache=False))
+    [entry] = prefill_embeddings(f"dense(model={tiny_encoder})", corpus, InProcess(2),
+                                 batch_size=16)
+    assert entry == cache.entry(KIND, embeddings_name(corpus_encoder(settings).settings, corpus))
+    np.testing.assert_allclose(np.load(entry), reference, atol=1e-5)
+
+
+def test_cli_builds_on_a_ray_actor_pool_as_in_process(ray_local, tiny_encoder, tmp_path,
+                                                      beir_dir, isolated_cache):
+    text = f"rrf(bm25, dense(model={tiny_encoder}))"
+    corpus = load_dataset(beir_dir).corpus
+    settings = DenseRetriever.declared({"model": str(tiny_encoder)})
+    reference = np.array(corpus_embeddings(corpus_encoder(settings), corpus, use_cache=False))
+    out = tmp_path / "idx"
+    built = run_cli("index", "build", "-d", beir_dir, "-o", out, "-p", text, "--shards", "2",
+                    "--ray", "auto", "--actors", "2")
+    assert built.code == 0, built.err
+    # The actors' vectors are the cache entry the build read: in-process encoding's, within
+    # float noise (batches differ), and a second build encodes nothing.
+    [entry] = [e.path for e in cache.entries(KIND)]
+    np.testing.assert_allclose(np.load(entry), reference, atol=1e-5)
+    assert prefill_embeddings(text, corpus, RayCluster("auto", actors=2)) == []
+    local = save_sharded_index(text, corpus, tmp_path / "local", 2)
+    queries = {"a": "cormorants fishing", "b": "vitamin d depression", "c": "heart disease"}
+    assert_same_run(open_index(out).pipeline.search(queries, k=6),
+                    open_index(local).pipeline.search(queries, k=6), tol=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gpus-per-actor", "1"], "--gpus-per-actor needs --ray"),
+    (["--actors", "0"], "at least 1"),
+])
+def test_bad_distribution_options_are_clear_errors(tmp_path, beir_dir, args, message):
+    result = run_cli("index", "build", "-d", beir_dir, "-o", tmp_path / "x", *args)
+    assert result.code != 0 and result.traceback is None
+    assert any(message in line for line in result.error_lines()), result.err
+
+
+def test_runner_for_picks_threads_without_ray():
+    assert isinstance(runner_for(None, 2), InProcess)
+    assert InProcess(3).map(lambda x: x * 2, [1, 2, 3]) == [2, 4, 6]
