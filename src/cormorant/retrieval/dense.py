@@ -26,6 +26,15 @@ from cormorant.retrieval.encoders import (
     same_model,
 )
 from cormorant.retrieval.segmented import SegmentedRetriever
+from cormorant.retrieval.windows import (
+    SEPARATOR,
+    Splitter,
+    rescore_query_windows,
+    search_query_windows,
+    splitter_for,
+    window_scores,
+    window_params,
+)
 from cormorant.types import Corpus, Document, Queries, Run
 
 log = logging.getLogger(__name__)
@@ -33,6 +42,8 @@ log = logging.getLogger(__name__)
 
 RAW_VECTORS = "vectors.npy"
 PRECISIONS = ("float32", "int8", "binary")
+POOL = 4
+"""FirstP/SumP: documents of the MaxP search re-scored from all their windows, per result."""
 # FAISS kinds of the int8 precision: the scalar quantizer in place of the float codes.
 INT8_KINDS = {"flat": "SQ8", "hnsw": "HNSW32,SQ8"}
 ENCODER_PARAMS = Params(
@@ -106,21 +117,28 @@ class DenseRetriever(SegmentedRetriever):
         Param("cache", bool, True, "reuse cached corpus embeddings", when=BUILD),
         Param("nprobe", int, 32, "IVF lists searched per query", low=1),
         Param("ef_search", int, 128, "HNSW search breadth", low=1),
-    ) + ENCODER_PARAMS + PRECISION_PARAMS
+    ) + ENCODER_PARAMS + PRECISION_PARAMS + window_params()
 
     def __init__(self, encoder: Any, segments: Segments, settings: dict[str, Any],
                  query_encoder: Any | None = None, trained_on: int | None = None) -> None:
         super().__init__(settings, segments, trained_on)
         self.encoder = encoder
         self.query_encoder = query_encoder or encoder
+        self.splitter = encoder_splitter(encoder, settings["passages"], "passages")
+        self.query_splitter = encoder_splitter(self.query_encoder, settings["query_passages"],
+                                               "query_passages")
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
         doc_model, query_model = split_towers(settings["model"], settings["query_model"])
         encoder = document_encoder(doc_model, settings, max_length=settings["max_length"])
         queries = query_encoder(query_model, encoder, settings)
+        splitter = encoder_splitter(encoder, settings["passages"], "passages")
+        if splitter is not None:
+            corpus, ids = window_corpus(splitter, corpus)
+        else:
+            ids = [d.doc_id for d in corpus]
         vectors = np.asarray(corpus_embeddings(encoder, corpus, use_cache=settings["cache"]))
-        ids = [d.doc_id for d in corpus]
         segment = _vector_segment(new_index(settings, encoder.dim), ids, vectors)
         trained = len(ids) if segment.index.needs_training else None
         return cls(encoder, Segments((Segment.made(ids, segment, BASE),)), settings, queries,
@@ -157,10 +175,13 @@ class DenseRetriever(SegmentedRetriever):
         return self.segments.items[0].data.index.template()
 
     def index_documents(self, documents: list[Document]) -> VectorSegment:
-        vectors = np.asarray(self.encoder.encode_documents([d.contents for d in documents]),
-                             dtype=np.float32).reshape(len(documents), self.dim)
-        return _vector_segment(self.template(), [d.doc_id for d in documents],
-                               vectors)
+        if self.splitter is not None:
+            texts, ids = self.splitter.split_documents(documents)
+        else:
+            texts, ids = [d.contents for d in documents], [d.doc_id for d in documents]
+        vectors = np.asarray(self.encoder.encode_documents(texts),
+                             dtype=np.float32).reshape(len(texts), self.dim)
+        return _vector_segment(self.template(), ids, vectors)
 
     def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False
                 ) -> VectorSegment:
@@ -193,7 +214,8 @@ class DenseRetriever(SegmentedRetriever):
         return self.query_encoder.encode_queries(list(queries.values()))
 
     def document_vectors(self, doc_ids: list[str]) -> np.ndarray:
-        """The indexed vectors of ``doc_ids`` (all must be live)."""
+        """The indexed vectors of ``doc_ids`` (all must be live); a windowed document's is
+        the mean of its windows' (its centroid, what Rocchio moves a query towards)."""
         segments = self.segments
         located = []
         for doc_id in doc_ids:
@@ -201,10 +223,15 @@ class DenseRetriever(SegmentedRetriever):
             if where is None:
                 raise PipelineError(f"dense: document {doc_id!r} is not in the index")
             located.append(where)
-        return _vectors_at(segments, located, self.dim)
+        if self.splitter is None:
+            return _vectors_at(segments, located, self.dim)
+        return np.stack([_vectors_at(segments, _windows(segments, [w]), self.dim).mean(axis=0)
+                         for w in located]).astype(np.float32)
 
     def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
         """The top ``k`` live documents for already encoded queries."""
+        if self.splitter is not None:
+            return self.search_windows(qids, vectors, k)
         run = Run({q: {} for q in qids})
         for segment in self.segments:
             if not segment.live_count:
@@ -223,6 +250,53 @@ class DenseRetriever(SegmentedRetriever):
                         hits[segment.doc_ids[row]] = score
         return run.topk(k)
 
+    def search_windows(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
+        """The top ``k`` documents of a windowed index. MaxP: each segment is searched for
+        more windows, doubling, until its top windows hold ``k`` distinct live documents (or
+        it has no more), which makes MaxP exact on a flat index: a document not among them
+        scores at most the last window found. FirstP and SumP need every window of a
+        document: the ``POOL * k`` best documents by MaxP are re-scored from all their stored
+        windows (exact scores; a document whose best window is outside that pool is missed)."""
+        how = self.settings["aggregate"]
+        pool = k if how == "max" else POOL * k
+        run = Run({q: {} for q in qids})
+        for segment in self.segments:
+            if segment.live_count:
+                for i, best in self.segment_maxp(segment, vectors, pool).items():
+                    run[qids[i]].update(best)
+        run = run.topk(pool)
+        if how != "max":
+            run = self.score_candidates(qids, vectors, run)
+        return run.topk(k)
+
+    def segment_maxp(self, segment: Segment, vectors: np.ndarray, k: int
+                     ) -> dict[int, dict[str, float]]:
+        """Query position -> {document: best window score} over one segment's top windows,
+        enough of them for ``k`` distinct live documents per query (or all)."""
+        found: dict[int, dict[str, float]] = {}
+        todo = np.arange(len(vectors))
+        wanted = min(self.first_pass(k) + segment.deleted_count, len(segment))
+        while len(todo):
+            scores, rows = segment.data.index.search(vectors[todo], wanted,
+                                                     self.settings["nprobe"],
+                                                     self.settings["ef_search"])
+            if self.settings["precision"] != "float32":
+                scores = rescored(segment.data, vectors[todo], rows)
+            short = []
+            for i, row_scores, row_ids in zip(todo.tolist(), scores.tolist(), rows.tolist(),
+                                              strict=True):
+                best: dict[str, float] = {}
+                for score, row in zip(row_scores, row_ids, strict=True):
+                    if row >= 0 and not segment.deleted[row]:
+                        best.setdefault(segment.doc_ids[row], score)  # best first
+                if len(best) < k and wanted < len(segment):
+                    short.append(i)
+                else:
+                    found[i] = best
+            todo = np.array(short, dtype=np.int64)
+            wanted = min(2 * wanted, len(segment))
+        return found
+
     def first_pass(self, k: int) -> int:
         """How many candidates the index gives per query: ``rescore * k`` for int8/binary
         codes, whose order the float vectors then correct."""
@@ -231,14 +305,29 @@ class DenseRetriever(SegmentedRetriever):
         return k * self.settings["rescore"]
 
     def retrieve(self, queries: Queries, k: int) -> Run:
-        return self.search_vectors(list(queries), self.encode_queries(queries), k)
+        def search(asked: Queries) -> Run:
+            return self.search_vectors(list(asked), self.encode_queries(asked), k)
+
+        if self.query_splitter is None:
+            return search(queries)
+        return search_query_windows(self.query_splitter, queries,
+                                    self.settings["query_aggregate"], search,
+                                    self.rescore_whole).topk(k)
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
+        if self.query_splitter is None:
+            return self.rescore_whole(queries, candidates)
+        return rescore_query_windows(self.query_splitter, queries, candidates,
+                                     self.settings["query_aggregate"], self.rescore_whole)
+
+    def rescore_whole(self, queries: Queries, candidates: Run) -> Run:
+        """:meth:`rescore` with each query read whole (up to the model's length)."""
         return self.score_candidates(list(queries), self.encode_queries(queries), candidates)
 
     def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
                          candidates: Run) -> Run:
-        """Inner products of already encoded queries with their live candidates."""
+        """Inner products of already encoded queries with their live candidates; a windowed
+        document's score aggregates all its windows' (``aggregate``)."""
         segments = self.segments
         run = Run()
         for qid, qvec in zip(qids, query_vectors, strict=True):
@@ -247,11 +336,15 @@ class DenseRetriever(SegmentedRetriever):
             if not docs:
                 run[qid] = {}
                 continue
+            located = [w for _, w in docs]
+            if self.splitter is not None:
+                located = _windows(segments, located)
             try:
-                doc_vectors = _vectors_at(segments, [w for _, w in docs], self.dim)
+                doc_vectors = _vectors_at(segments, located, self.dim)
             except CormorantError as exc:
                 raise PipelineError(f"dense cannot re-score candidates: {exc}") from None
-            run[qid] = dict(zip([d for d, _ in docs], (doc_vectors @ qvec).tolist(), strict=True))
+            owners = [segments.items[p].doc_ids[r] for p, r in located]
+            run[qid] = window_scores(owners, doc_vectors @ qvec, self.settings["aggregate"])
         return run
 
     # -- on disk -------------------------------------------------------------------------
@@ -323,6 +416,32 @@ def rescored(data: VectorSegment, queries: np.ndarray, rows: np.ndarray) -> np.n
     order = np.argsort(-scores, axis=1, kind="stable")
     rows[:] = np.take_along_axis(rows, order, axis=1)
     return np.take_along_axis(scores, order, axis=1)
+
+
+def _windows(segments: Segments, located: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every window's (segment position, row) of the documents at ``located``, in order."""
+    return [(p, r) for p, first in located for r in segments.items[p].span(first)]
+
+
+def encoder_splitter(encoder: SentenceTransformerEncoder, value: str | None,
+                     name: str) -> Splitter | None:
+    """The window splitter of a ``passages``-like value, counted in ``encoder``'s tokens."""
+    tokenizer = encoder.tokenizer
+    return splitter_for(value, tokenizer, encoder.max_length,
+                        tokenizer.num_special_tokens_to_add(), "dense", name)
+
+
+def window_corpus(splitter: Splitter, corpus: Corpus) -> tuple[Corpus, list[str]]:
+    """(the windows of ``corpus`` as a corpus of their own, owner id per window): a corpus
+    whose embeddings the cache keeps like any other's (window ids ``doc#n`` and texts are in
+    its content hash, so each split gets its own entry)."""
+    texts, owners = splitter.split_documents(corpus)
+    numbers: dict[str, int] = {}
+    windows = []
+    for text, owner in zip(texts, owners, strict=True):
+        number = numbers[owner] = numbers.get(owner, -1) + 1
+        windows.append(Document(f"{owner}{SEPARATOR}{number}", text))
+    return Corpus.from_documents(windows, name=f"{corpus.name}-windows"), owners
 
 
 def _vectors_at(segments: Segments, located: list[tuple[int, int]], dim: int) -> np.ndarray:
