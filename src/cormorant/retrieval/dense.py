@@ -27,13 +27,12 @@ from cormorant.retrieval.encoders import (
 )
 from cormorant.retrieval.segmented import SegmentedRetriever
 from cormorant.retrieval.windows import (
-    SEPARATOR,
-    Splitter,
-    rescore_query_windows,
-    search_query_windows,
-    splitter_for,
-    window_scores,
+    LongQueries,
+    all_windows,
+    splitter_of,
+    window_corpus,
     window_params,
+    window_scores,
 )
 from cormorant.types import Corpus, Document, Queries, Run
 
@@ -91,7 +90,7 @@ class VectorSegment:
         return self.index.reconstruct(rows.tolist())
 
 
-class DenseRetriever(SegmentedRetriever):
+class DenseRetriever(LongQueries, SegmentedRetriever):
     """Queries and documents embedded by one encoder, searched in a FAISS inner-product index
     (``dense``). A query tower from ``train --negatives adore/distill-query`` brings its
     document encoder. Takes writes with every FAISS kind: a new segment is coded with the
@@ -124,16 +123,16 @@ class DenseRetriever(SegmentedRetriever):
         super().__init__(settings, segments, trained_on)
         self.encoder = encoder
         self.query_encoder = query_encoder or encoder
-        self.splitter = encoder_splitter(encoder, settings["passages"], "passages")
-        self.query_splitter = encoder_splitter(self.query_encoder, settings["query_passages"],
-                                               "query_passages")
+        self.splitter = splitter_of(encoder, settings["passages"], self.name)
+        self.query_splitter = splitter_of(self.query_encoder, settings["query_passages"],
+                                          self.name, "query_passages", queries=True)
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
         doc_model, query_model = split_towers(settings["model"], settings["query_model"])
         encoder = document_encoder(doc_model, settings, max_length=settings["max_length"])
         queries = query_encoder(query_model, encoder, settings)
-        splitter = encoder_splitter(encoder, settings["passages"], "passages")
+        splitter = splitter_of(encoder, settings["passages"], cls.name)
         if splitter is not None:
             corpus, ids = window_corpus(splitter, corpus)
         else:
@@ -175,13 +174,16 @@ class DenseRetriever(SegmentedRetriever):
         return self.segments.items[0].data.index.template()
 
     def index_documents(self, documents: list[Document]) -> VectorSegment:
+        return self.index_rows(documents)[1]
+
+    def index_rows(self, documents: list[Document]) -> tuple[list[str], VectorSegment]:
         if self.splitter is not None:
             texts, ids = self.splitter.split_documents(documents)
         else:
             texts, ids = [d.contents for d in documents], [d.doc_id for d in documents]
         vectors = np.asarray(self.encoder.encode_documents(texts),
                              dtype=np.float32).reshape(len(texts), self.dim)
-        return _vector_segment(self.template(), ids, vectors)
+        return ids, _vector_segment(self.template(), ids, vectors)
 
     def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False
                 ) -> VectorSegment:
@@ -225,7 +227,7 @@ class DenseRetriever(SegmentedRetriever):
             located.append(where)
         if self.splitter is None:
             return _vectors_at(segments, located, self.dim)
-        return np.stack([_vectors_at(segments, _windows(segments, [w]), self.dim).mean(axis=0)
+        return np.stack([_vectors_at(segments, all_windows(segments, [w]), self.dim).mean(axis=0)
                          for w in located]).astype(np.float32)
 
     def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
@@ -304,24 +306,10 @@ class DenseRetriever(SegmentedRetriever):
             return k
         return k * self.settings["rescore"]
 
-    def retrieve(self, queries: Queries, k: int) -> Run:
-        def search(asked: Queries) -> Run:
-            return self.search_vectors(list(asked), self.encode_queries(asked), k)
-
-        if self.query_splitter is None:
-            return search(queries)
-        return search_query_windows(self.query_splitter, queries,
-                                    self.settings["query_aggregate"], search,
-                                    self.rescore_whole).topk(k)
-
-    def rescore(self, queries: Queries, candidates: Run) -> Run:
-        if self.query_splitter is None:
-            return self.rescore_whole(queries, candidates)
-        return rescore_query_windows(self.query_splitter, queries, candidates,
-                                     self.settings["query_aggregate"], self.rescore_whole)
+    def retrieve_whole(self, queries: Queries, k: int) -> Run:
+        return self.search_vectors(list(queries), self.encode_queries(queries), k)
 
     def rescore_whole(self, queries: Queries, candidates: Run) -> Run:
-        """:meth:`rescore` with each query read whole (up to the model's length)."""
         return self.score_candidates(list(queries), self.encode_queries(queries), candidates)
 
     def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
@@ -338,7 +326,7 @@ class DenseRetriever(SegmentedRetriever):
                 continue
             located = [w for _, w in docs]
             if self.splitter is not None:
-                located = _windows(segments, located)
+                located = all_windows(segments, located)
             try:
                 doc_vectors = _vectors_at(segments, located, self.dim)
             except CormorantError as exc:
@@ -416,32 +404,6 @@ def rescored(data: VectorSegment, queries: np.ndarray, rows: np.ndarray) -> np.n
     order = np.argsort(-scores, axis=1, kind="stable")
     rows[:] = np.take_along_axis(rows, order, axis=1)
     return np.take_along_axis(scores, order, axis=1)
-
-
-def _windows(segments: Segments, located: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Every window's (segment position, row) of the documents at ``located``, in order."""
-    return [(p, r) for p, first in located for r in segments.items[p].span(first)]
-
-
-def encoder_splitter(encoder: SentenceTransformerEncoder, value: str | None,
-                     name: str) -> Splitter | None:
-    """The window splitter of a ``passages``-like value, counted in ``encoder``'s tokens."""
-    tokenizer = encoder.tokenizer
-    return splitter_for(value, tokenizer, encoder.max_length,
-                        tokenizer.num_special_tokens_to_add(), "dense", name)
-
-
-def window_corpus(splitter: Splitter, corpus: Corpus) -> tuple[Corpus, list[str]]:
-    """(the windows of ``corpus`` as a corpus of their own, owner id per window): a corpus
-    whose embeddings the cache keeps like any other's (window ids ``doc#n`` and texts are in
-    its content hash, so each split gets its own entry)."""
-    texts, owners = splitter.split_documents(corpus)
-    numbers: dict[str, int] = {}
-    windows = []
-    for text, owner in zip(texts, owners, strict=True):
-        number = numbers[owner] = numbers.get(owner, -1) + 1
-        windows.append(Document(f"{owner}{SEPARATOR}{number}", text))
-    return Corpus.from_documents(windows, name=f"{corpus.name}-windows"), owners
 
 
 def _vectors_at(segments: Segments, located: list[tuple[int, int]], dim: int) -> np.ndarray:

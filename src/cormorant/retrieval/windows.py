@@ -10,9 +10,11 @@ The title, when there is one, is put before every window (Dai & Callan do the sa
 ``LENGTH`` budget counts it and the model's special tokens ([CLS], [SEP]): each window fits
 the model in ``LENGTH`` tokens. A title is cut to half of ``LENGTH`` at most, so every window
 keeps at least half its budget for text; when less text fits than ``STRIDE``, the stride
-shrinks to the text budget, so no text is ever skipped. Windows are cut from the original text
-at the tokenizer's character offsets, so a window is plain text any encoder of that model
-reads as the tokens it was counted in.
+shrinks to the text budget, so no text is ever skipped. Windows begin and end at word
+boundaries (a word split into sub-word tokens stays whole: a start moves back to the word's
+first token, an end back before a word that would be cut), unless one word is longer than a
+window. They are cut from the original text at the tokenizer's character offsets, so a window
+is plain text the model reads as the tokens it was counted in.
 
 Queries may be split too (``query_passages=LENGTH/STRIDE``): each query window is scored
 against the candidates of all windows, and the query's score of a document is the maximum or
@@ -22,8 +24,8 @@ Example:
     >>> spec = WindowSpec.parse("128/64")
     >>> spec.length, spec.stride, str(spec)
     (128, 64, '128/64')
-    >>> starts(300, budget=126, stride=64)
-    [0, 64, 128, 192]
+    >>> spans(300, budget=126, stride=64)
+    [(0, 126), (64, 190), (128, 254), (192, 300)]
     >>> aggregate_scores([("a", 1.0), ("a", 3.0), ("b", 2.0)], "max")
     {'a': 3.0, 'b': 2.0}
 """
@@ -37,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from cormorant.errors import PipelineError
+from cormorant.index.segments import Segments
 from cormorant.params import BUILD, QUERY, Param, Params
-from cormorant.types import Document, Queries, Run
+from cormorant.types import Corpus, Document, Queries, Run
 
 AGGREGATES = ("max", "first", "sum")
 """How window scores become a document's: MaxP, FirstP, SumP."""
@@ -68,9 +71,9 @@ class WindowSpec:
         length = int(parts[0])
         stride = int(parts[1]) if len(parts) == 2 else length
         if length < 8:
-            raise ValueError(f"LENGTH must be at least 8 tokens, got {length}")
+            raise ValueError(f"needs a LENGTH of at least 8 tokens, got {length}")
         if not 1 <= stride <= length:
-            raise ValueError(f"STRIDE must be between 1 and LENGTH ({length}), got {stride}"
+            raise ValueError(f"needs a STRIDE between 1 and LENGTH ({length}), got {stride}"
                              " (a longer stride would skip text)")
         return cls(length, stride)
 
@@ -109,9 +112,12 @@ def spec_of(value: str | None) -> WindowSpec | None:
     return None if value is None else WindowSpec.parse(value)
 
 
-def splitter_for(value: str | None, tokenizer: Any, max_length: int, special: int,
-                 stage: str, name: str = "passages") -> Splitter | None:
-    """The splitter a ``passages``-like value asks for, None when it is not set.
+def splitter_of(encoder: Any, value: str | None, stage: str, name: str = "passages",
+                queries: bool = False) -> Splitter | None:
+    """The splitter a ``passages``-like value asks for, counted in ``encoder``'s tokens; None
+    when it is not set. The encoder gives ``tokenizer`` and ``max_length`` (and, where it
+    differs, ``query_max_length``); ``special_tokens`` where it adds more than its
+    tokenizer's own (ColBERT's [Q]/[D] marker).
 
     Raises:
         PipelineError: windows longer than the model reads (they would be truncated again).
@@ -119,24 +125,55 @@ def splitter_for(value: str | None, tokenizer: Any, max_length: int, special: in
     spec = spec_of(value)
     if spec is None:
         return None
-    if spec.length > max_length:
+    tokenizer = encoder.tokenizer
+    limit = getattr(encoder, "query_max_length", None) if queries else None
+    limit = int(limit or encoder.max_length)
+    if spec.length > limit:
         raise PipelineError(f"{stage}: {name}={spec} has windows longer than the"
-                            f" {max_length} tokens the model reads (max_length)")
-    return Splitter(tokenizer, spec, special)
+                            f" {limit} tokens the model reads (max_length)")
+    special = getattr(encoder, "special_tokens", None)
+    return Splitter(tokenizer, spec, tokenizer.num_special_tokens_to_add()
+                    if special is None else int(special))
 
 
-def starts(tokens: int, budget: int, stride: int) -> list[int]:
-    """Where windows of ``budget`` tokens start in a text of ``tokens`` tokens: every
-    ``stride`` tokens until one reaches the end (one window for a short or empty text).
+def spans(tokens: int, budget: int, stride: int,
+          begins: Sequence[bool] | None = None) -> list[tuple[int, int]]:
+    """(start, stop) token ranges of the windows of a text of ``tokens`` tokens: ``budget``
+    tokens each, starting every ``stride`` tokens until one reaches the end (one window for a
+    short or empty text). With ``begins`` (whether token i begins a word), a start moves back
+    to its word's first token (forward to the next word's when that word began the window
+    before) and a stop back before a word it would cut (unless the word fills the window).
 
     Example:
-        >>> starts(10, budget=4, stride=3), starts(3, budget=4, stride=3)
-        ([0, 3, 6], [0])
+        >>> spans(10, budget=4, stride=3), spans(3, budget=4, stride=3)
+        ([(0, 4), (3, 7), (6, 10)], [(0, 3)])
+        >>> spans(6, budget=4, stride=2, begins=[1, 0, 0, 1, 0, 1])
+        [(0, 3), (3, 6)]
     """
-    found = [0]
-    while found[-1] + budget < tokens:
-        found.append(found[-1] + stride)
-    return found
+    def back(position: int, floor: int) -> int:
+        """``position`` moved back to a word start above ``floor`` (or left where it was)."""
+        if begins is None:
+            return position
+        found = position
+        while found > floor and not begins[found]:
+            found -= 1
+        return found if found > floor else position
+
+    found = []
+    start = 0
+    while True:
+        stop = min(start + budget, tokens)
+        if stop < tokens:
+            stop = back(stop, start)
+        found.append((start, stop))
+        if stop >= tokens:
+            return found
+        target = min(start + stride, stop)  # never past the stop: no text skipped
+        moved = back(target, start)
+        if moved == target and begins is not None and not begins[target]:
+            # the word at the stride began at this window's start: take the next word
+            moved = next((i for i in range(target, stop) if begins[i]), stop)
+        start = moved
 
 
 class Splitter:
@@ -161,6 +198,12 @@ class Splitter:
         self.spec = spec
         self.special = special
 
+    @staticmethod
+    def word_starts(offsets: Sequence[tuple[int, int]]) -> list[bool]:
+        """Whether each token begins a word: it does not start where the one before ended
+        (a ``##`` piece, or the rest of a word a byte-level tokenizer split)."""
+        return [i == 0 or offsets[i][0] != offsets[i - 1][1] for i in range(len(offsets))]
+
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """(start, end) characters of each token of ``text``, no special tokens."""
         found = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
@@ -174,18 +217,17 @@ class Splitter:
         if title:
             budget -= len(self.offsets(title))
         stride = min(self.spec.stride, budget)
-        spans = self.offsets(text)
+        offsets = self.offsets(text)
         windows = []
-        for start in starts(len(spans), budget, stride):
-            piece = text[spans[start][0]:spans[min(start + budget, len(spans)) - 1][1]] \
-                if spans else ""
+        for start, stop in spans(len(offsets), budget, stride, self.word_starts(offsets)):
+            piece = text[offsets[start][0]:offsets[stop - 1][1]] if offsets else ""
             windows.append(f"{title} {piece}".strip() if title else piece)
         return windows
 
     def head(self, text: str, tokens: int) -> str:
         """The first ``tokens`` tokens of ``text``."""
-        spans = self.offsets(text)
-        return text[:spans[tokens - 1][1]] if len(spans) > tokens else text
+        offsets = self.offsets(text)
+        return text[:offsets[tokens - 1][1]] if len(offsets) > tokens else text
 
     def split_documents(self, documents: Iterable[Document]) -> tuple[list[str], list[str]]:
         """(window texts, owner document id per window), windows of a document consecutive
@@ -207,6 +249,58 @@ class Splitter:
                 parts[f"{qid}{SEPARATOR}{number}"] = window
                 owner[f"{qid}{SEPARATOR}{number}"] = qid
         return Queries(parts), owner
+
+
+def window_corpus(splitter: Splitter, corpus: Corpus) -> tuple[Corpus, list[str]]:
+    """(the windows of ``corpus`` as a corpus of their own, owner id per window): a corpus
+    whose embeddings or token vectors the cache keeps like any other's (window ids ``doc#n``
+    and texts are in its content hash, so each split gets its own entry)."""
+    texts, owners = splitter.split_documents(corpus)
+    numbers: dict[str, int] = {}
+    windows = []
+    for text, owner in zip(texts, owners, strict=True):
+        number = numbers[owner] = numbers.get(owner, -1) + 1
+        windows.append(Document(f"{owner}{SEPARATOR}{number}", text))
+    return Corpus.from_documents(windows, name=f"{corpus.name}-windows"), owners
+
+
+def all_windows(segments: Segments, located: Iterable[tuple[int, int]]
+                ) -> list[tuple[int, int]]:
+    """Every window's (segment position, row) of the documents whose first rows are
+    ``located``, in order (one row each for a stage without windows)."""
+    return [(p, r) for p, first in located for r in segments.items[p].span(first)]
+
+
+def group_starts(owners: Sequence[str]) -> np.ndarray:
+    """The rows where a new document begins in a row -> document list (windows of a document
+    are consecutive).
+
+    Example:
+        >>> group_starts(["a", "a", "b", "c", "c"]).tolist()
+        [0, 2, 3]
+    """
+    if not len(owners):
+        return np.zeros(0, dtype=np.int64)
+    ids = np.asarray(owners, dtype=object)
+    return np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+
+
+def reduce_groups(scores: np.ndarray, starts: np.ndarray, how: str) -> np.ndarray:
+    """Each document's score from a row of window scores, documents beginning at ``starts``:
+    :func:`aggregate_scores` for a whole segment at once.
+
+    Example:
+        >>> rows = np.array([1.0, 3.0, 2.0])
+        >>> [reduce_groups(rows, np.array([0, 2]), h).tolist() for h in AGGREGATES]
+        [[3.0, 2.0], [1.0, 2.0], [4.0, 2.0]]
+    """
+    if how == "max":
+        return np.maximum.reduceat(scores, starts)
+    if how == "first":
+        return scores[starts]
+    if how == "sum":
+        return np.add.reduceat(scores, starts)
+    raise PipelineError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}")
 
 
 def aggregate_scores(scored: Iterable[tuple[str, float]], how: str) -> dict[str, float]:
@@ -279,3 +373,36 @@ def rescore_query_windows(splitter: Splitter, queries: Queries, candidates: Run,
     parts, owner = splitter.split_queries(queries)
     asked = Run({sub: candidates.get(owner[sub], {}) for sub in parts})
     return combine_query_windows(rescore(parts, asked), owner, how)
+
+
+class LongQueries:
+    """What a stage that splits long queries (``query_passages``) does in ``retrieve`` and
+    ``rescore``: each query read whole when no split is asked or it fits one window, else
+    :func:`search_query_windows` / :func:`rescore_query_windows`. A stage mixes it in before
+    its base, sets ``query_splitter`` and implements :meth:`retrieve_whole` and
+    :meth:`rescore_whole`."""
+
+    settings: dict[str, Any]
+    query_splitter: Splitter | None = None
+
+    def retrieve_whole(self, queries: Queries, k: int) -> Run:
+        """The top ``k`` documents per query, each query encoded whole."""
+        raise NotImplementedError
+
+    def rescore_whole(self, queries: Queries, candidates: Run) -> Run:
+        """Scores of ``candidates``, each query encoded whole."""
+        raise NotImplementedError
+
+    def retrieve(self, queries: Queries, k: int) -> Run:
+        if self.query_splitter is None:
+            return self.retrieve_whole(queries, k)
+        return search_query_windows(self.query_splitter, queries,
+                                    self.settings["query_aggregate"],
+                                    lambda asked: self.retrieve_whole(asked, k),
+                                    self.rescore_whole).topk(k)
+
+    def rescore(self, queries: Queries, candidates: Run) -> Run:
+        if self.query_splitter is None:
+            return self.rescore_whole(queries, candidates)
+        return rescore_query_windows(self.query_splitter, queries, candidates,
+                                     self.settings["query_aggregate"], self.rescore_whole)
