@@ -238,7 +238,8 @@ def test_passages_is_part_of_the_index_and_aggregate_is_not(tiny_encoder, tmp_pa
     path = save_index(f"dense(model={tiny_encoder}, passages=16/8)", corpus(),
                       tmp_path / "index")
     with open_index(path) as handle:
-        with pytest.raises(PipelineError, match=r"built with dense\(passages='16/8'\); passages='32/16' would need a rebuild"):
+        with pytest.raises(PipelineError, match=r"built with dense\(passages='16/8'\);"
+                                                r" passages='32/16' would need a rebuild"):
             handle.open_pipeline(f"dense(model={tiny_encoder}, passages=32/16)")
         with pytest.raises(PipelineError, match="rebuild"):
             handle.open_pipeline(f"dense(model={tiny_encoder}, passages=none)")
@@ -276,9 +277,8 @@ def test_writes_add_and_delete_every_window_of_a_document(tiny_encoder, tmp_path
 # -- the cross-encoder -----------------------------------------------------------------------
 
 def test_rerank_scores_the_candidates_windows(tmp_path):
-    from tests.test_environment import make_tiny_cross_encoder
-
     from cormorant.retrieval.rerank import CrossEncoderScorer
+    from tests.test_environment import make_tiny_cross_encoder
 
     model = make_tiny_cross_encoder(tmp_path / "ce")
     scorer = CrossEncoderScorer(str(model))
@@ -314,3 +314,13 @@ def test_windows_longer_than_the_model_reads_are_refused(tiny_encoder):
         build_pipeline(f"dense(model={tiny_encoder}, passages=128/64)", corpus())
     with pytest.raises(PipelineError, match="aggregate must be one of max, first, sum"):
         build_pipeline(f"dense(model={tiny_encoder}, aggregate=mean)", corpus())
+
+
+def test_the_cli_says_what_is_wrong_with_passages_in_one_line(beir_dir, tmp_path):
+    from tests.cli_support import assert_one_error_line, run_cli
+
+    for value, message in (("abc", "passages must be LENGTH/STRIDE"),
+                           ("64/128", "needs a STRIDE between 1 and LENGTH (64), got 128")):
+        result = run_cli("index", "build", "-d", beir_dir, "-p", f"dense(passages={value})",
+                         "-o", tmp_path / "index")
+        assert_one_error_line(result, message)
