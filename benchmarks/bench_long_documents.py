@@ -8,10 +8,10 @@ On SciFact and NFCorpus test, all-MiniLM-L6-v2 (``dense``, flat index):
   (title and special tokens included), 64 apart, scores aggregated per document.
 
 Quality: nDCG@10 and R@100, and the share of the 128 -> 256 truncation gap the windows win back
-((windows - trunc128) / (trunc256 - trunc128)). Cost: the number of windows, the wall time of
-the build (which encodes everything unless the embedding cache has it: reruns are cheap), and
-an encoding throughput measured apart on the first ``SAMPLE`` documents of each corpus
-(interleaved rounds, no cache): seconds per 1,000 documents for each way of reading them.
+((windows - trunc128) / (trunc256 - trunc128)). Cost: the number of windows (index entries) and
+the wall time of the build, which is the encoding when the embedding cache does not have it
+(a first run; FirstP and SumP reuse MaxP's windows, so they build from the cache; reruns are
+cheap and their build times say nothing about encoding).
 
 SciFact abstracts and NFCorpus documents are mostly short (a few hundred tokens), so the text
 truncation loses, and the windows can win back, is bounded.
@@ -21,23 +21,21 @@ time (windows cost about five times the encoding of truncation at 128): the docu
 relevant for a seeded sample of test queries, at most N/2 of them (queries are taken in the
 sample's order while their relevant documents fit), then seeded random other documents up to
 N; those queries, judged on that collection. Every configuration sees the same collection.
+``--quick`` is ``--docs 200``.
 """
 
 from __future__ import annotations
 
-import itertools
-import statistics
 import time
 from typing import Any
 
-from _common import dataset_path, interleaved, parser, write_json
+from _common import dataset_path, parser, write_json
 
 DATASETS = ("scifact", "nfcorpus")
 TRUNC = "dense(max_length=128)"
 FULL = "dense"
 WINDOWS = "dense(max_length=128, passages=128/64{})"
 AGGREGATES = {"max": "", "first": ", aggregate=first", "sum": ", aggregate=sum"}
-SAMPLE = {"quick": 64, "full": 256}
 MEASURES = ["nDCG@10", "R@100"]
 SEED = 13
 
@@ -111,48 +109,17 @@ def quality(name: str, docs: int | None) -> dict[str, Any]:
     return rows
 
 
-def encoding(name: str, count: int, rounds: int) -> dict[str, Any]:
-    """Seconds per 1,000 documents: truncated at 128, at 256, and split into 128/64 windows
-    (the split included), on the first ``count`` documents, no cache."""
-    from cormorant.data import load_dataset
-    from cormorant.retrieval.encoders import SentenceTransformerEncoder
-    from cormorant.retrieval.windows import Splitter, WindowSpec
-
-    docs = list(itertools.islice(load_dataset(dataset_path(name)).corpus, count))
-    short = SentenceTransformerEncoder(max_length=128)
-    full = SentenceTransformerEncoder()
-    splitter = Splitter(short.tokenizer, WindowSpec(128, 64),
-                        short.tokenizer.num_special_tokens_to_add())
-    texts = [d.contents for d in docs]
-    fns = {"truncate 128": lambda: short.encode_documents(texts),
-           "truncate 256": lambda: full.encode_documents(texts),
-           "windows 128/64": lambda: short.encode_documents(splitter.split_documents(docs)[0])}
-    samples = interleaved(fns, rounds, warmup=False)
-    return {key: {"s_per_1000_docs": statistics.median(times) * 1000 / count,
-                  "windows": len(splitter.split_documents(docs)[0]) if "windows" in key
-                  else count}
-            for key, times in samples.items()}
-
-
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "long_documents.json")
-    args.add_argument("--part", choices=["quality", "encoding", "all"], default="all")
     args.add_argument("--docs", type=int, default=None,
                       help="measure on a collection of this many documents (see above)")
     args.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     opts = args.parse_args()
-    found: dict[str, Any] = {"quality": {}, "encoding": {}}
-    found["docs"] = opts.docs
+    docs = 200 if opts.quick and opts.docs is None else opts.docs
+    found: dict[str, Any] = {"docs": docs, "quality": {}}
     for name in opts.datasets:
-        if opts.part in ("quality", "all") and not opts.quick:
-            found["quality"][name] = quality(name, opts.docs)
-            write_json(opts.out, found)
-    for name in opts.datasets:
-        if opts.part in ("encoding", "all"):
-            found["encoding"][name] = encoding(name, SAMPLE["quick" if opts.quick else "full"],
-                                               1 if opts.quick else 2)
-            print(name, found["encoding"][name], flush=True)
-            write_json(opts.out, found)
+        found["quality"][name] = quality(name, docs)
+        write_json(opts.out, found)
 
 
 if __name__ == "__main__":

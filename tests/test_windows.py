@@ -169,12 +169,12 @@ def test_dense_scores_each_document_by_its_windows(tiny_encoder, how):
     leaf = stage.leaves()[0]
     assert len(leaf.segments.items[0]) > 2 * len(DOCS)  # windows, not documents
     encoder = SentenceTransformerEncoder(str(tiny_encoder))
+    # after another stage: the candidates re-scored from all their windows
+    reranked = build_pipeline(f"bm25 >> dense(model={tiny_encoder}, passages=16/8,"
+                              f" aggregate={how}, cache=false)", corpus())
     for qid, query in QUERIES.items():
         want = by_hand(encoder, "16/8", query, how)
         assert_top(stage.search({qid: query}, k=3)[qid], want, 3)
-        # after another stage: the candidates re-scored from all their windows
-        reranked = build_pipeline(f"bm25 >> dense(model={tiny_encoder}, passages=16/8,"
-                                  f" aggregate={how}, cache=false)", corpus())
         got = reranked.search({qid: query}, k=6)[qid]
         assert np.allclose([got[d] for d in got], [want[d] for d in got], atol=1e-5)
 
