@@ -52,6 +52,20 @@ def test_threads_encode_as_this_process_does(tiny_encoder, isolated_cache):
     np.testing.assert_allclose(np.load(entry), reference, atol=1e-5)
 
 
+def test_a_windowed_stage_is_prefilled_with_its_windows(tiny_encoder, isolated_cache):
+    """passages=: the distributed encoding fills the entry the windowed build reads, so the
+    build encodes nothing again."""
+    corpus = corpus_of(40)
+    text = f"dense(model={tiny_encoder}, passages=8/4)"
+    [entry] = prefill_embeddings(text, corpus, InProcess(2), batch_size=16)
+    assert prefill_embeddings(text, corpus, InProcess(2)) == []  # the build's entry is full
+    before = sorted(e.path for e in cache.entries())
+    stage = DenseRetriever.create(corpus, DenseRetriever.declared(
+        {"model": str(tiny_encoder), "passages": "8/4"}))
+    assert sorted(e.path for e in cache.entries()) == before  # read the windows, wrote nothing
+    assert np.load(entry).shape[0] == len(stage.segments.items[0].doc_ids) > len(corpus)
+
+
 def test_cli_builds_on_a_ray_actor_pool_as_in_process(ray_local, tiny_encoder, tmp_path,
                                                       beir_dir, isolated_cache):
     text = f"rrf(bm25, dense(model={tiny_encoder}))"

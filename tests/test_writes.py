@@ -24,6 +24,9 @@ IDS = [f"d{i}" for i in range(14)]
 KINDS = {
     # exact kinds: the same ids in the same order, scores within float tolerance
     "bm25": True, "dense({model})": True, "chamfer({model})": True,
+    # long documents as windows of 8 tokens (6 of text), 4 apart: a write adds or deletes
+    # every window of a document
+    "dense({model}, passages=8/4)": True, "chamfer({model}, passages=8/4, aggregate=sum)": True,
     # approximate kinds: recall of the fresh build's top 10 (exact at these sizes, but the
     # FAISS graph or lists differ from a fresh build's)
     "dense({model}, index=hnsw)": False, "dense({model}, index=ivf)": False,

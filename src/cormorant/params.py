@@ -50,6 +50,8 @@ class Param:
         required: the stage cannot work without it (no default).
         same: build-time only: compares a stored and a requested value when plain equality is
             too strict (a model folder copied elsewhere has the same fingerprint).
+        valid: checks a value's form beyond its type (``passages=128/64``); raises
+            ``ValueError`` with the reason, which the message to the user carries.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Param:
     positive: bool = False
     required: bool = False
     same: Callable[[Any, Any], bool] | None = field(default=None, compare=False)
+    valid: Callable[[Any], None] | None = field(default=None, compare=False)
 
     def check(self, value: Any, stage: str) -> Any:
         """``value`` converted to this parameter's type, or a :class:`PipelineError`."""
@@ -81,6 +84,11 @@ class Param:
             raise PipelineError(f"{stage}: {self.name} must be positive, got {value!r}")
         if self.high is not None and value > self.high:
             raise PipelineError(f"{stage}: {self.name} must be at most {self.high:g}, got {value!r}")
+        if self.valid is not None:
+            try:
+                self.valid(value)
+            except ValueError as exc:
+                raise PipelineError(f"{stage}: {self.name} {exc}") from None
         return value
 
     def _typed(self, value: Any, stage: str) -> Any:

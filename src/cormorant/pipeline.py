@@ -99,11 +99,14 @@ class Flow:
 
     def texts(self, doc_ids: Iterable[str], stage: object) -> dict[str, str]:
         """Contents of the documents that exist, by id."""
+        return {d: doc.contents for d, doc in self.records(doc_ids, stage).items()}
+
+    def records(self, doc_ids: Iterable[str], stage: object) -> dict[str, Document]:
+        """The documents that exist (title and text apart), by id."""
         if self.documents is None:
             raise PipelineError(f"'{stage}' reads document text, and this pipeline has no"
                                 " documents; build it over a corpus or open it from an index")
-        found = self.documents.get_many(list(dict.fromkeys(doc_ids)))
-        return {d: doc.contents for d, doc in found.items()}
+        return dict(self.documents.get_many(list(dict.fromkeys(doc_ids))))
 
 
 def as_queries(queries: Queries | Mapping[str, str] | Iterable[str] | str) -> Queries:

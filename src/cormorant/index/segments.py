@@ -36,6 +36,11 @@ class Segment:
     """One immutable segment: its documents' ids in row order, the stage's data over them, and
     which rows are deleted.
 
+    A row is one entry of the stage's index: a document, or one window of a document when the
+    stage splits long documents (``passages``). A document's windows are consecutive rows
+    under its id, first window first, so ``doc_ids`` is also the window -> document map;
+    deleting a document deletes all its rows.
+
     ``name`` is the folder a commit wrote it to (``BASE`` for the stage's own folder), or None
     while it lives only in memory (and in the write log). ``mask_file`` names the file that
     holds the current deletion mask, None if none does yet.
@@ -55,8 +60,10 @@ class Segment:
 
     @cached_property
     def rows(self) -> dict[str, int]:
-        """Document id -> row (deleted rows included); built on first use."""
-        return {doc_id: row for row, doc_id in enumerate(self.doc_ids)}
+        """Document id -> its first row (deleted rows included); built on first use."""
+        # Built from the end so that a windowed document keeps its first row.
+        last = len(self.doc_ids) - 1
+        return dict(zip(reversed(self.doc_ids), range(last, -1, -1), strict=True))
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -74,6 +81,14 @@ class Segment:
         row = self.rows.get(doc_id)
         return None if row is None or self.deleted[row] else row
 
+    def span(self, row: int) -> range:
+        """The rows of the document whose first row is ``row``: one row, or its windows."""
+        stop = row + 1
+        doc_id = self.doc_ids[row]
+        while stop < len(self.doc_ids) and self.doc_ids[stop] == doc_id:
+            stop += 1
+        return range(row, stop)
+
     def without(self, rows: Collection[int]) -> Segment:
         """A copy with ``rows`` deleted too (copy on write: searches keep the old mask)."""
         mask = self.deleted.copy()
@@ -87,7 +102,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class Segments:
-    """The segments one search reads, oldest first. Every change returns a new snapshot."""
+    """The segments one search reads, oldest first. Every change returns a new snapshot.
+    ``count`` counts live rows: documents, or windows for a windowed stage."""
 
     items: tuple[Segment, ...]
     count: int = field(init=False)
@@ -115,7 +131,7 @@ class Segments:
         for doc_id in doc_ids:
             found = self.locate(doc_id)
             if found is not None:
-                hits.setdefault(found[0], []).append(found[1])
+                hits.setdefault(found[0], []).extend(self.items[found[0]].span(found[1]))
         if not hits:
             return self
         return Segments(tuple(seg.without(hits[i]) if i in hits else seg

@@ -25,6 +25,17 @@ from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import model_fingerprint, resolve_model, same_model
 from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
 from cormorant.retrieval.segmented import SegmentedRetriever
+from cormorant.retrieval.windows import (
+    LongQueries,
+    Splitter,
+    all_windows,
+    group_starts,
+    reduce_groups,
+    splitter_of,
+    window_corpus,
+    window_params,
+    window_scores,
+)
 from cormorant.types import Corpus, Document, Queries, Run
 
 log = logging.getLogger(__name__)
@@ -84,18 +95,21 @@ def rerank_rows(query: np.ndarray, store: TokenStore, rows: np.ndarray) -> np.nd
     return chamfer_scores(query, tokens, starts)
 
 
-def exact_search(store: TokenStore, queries: list[np.ndarray],
-                 k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def exact_search(store: TokenStore, queries: list[np.ndarray], k: int,
+                 windows: tuple[np.ndarray, str] | None = None
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Brute-force Chamfer search: per query, (rows, scores) of its ``k`` best documents.
 
     Queries go in chunks of QUERY_CHUNK, each scored against every block of about
     BLOCK_TOKENS document rows in one float32 matrix product; only a chunk's scores are held.
-    Documents with no tokens never appear.
+    Documents with no tokens never appear. With ``windows`` (the rows where each document's
+    windows begin, and the aggregate), the rows are windows: every window is scored, so each
+    document's MaxP, FirstP or SumP is exact, and the rows returned are documents' first.
 
     Example:
         >>> exact_search(store, encoder.encode_queries(["vitamin d"]), 10)  # doctest: +SKIP
     """
-    k = min(k, len(store))
+    k = min(k, len(store) if windows is None else len(windows[0]))
     blocks = token_blocks(store.offsets)
     results: list[tuple[np.ndarray, np.ndarray]] = []
     for first in range(0, len(queries), QUERY_CHUNK):
@@ -105,7 +119,12 @@ def exact_search(store: TokenStore, queries: list[np.ndarray],
             tokens, starts = store.block(start, stop)
             scores[:, start:stop] = batch_chamfer_scores(chunk, tokens, starts)
         for row in scores:
-            results.append(_best(row, k))
+            if windows is None:
+                results.append(_best(row, k))
+            else:
+                starts, how = windows
+                groups, best = _best(reduce_groups(row, starts, how), k)
+                results.append((starts[groups], best))
     return results
 
 
@@ -128,7 +147,7 @@ def token_blocks(offsets: np.ndarray) -> list[tuple[int, int]]:
     return bounds
 
 
-class ChamferRetriever(SegmentedRetriever):
+class ChamferRetriever(LongQueries, SegmentedRetriever):
     """Exact late interaction (``chamfer``): MaxSim over stored float16 token vectors, the
     oracle for ``muvera``; the model is a sentence-transformers folder or a ColBERT checkpoint.
     Takes writes: each write's token vectors are a new segment of the token store.
@@ -149,20 +168,22 @@ class ChamferRetriever(SegmentedRetriever):
               when=BUILD, choices=BACKENDS),
         Param("quantize", str, "none", "token encoder precision on onnx/openvino: none, int8"
               " or int8-static", when=BUILD, choices=QUANTIZATIONS),
-    )
+    ) + window_params()
 
     def __init__(self, encoder: MultiVectorEncoder, segments: Segments,
                  settings: dict[str, Any]) -> None:
         super().__init__(settings, segments)
         self.encoder = encoder
+        self.splitter = splitter_of(encoder, settings["passages"], self.name)
+        self.query_splitter = splitter_of(encoder, settings["query_passages"], self.name,
+                                          "query_passages", queries=True)
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> ChamferRetriever:
         encoder = load_token_encoder(settings["model"], batch_size=settings["batch_size"],
                                      max_length=settings["max_length"],
                                      runtime=token_runtime(settings))
-        store = cached_token_store(encoder, corpus)
-        doc_ids = json.loads((store / IDS).read_text())
+        store, doc_ids = windowed_token_store(encoder, corpus, settings, cls.name)
         return cls(encoder, Segments((Segment.made(doc_ids, TokenStore(store), BASE),)),
                    settings)
 
@@ -178,8 +199,15 @@ class ChamferRetriever(SegmentedRetriever):
     # -- segments ------------------------------------------------------------------------
 
     def index_documents(self, documents: list[Document]) -> Any:
-        matrices = self.encoder.encode_documents([d.contents for d in documents])
-        return TokenStore.from_matrices(matrices, self.encoder.dim)
+        return self.index_rows(documents)[1]
+
+    def index_rows(self, documents: list[Document]) -> tuple[list[str], Any]:
+        if self.splitter is None:
+            texts, ids = [d.contents for d in documents], [d.doc_id for d in documents]
+        else:
+            texts, ids = self.splitter.split_documents(documents)
+        matrices = self.encoder.encode_documents(texts)
+        return ids, TokenStore.from_matrices(matrices, self.encoder.dim)
 
     def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False) -> Any:
         return TokenStore.combined([(self.store_of(s.data), rows) for s, rows in parts])
@@ -196,7 +224,7 @@ class ChamferRetriever(SegmentedRetriever):
 
     # -- searching -----------------------------------------------------------------------
 
-    def retrieve(self, queries: Queries, k: int) -> Run:
+    def retrieve_whole(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         matrices = self.encoder.encode_queries([queries[q] for q in qids])
         found: list[list[tuple[str, float]]] = [[] for _ in qids]
@@ -204,30 +232,44 @@ class ChamferRetriever(SegmentedRetriever):
             if not segment.live_count:
                 continue
             wanted = k + segment.deleted_count  # deleted rows are dropped after the search
-            hits = exact_search(self.store_of(segment.data), matrices, wanted)
+            windows = None if self.splitter is None else \
+                (group_starts(segment.doc_ids), self.settings["aggregate"])
+            hits = exact_search(self.store_of(segment.data), matrices, wanted, windows)
             for out, (rows, scores) in zip(found, hits, strict=True):
                 out.extend((segment.doc_ids[r], s) for r, s in zip(rows.tolist(), scores.tolist(),
                                                                    strict=True)
                            if not segment.deleted[r])
         return ranked_run(qids, found, k)
 
-    def rescore(self, queries: Queries, candidates: Run) -> Run:
+    def rescore_whole(self, queries: Queries, candidates: Run) -> Run:
         segments = self.segments
         qids = list(queries)
         matrices = self.encoder.encode_queries([queries[q] for q in qids])
         run = Run()
         for qid, query in zip(qids, matrices, strict=True):
-            run[qid] = {}
-            by_segment: dict[int, list[tuple[str, int]]] = {}
-            for doc_id in candidates.get(qid, {}):
-                where = segments.locate(doc_id)
-                if where is not None:
-                    by_segment.setdefault(where[0], []).append((doc_id, where[1]))
-            for position, docs in by_segment.items():
-                store = self.store_of(segments.items[position].data)
-                scores = rerank_rows(query, store, np.array([r for _, r in docs]))
-                run[qid].update(zip([d for d, _ in docs], scores.tolist(), strict=True))
+            located = [w for doc_id in candidates.get(qid, {})
+                       if (w := segments.locate(doc_id)) is not None]
+            run[qid] = self.score_rows(query, segments, located)
         return run
+
+    def score_rows(self, query: np.ndarray, segments: Segments,
+                   located: list[tuple[int, int]]) -> dict[str, float]:
+        """Exact Chamfer scores of the documents whose first rows are ``located`` (segment
+        position, row); a windowed document's aggregates all its windows'."""
+        if self.splitter is not None:
+            located = all_windows(segments, located)
+        by_segment: dict[int, list[int]] = {}
+        for position, row in located:
+            by_segment.setdefault(position, []).append(row)
+        owners: list[str] = []
+        scores: list[np.ndarray] = []
+        for position, rows in by_segment.items():
+            segment = segments.items[position]
+            scores.append(rerank_rows(query, self.store_of(segment.data), np.array(rows)))
+            owners.extend(segment.doc_ids[r] for r in rows)
+        if not scores:
+            return {}
+        return window_scores(owners, np.concatenate(scores), self.settings["aggregate"])
 
     # -- on disk -------------------------------------------------------------------------
 
@@ -271,6 +313,18 @@ def open_token_encoder(directory: Path, meta: dict[str, Any],
     return encoder, doc_ids
 
 
+def windowed_token_store(encoder: MultiVectorEncoder, corpus: Corpus, settings: dict[str, Any],
+                         stage: str) -> tuple[Path, list[str]]:
+    """The cached token store of ``corpus`` (of its windows with ``passages``) and its row
+    ids (each window under its document's id)."""
+    splitter: Splitter | None = splitter_of(encoder, settings["passages"], stage)
+    if splitter is None:
+        store = cached_token_store(encoder, corpus)
+        return store, json.loads((store / IDS).read_text())
+    windows, owners = window_corpus(splitter, corpus)
+    return cached_token_store(encoder, windows), owners
+
+
 def ranked_run(qids: list[str], found: list[list[tuple[str, float]]], k: int) -> Run:
     """Each query's ``k`` best (doc id, score) pairs; ties broken by document id, so a run does
     not depend on the store's (or an index's, or the segments') row order."""
@@ -303,5 +357,5 @@ def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus) -> Path:
     return cache.entry("tokens", key)
 
 
-__all__ = ["ChamferRetriever", "cached_token_store", "chamfer_scores", "exact_search",
+__all__ = ["ChamferRetriever", "cached_token_store", "windowed_token_store", "chamfer_scores", "exact_search",
            "open_token_encoder", "ranked_run", "rerank_rows"]

@@ -114,6 +114,21 @@ class ColBERTEncoder:
                 "kind": "colbert", "query_maxlen": self.config["query_maxlen"],
                 "doc_maxlen": self.config["doc_maxlen"]}
 
+    @property
+    def max_length(self) -> int:
+        """Tokens a document keeps, special tokens and the [D] marker included."""
+        return int(self.config["doc_maxlen"])
+
+    @property
+    def query_max_length(self) -> int:
+        return int(self.config["query_maxlen"])
+
+    @property
+    def special_tokens(self) -> int:
+        """Tokens added to every text: the tokenizer's own and the [Q]/[D] marker (which
+        stands where the ". " prefix was tokenized)."""
+        return int(self.tokenizer.num_special_tokens_to_add()) + 1
+
     def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
         return self._encode(texts, "query")
 

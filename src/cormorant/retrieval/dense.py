@@ -26,6 +26,14 @@ from cormorant.retrieval.encoders import (
     same_model,
 )
 from cormorant.retrieval.segmented import SegmentedRetriever
+from cormorant.retrieval.windows import (
+    LongQueries,
+    all_windows,
+    splitter_of,
+    window_corpus,
+    window_params,
+    window_scores,
+)
 from cormorant.types import Corpus, Document, Queries, Run
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,8 @@ log = logging.getLogger(__name__)
 
 RAW_VECTORS = "vectors.npy"
 PRECISIONS = ("float32", "int8", "binary")
+POOL = 4
+"""FirstP/SumP: documents of the MaxP search re-scored from all their windows, per result."""
 # FAISS kinds of the int8 precision: the scalar quantizer in place of the float codes.
 INT8_KINDS = {"flat": "SQ8", "hnsw": "HNSW32,SQ8"}
 ENCODER_PARAMS = Params(
@@ -80,7 +90,7 @@ class VectorSegment:
         return self.index.reconstruct(rows.tolist())
 
 
-class DenseRetriever(SegmentedRetriever):
+class DenseRetriever(LongQueries, SegmentedRetriever):
     """Queries and documents embedded by one encoder, searched in a FAISS inner-product index
     (``dense``). A query tower from ``train --negatives adore/distill-query`` brings its
     document encoder. Takes writes with every FAISS kind: a new segment is coded with the
@@ -106,21 +116,28 @@ class DenseRetriever(SegmentedRetriever):
         Param("cache", bool, True, "reuse cached corpus embeddings", when=BUILD),
         Param("nprobe", int, 32, "IVF lists searched per query", low=1),
         Param("ef_search", int, 128, "HNSW search breadth", low=1),
-    ) + ENCODER_PARAMS + PRECISION_PARAMS
+    ) + ENCODER_PARAMS + PRECISION_PARAMS + window_params()
 
     def __init__(self, encoder: Any, segments: Segments, settings: dict[str, Any],
                  query_encoder: Any | None = None, trained_on: int | None = None) -> None:
         super().__init__(settings, segments, trained_on)
         self.encoder = encoder
         self.query_encoder = query_encoder or encoder
+        self.splitter = splitter_of(encoder, settings["passages"], self.name)
+        self.query_splitter = splitter_of(self.query_encoder, settings["query_passages"],
+                                          self.name, "query_passages", queries=True)
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
         encoder = corpus_encoder(settings)
         queries = query_encoder(split_towers(settings["model"], settings["query_model"])[1],
                                 encoder, settings)
+        splitter = splitter_of(encoder, settings["passages"], cls.name)
+        if splitter is not None:
+            corpus, ids = window_corpus(splitter, corpus)
+        else:
+            ids = [d.doc_id for d in corpus]
         vectors = np.asarray(corpus_embeddings(encoder, corpus, use_cache=settings["cache"]))
-        ids = [d.doc_id for d in corpus]
         segment = _vector_segment(new_index(settings, encoder.dim), ids, vectors)
         trained = len(ids) if segment.index.needs_training else None
         return cls(encoder, Segments((Segment.made(ids, segment, BASE),)), settings, queries,
@@ -157,10 +174,16 @@ class DenseRetriever(SegmentedRetriever):
         return self.segments.items[0].data.index.template()
 
     def index_documents(self, documents: list[Document]) -> VectorSegment:
-        vectors = np.asarray(self.encoder.encode_documents([d.contents for d in documents]),
-                             dtype=np.float32).reshape(len(documents), self.dim)
-        return _vector_segment(self.template(), [d.doc_id for d in documents],
-                               vectors)
+        return self.index_rows(documents)[1]
+
+    def index_rows(self, documents: list[Document]) -> tuple[list[str], VectorSegment]:
+        if self.splitter is not None:
+            texts, ids = self.splitter.split_documents(documents)
+        else:
+            texts, ids = [d.contents for d in documents], [d.doc_id for d in documents]
+        vectors = np.asarray(self.encoder.encode_documents(texts),
+                             dtype=np.float32).reshape(len(texts), self.dim)
+        return ids, _vector_segment(self.template(), ids, vectors)
 
     def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False
                 ) -> VectorSegment:
@@ -193,7 +216,8 @@ class DenseRetriever(SegmentedRetriever):
         return self.query_encoder.encode_queries(list(queries.values()))
 
     def document_vectors(self, doc_ids: list[str]) -> np.ndarray:
-        """The indexed vectors of ``doc_ids`` (all must be live)."""
+        """The indexed vectors of ``doc_ids`` (all must be live); a windowed document's is
+        the mean of its windows' (its centroid, what Rocchio moves a query towards)."""
         segments = self.segments
         located = []
         for doc_id in doc_ids:
@@ -201,10 +225,15 @@ class DenseRetriever(SegmentedRetriever):
             if where is None:
                 raise PipelineError(f"dense: document {doc_id!r} is not in the index")
             located.append(where)
-        return _vectors_at(segments, located, self.dim)
+        if self.splitter is None:
+            return _vectors_at(segments, located, self.dim)
+        return np.stack([_vectors_at(segments, all_windows(segments, [w]), self.dim).mean(axis=0)
+                         for w in located]).astype(np.float32)
 
     def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
         """The top ``k`` live documents for already encoded queries."""
+        if self.splitter is not None:
+            return self.search_windows(qids, vectors, k)
         run = Run({q: {} for q in qids})
         for segment in self.segments:
             if not segment.live_count:
@@ -223,6 +252,53 @@ class DenseRetriever(SegmentedRetriever):
                         hits[segment.doc_ids[row]] = score
         return run.topk(k)
 
+    def search_windows(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
+        """The top ``k`` documents of a windowed index. MaxP: each segment is searched for
+        more windows, doubling, until its top windows hold ``k`` distinct live documents (or
+        it has no more), which makes MaxP exact on a flat index: a document not among them
+        scores at most the last window found. FirstP and SumP need every window of a
+        document: the ``POOL * k`` best documents by MaxP are re-scored from all their stored
+        windows (exact scores; a document whose best window is outside that pool is missed)."""
+        how = self.settings["aggregate"]
+        pool = k if how == "max" else POOL * k
+        run = Run({q: {} for q in qids})
+        for segment in self.segments:
+            if segment.live_count:
+                for i, best in self.segment_maxp(segment, vectors, pool).items():
+                    run[qids[i]].update(best)
+        run = run.topk(pool)
+        if how != "max":
+            run = self.score_candidates(qids, vectors, run)
+        return run.topk(k)
+
+    def segment_maxp(self, segment: Segment, vectors: np.ndarray, k: int
+                     ) -> dict[int, dict[str, float]]:
+        """Query position -> {document: best window score} over one segment's top windows,
+        enough of them for ``k`` distinct live documents per query (or all)."""
+        found: dict[int, dict[str, float]] = {}
+        todo = np.arange(len(vectors))
+        wanted = min(self.first_pass(k) + segment.deleted_count, len(segment))
+        while len(todo):
+            scores, rows = segment.data.index.search(vectors[todo], wanted,
+                                                     self.settings["nprobe"],
+                                                     self.settings["ef_search"])
+            if self.settings["precision"] != "float32":
+                scores = rescored(segment.data, vectors[todo], rows)
+            short = []
+            for i, row_scores, row_ids in zip(todo.tolist(), scores.tolist(), rows.tolist(),
+                                              strict=True):
+                best: dict[str, float] = {}
+                for score, row in zip(row_scores, row_ids, strict=True):
+                    if row >= 0 and not segment.deleted[row]:
+                        best.setdefault(segment.doc_ids[row], score)  # best first
+                if len(best) < k and wanted < len(segment):
+                    short.append(i)
+                else:
+                    found[i] = best
+            todo = np.array(short, dtype=np.int64)
+            wanted = min(2 * wanted, len(segment))
+        return found
+
     def first_pass(self, k: int) -> int:
         """How many candidates the index gives per query: ``rescore * k`` for int8/binary
         codes, whose order the float vectors then correct."""
@@ -230,15 +306,16 @@ class DenseRetriever(SegmentedRetriever):
             return k
         return k * self.settings["rescore"]
 
-    def retrieve(self, queries: Queries, k: int) -> Run:
+    def retrieve_whole(self, queries: Queries, k: int) -> Run:
         return self.search_vectors(list(queries), self.encode_queries(queries), k)
 
-    def rescore(self, queries: Queries, candidates: Run) -> Run:
+    def rescore_whole(self, queries: Queries, candidates: Run) -> Run:
         return self.score_candidates(list(queries), self.encode_queries(queries), candidates)
 
     def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
                          candidates: Run) -> Run:
-        """Inner products of already encoded queries with their live candidates."""
+        """Inner products of already encoded queries with their live candidates; a windowed
+        document's score aggregates all its windows' (``aggregate``)."""
         segments = self.segments
         run = Run()
         for qid, qvec in zip(qids, query_vectors, strict=True):
@@ -247,11 +324,15 @@ class DenseRetriever(SegmentedRetriever):
             if not docs:
                 run[qid] = {}
                 continue
+            located = [w for _, w in docs]
+            if self.splitter is not None:
+                located = all_windows(segments, located)
             try:
-                doc_vectors = _vectors_at(segments, [w for _, w in docs], self.dim)
+                doc_vectors = _vectors_at(segments, located, self.dim)
             except CormorantError as exc:
                 raise PipelineError(f"dense cannot re-score candidates: {exc}") from None
-            run[qid] = dict(zip([d for d, _ in docs], (doc_vectors @ qvec).tolist(), strict=True))
+            owners = [segments.items[p].doc_ids[r] for p, r in located]
+            run[qid] = window_scores(owners, doc_vectors @ qvec, self.settings["aggregate"])
         return run
 
     # -- on disk -------------------------------------------------------------------------

@@ -185,6 +185,7 @@ def prefill_embeddings(text: str, corpus: Corpus, runner: Runner,
         CormorantError: a worker returned fewer vectors than documents.
     """
     from cormorant.retrieval.dense import DenseRetriever, corpus_encoder
+    from cormorant.retrieval.windows import splitter_of, window_corpus
 
     filled = []
     for node in named(parse(text)):
@@ -195,12 +196,15 @@ def prefill_embeddings(text: str, corpus: Corpus, runner: Runner,
         if not settings["cache"]:
             continue
         encoder = corpus_encoder(settings)  # its settings name the cache entry
-        name = embeddings_name(encoder.settings, corpus)
+        # A windowed stage (passages=) encodes, and caches, its documents' windows.
+        splitter = splitter_of(encoder, settings["passages"], cls.name)
+        texts = corpus if splitter is None else window_corpus(splitter, corpus)[0]
+        name = embeddings_name(encoder.settings, texts)
         if cache.lookup(KIND, name) is not None:
             continue
         with cache.write(KIND, name) as tmp:
-            _encode_into(tmp, (len(corpus), encoder.dim), runner.encode(
-                settings, length_sorted_batches(corpus, batch_size)))
+            _encode_into(tmp, (len(texts), encoder.dim), runner.encode(
+                settings, length_sorted_batches(texts, batch_size)))
         filled.append(cache.entry(KIND, name))
     return filled
 

@@ -171,6 +171,16 @@ class SentenceTransformerEncoder:
     def device(self) -> str:
         return str(self._model.device)
 
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (what ``passages`` counts windows in)."""
+        return self._model.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        """Tokens the model reads per text, special tokens included."""
+        return int(self._model.max_seq_length)
+
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(self._model.encode_query, texts, False, self.query_prompt)
 

@@ -74,6 +74,16 @@ class TokenEncoder:
                 "max_length": self._model.max_seq_length, "kind": "tokens",
                 **self.runtime.settings}
 
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (what ``passages`` counts windows in)."""
+        return self._model.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        """Tokens the model reads per text, special tokens included."""
+        return int(self._model.max_seq_length)
+
     def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
         return self._encode(texts)
 

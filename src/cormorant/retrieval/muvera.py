@@ -25,11 +25,11 @@ from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.chamfer import (
     IDS,
     ChamferRetriever,
-    cached_token_store,
     open_token_encoder,
     ranked_run,
     rerank_rows,
     token_runtime,
+    windowed_token_store,
 )
 from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
 from cormorant.types import Corpus, Document, Queries, Run
@@ -204,8 +204,7 @@ class MuveraRetriever(ChamferRetriever):
                                settings["d_proj"], True, settings["final_dim"], settings["seed"])
         except ValueError as exc:
             raise PipelineError(f"muvera: {exc}") from None
-        store_dir = cached_token_store(encoder, corpus)
-        doc_ids = json.loads((store_dir / IDS).read_text())
+        store_dir, doc_ids = windowed_token_store(encoder, corpus, settings, cls.name)
         fde = MuveraEncoder(encoder, config)
         store = TokenStore(store_dir)
         kind = fde_index_kind(settings["index"], len(doc_ids))
@@ -226,11 +225,10 @@ class MuveraRetriever(ChamferRetriever):
         """An empty FDE index trained as the base segment's was."""
         return self.segments.items[0].data.index.template()
 
-    def index_documents(self, documents: list[Document]) -> MuveraSegment:
-        store = super().index_documents(documents)
-        ids = [d.doc_id for d in documents]
-        return MuveraSegment(store, fde_index(self.fde, store, ids, self.template(),
-                                              progress=False))
+    def index_rows(self, documents: list[Document]) -> tuple[list[str], MuveraSegment]:
+        ids, store = super().index_rows(documents)
+        return ids, MuveraSegment(store, fde_index(self.fde, store, ids, self.template(),
+                                                   progress=False))
 
     def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False
                 ) -> MuveraSegment:
@@ -255,7 +253,7 @@ class MuveraRetriever(ChamferRetriever):
 
     # -- searching -----------------------------------------------------------------------
 
-    def retrieve(self, queries: Queries, k: int) -> Run:
+    def retrieve_whole(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
         tokens = self.encoder.encode_queries([queries[q] for q in qids])
         segments = self.segments
@@ -263,6 +261,9 @@ class MuveraRetriever(ChamferRetriever):
         found: list[list[tuple[str, float]]] = []
         for query, candidates in zip(tokens, pooled, strict=True):
             scorer = query if self.carve is None else ball_carve(query, self.carve)
+            if self.splitter is not None:
+                found.append(list(self.window_candidates(scorer, segments, candidates).items()))
+                continue
             by_segment: dict[int, list[int]] = {}
             for _, position, row in candidates:
                 by_segment.setdefault(position, []).append(row)
@@ -275,6 +276,15 @@ class MuveraRetriever(ChamferRetriever):
                              if np.isfinite(s))
             found.append(pairs)
         return ranked_run(qids, found, k)
+
+    def window_candidates(self, scorer: np.ndarray, segments: Segments,
+                          candidates: list[tuple[float, int, int]]) -> dict[str, float]:
+        """A windowed index's candidates (the FDE top windows) as documents, each scored by
+        exact Chamfer over all its windows and aggregated (``aggregate``)."""
+        firsts = dict.fromkeys((position, segments.items[position].rows[
+            segments.items[position].doc_ids[row]]) for _, position, row in candidates)
+        scores = self.score_rows(scorer, segments, list(firsts))
+        return {d: s for d, s in scores.items() if np.isfinite(s)}
 
     def _fde_candidates(self, segments: Segments, vectors: np.ndarray
                         ) -> list[list[tuple[float, int, int]]]:

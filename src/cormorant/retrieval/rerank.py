@@ -16,12 +16,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import CormorantError
-from cormorant.params import Param, Params
+from cormorant.params import QUERY, Param, Params
 from cormorant.pipeline import Flow
 from cormorant.retrieval.backends import BACKENDS, QUANTIZATIONS, Runtime, accelerate
 from cormorant.retrieval.base import QueryStage
 from cormorant.retrieval.encoders import model_fingerprint
-from cormorant.types import Queries, Run
+from cormorant.retrieval.windows import (
+    aggregate_scores,
+    rescore_query_windows,
+    splitter_of,
+    window_params,
+)
+from cormorant.types import Document, Queries, Run
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,20 @@ class CrossEncoderScorer:
         self.fingerprint = model_fingerprint(self.path)
         self.runtime = runtime or Runtime()
         accelerate(self._model, self.runtime, self.fingerprint)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (what ``passages`` counts windows in)."""
+        return self._model.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        """Tokens of a (query, document) pair the model reads."""
+        found = getattr(self._model, "max_seq_length", None)
+        return int(found or self._model.tokenizer.model_max_length)
+
+    special_tokens = 0
+    """A document window's own budget holds no special tokens: they belong to the pair."""
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
@@ -99,7 +119,7 @@ class RerankStage(QueryStage):
               choices=BACKENDS),
         Param("quantize", str, "none", "cross-encoder precision on onnx/openvino: none, int8"
               " or int8-static", choices=QUANTIZATIONS),
-    )
+    ) + window_params(passages_when=QUERY)
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -107,6 +127,9 @@ class RerankStage(QueryStage):
                                          self.settings["max_length"],
                                          runtime=Runtime(self.settings["backend"],
                                                          self.settings["quantize"]))
+        self.splitter = splitter_of(self.scorer, self.settings["passages"], self.name)
+        self.query_splitter = splitter_of(self.scorer, self.settings["query_passages"],
+                                          self.name, "query_passages", queries=True)
 
     @classmethod
     def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
@@ -114,5 +137,33 @@ class RerankStage(QueryStage):
 
     def transform(self, flow: Flow) -> Flow:
         run = flow.ranking(self)
-        texts = flow.texts((d for docs in run.values() for d in docs), self)
-        return flow.with_run(self.scorer.score_run(flow.queries, run, texts))
+        if self.splitter is None and self.query_splitter is None:
+            texts = flow.texts((d for docs in run.values() for d in docs), self)
+            return flow.with_run(self.scorer.score_run(flow.queries, run, texts))
+        records = flow.records((d for docs in run.values() for d in docs), self)
+
+        def rescore(queries: Queries, candidates: Run) -> Run:
+            return self.score_windows(queries, candidates, records)
+
+        if self.query_splitter is None:
+            return flow.with_run(rescore(flow.queries, run))
+        return flow.with_run(rescore_query_windows(self.query_splitter, flow.queries, run,
+                                                   self.settings["query_aggregate"], rescore))
+
+    def score_windows(self, queries: Queries, run: Run, records: Mapping[str, Document]
+                      ) -> Run:
+        """Each candidate scored from its windows (``passages``), title before each, their
+        scores aggregated (``aggregate``: MaxP, FirstP, SumP as Dai & Callan 2019); without
+        ``passages`` a candidate is one text, read up to ``max_length``."""
+        windows = {d: (self.splitter.split(doc.text, doc.title) if self.splitter is not None
+                       else [doc.contents]) for d, doc in records.items()}
+        keys = [(q, d, w) for q in run if q in queries for d in run[q] if d in windows
+                for w in windows[d]]
+        scores = self.scorer.score([(queries[q], w) for q, d, w in keys]).tolist()
+        out = Run({q: {} for q in run})
+        by_query: dict[str, list[tuple[str, float]]] = {}
+        for (q, d, _), score in zip(keys, scores, strict=True):
+            by_query.setdefault(q, []).append((d, score))
+        for q, pairs in by_query.items():
+            out[q] = aggregate_scores(pairs, self.settings["aggregate"])
+        return out

@@ -71,6 +71,11 @@ class SegmentedRetriever(Retriever):
         """One segment's data over ``documents``, row i for ``documents[i]``."""
         raise NotImplementedError
 
+    def index_rows(self, documents: list[Document]) -> tuple[list[str], Any]:
+        """(row ids, segment data) over ``documents``: one row per document, or, for a kind
+        that splits long documents into windows, one per window under its document's id."""
+        return [d.doc_id for d in documents], self.index_documents(documents)
+
     def combine(self, parts: list[tuple[Segment, np.ndarray]], retrain: bool = False) -> Any:
         """One segment's data over the given rows of each segment, in that order; with
         ``retrain``, a kind that learns from its documents (IVF, PQ) learns again from these."""
@@ -92,7 +97,7 @@ class SegmentedRetriever(Retriever):
         ``removed``; nothing is published, so a failure here changes nothing."""
         snapshot = self.segments.deleting({*removed, *(d.doc_id for d in added)})
         if added:
-            segment = Segment.made([d.doc_id for d in added], self.index_documents(added))
+            segment = Segment.made(*self.index_rows(added))
             snapshot = snapshot.adding(segment)
         return self._buffered(snapshot)
 
