@@ -35,7 +35,8 @@ def corpus_of(count: int, seed: int = 0) -> Corpus:
 @pytest.fixture(scope="module")
 def leaves(tiny_encoder) -> list[str]:
     model = f"model={tiny_encoder}"
-    return ["bm25", "bm25(method=bm25+)", f"dense({model})", f"chamfer({model})"]
+    return ["bm25", "bm25(method=bm25+)", f"dense({model})", f"chamfer({model})",
+            f"dense({model}, passages=8/4)"]  # windows: all of a document's in its shard
 
 
 @pytest.fixture(scope="module")
