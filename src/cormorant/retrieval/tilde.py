@@ -152,6 +152,8 @@ class TildeModel(torch.nn.Module):
         initialised as BERT initialises its linear layers (normal, std 0.02; zero bias)."""
         from transformers import AutoModel, AutoTokenizer
 
+        if not Path(path).exists() and (Path(path).is_absolute() or path.startswith(".")):
+            raise CormorantError(f"cannot load encoder {path!r} for tildev2: no such folder")
         folder = encoder_folder(path)
         try:
             body = AutoModel.from_pretrained(str(folder))

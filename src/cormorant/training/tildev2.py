@@ -77,6 +77,8 @@ class TildeJob(Job):
 
         config = self.config = session.config
         self.work = session.work
+        # The model first: a bad --base-model fails before minutes of mining.
+        self.model = TildeModel.from_encoder(session.base_model, seed=config.seed)
         data = with_dev(session.data, session.dev)
         self.method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
         self.negatives = negatives_for(Context(config, data, session.base_model, session.work),
@@ -91,7 +93,6 @@ class TildeJob(Job):
                                        for i in range(config.tilde_group - 1))]
         self.rows = [{"query": q, "passages": list(group)}
                      for q, *group in zip(rows["query"], *columns, strict=True)]
-        self.model = TildeModel.from_encoder(session.base_model, seed=config.seed)
         log.info("tildev2: %d groups of %d passages from %d queries (%s negatives)",
                  len(self.rows), config.tilde_group, len(data.queries), self.method)
 
