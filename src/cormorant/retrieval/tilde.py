@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ class QueryTokenizer:
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
         self.dropped = stop_ids(tokenizer) | set(tokenizer.all_special_ids)
+        # A Rust tokenizer raises "Already borrowed" when threads (the service) share it.
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path) -> QueryTokenizer:
@@ -91,7 +94,8 @@ class QueryTokenizer:
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's kept token ids, in order, repeats kept."""
-        found = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        with self._lock:
+            found = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [[t for t in row if t not in self.dropped] for row in found]
 
     def matrix(self, texts: list[str]) -> Any:
