@@ -70,6 +70,9 @@ def run_dataset(name: str, model: str, opts: Any) -> dict[str, Any]:
     ds = DatasetSpec(dataset_path(name)).load()
     test = ds.split("test")
     queries = {q: test.queries[q] for q in sorted(test.queries) if q in test.qrels}
+    if opts.quick:
+        queries = dict(list(queries.items())[:30])
+    qrels = {q: test.qrels[q] for q in queries}
     bm25 = BM25Retriever.build(ds.corpus)
     dense = DenseRetriever.build(ds.corpus)  # corpus vectors from the embedding cache
     path = opts.index_root / f"{name}-{Path(model).name}"
@@ -87,10 +90,10 @@ def run_dataset(name: str, model: str, opts: Any) -> dict[str, Any]:
     runs: dict[str, Any] = {"bm25": candidates}
     speed = rerank_speed(queries, candidates, dense, tilde, repeats(opts), runs)
     speed.update(first_stage_speed(queries, bm25, tilde, repeats(opts), runs))
-    rows = {label: metrics(run, test.qrels) for label, run in runs.items()}
+    rows = {label: metrics(run, qrels) for label, run in runs.items()}
     return {"queries": len(queries), "model": model, "training": training_record(model),
             "index": index, "rows": rows, "speed": speed,
-            "significance": significance(name, runs, test.qrels)}
+            "significance": significance(name, runs, qrels)}
 
 
 def rerank_speed(queries: dict[str, str], candidates: Any, dense: Any, tilde: Any,

@@ -69,6 +69,8 @@ class TildeV2Retriever(SegmentedRetriever):
         Param("expand", str, None, "a 'cormorant data synth-queries' folder: its queries'"
               " new words are appended to their passages before weighting", when=BUILD,
               nullable=True),
+        Param("max_length", int, None, "tokens kept per passage (default: the model's)",
+              when=BUILD, nullable=True, low=1),
         Param("batch_size", int, 32, "passages per encoder batch", low=1),
     )
 
@@ -83,14 +85,14 @@ class TildeV2Retriever(SegmentedRetriever):
         """The passage encoder: loaded on first use (a build or a write); searching needs only
         the tokenizer."""
         if self._model is None:
-            self._model = load_checkpoint(self.settings["model"])
+            self._model = load_checkpoint(self.settings["model"], self.settings["max_length"])
         return self._model
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> TildeV2Retriever:
         from tqdm.auto import tqdm
 
-        model = load_checkpoint(settings["model"])
+        model = load_checkpoint(settings["model"], settings["max_length"])
         expansions = read_expansions(Path(settings["expand"])) if settings["expand"] else {}
         empty = cls(Segments(()), settings, model.queries, model)
         doc_ids: list[str] = []
@@ -196,15 +198,19 @@ class TildeV2Retriever(SegmentedRetriever):
         return cls(Segments((base,)), settings, QueryTokenizer.load(settings["model"]))
 
 
-def load_checkpoint(path: str) -> Any:
-    """The TILDEv2 model in ``path``, or a one-line error saying how to make one."""
+def load_checkpoint(path: str, max_length: int | None = None) -> Any:
+    """The TILDEv2 model in ``path`` (passages cut to ``max_length`` tokens if given), or a
+    one-line error saying how to make one."""
     from cormorant.retrieval.tilde import TildeModel, is_tilde_checkpoint
 
     if not Path(path).is_dir() or not is_tilde_checkpoint(path):
         raise PipelineError(f"tildev2: {path!r} is not a tildev2 checkpoint folder (no"
                             " TILDEv2 model can be downloaded here; train one with:"
                             " cormorant train --kind tildev2 -d DATASET -o DIR)")
-    return TildeModel.load(path)
+    model = TildeModel.load(path)
+    if max_length is not None:
+        model.max_length = max_length
+    return model
 
 
 def segment_scores(segment: Segment, counts: Any) -> np.ndarray:
