@@ -174,6 +174,11 @@ def test_reopening_with_another_model_is_refused(tiny_tilde, tiny_encoder, tmp_p
     path = save_index(f"tildev2(model={tiny_tilde})", corpus_of(TWO), tmp_path / "index")
     with pytest.raises(PipelineError, match="another tildev2 model|rebuild"):
         open_index(path, pipeline=f"tildev2(model={other})").pipeline.search("fish", k=1)
+    moved = Path(shutil.copytree(tiny_tilde, tmp_path / "moved"))
+    path = save_index(f"tildev2(model={moved})", corpus_of(TWO), tmp_path / "index2")
+    shutil.rmtree(moved)
+    with pytest.raises(PipelineError, match="is not there.*model=DIR"):
+        open_index(path)
 
 
 def test_cli_trains_and_indexes(tiny_encoder, tmp_path) -> None:

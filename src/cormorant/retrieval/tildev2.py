@@ -187,6 +187,10 @@ class TildeV2Retriever(SegmentedRetriever):
              settings: dict[str, Any]) -> TildeV2Retriever:
         from cormorant.retrieval.tilde import QueryTokenizer
 
+        if not Path(settings["model"]).is_dir():
+            raise PipelineError(f"tildev2: the model folder {settings['model']!r} of index"
+                                f" {directory.parent} is not there (searching needs its"
+                                " tokenizer; pass model=DIR where it is now)")
         if model_fingerprint(settings["model"]) != meta.get("fingerprint"):
             raise PipelineError(f"index {directory.parent} was built with another tildev2 model"
                                 f" than {settings['model']!r} (rebuild the index with it)")
