@@ -70,6 +70,20 @@ def other_tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_encoder(tmp_path_factory.mktemp("other-encoder"), hidden=48, seed=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_tilde(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Path:
+    """A tildev2 checkpoint: the tiny encoder with a fresh (seeded) token-weight head whose
+    bias is 1, so that nearly every token gets a positive weight (a random head's ReLU would
+    zero half of them, and tests would match by luck)."""
+    from cormorant.retrieval.tilde import TildeModel
+
+    path = tmp_path_factory.mktemp("tiny-tilde") / "model"
+    model = TildeModel.from_encoder(str(tiny_encoder), seed=0)
+    model.head.bias.data.fill_(1.0)
+    model.save(path)
+    return path
+
+
 DOCS = [
     ("d1", "Vitamin D", "Vitamin D deficiency is associated with depression in adults."),
     ("d2", "Cormorants", "Cormorants are diving birds that catch fish underwater."),

@@ -23,8 +23,9 @@ QUERIES = {"q1": "vitamin d depression", "q2": "cormorants fish"}
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict[str, Path]:
-    """A tiny encoder, a cross-encoder made from it, and a tiny generator."""
+def models(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path,
+           tiny_tilde: Path) -> dict[str, Path]:
+    """A tiny encoder, a cross-encoder made from it, a tiny generator and a tildev2 model."""
     from sentence_transformers import CrossEncoder
 
     from tests.seal_helpers import make_tiny_generator
@@ -32,7 +33,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict
     root = tmp_path_factory.mktemp("contract")
     ce = root / "ce"
     CrossEncoder(str(tiny_encoder), num_labels=1).save_pretrained(str(ce))
-    return {"encoder": tiny_encoder, "ce": ce, "generator": make_tiny_generator(root / "gen")}
+    return {"encoder": tiny_encoder, "ce": ce, "generator": make_tiny_generator(root / "gen"),
+            "tilde": tiny_tilde}
 
 
 def examples(m: dict[str, Path]) -> dict[str, str]:
@@ -47,6 +49,7 @@ def examples(m: dict[str, Path]) -> dict[str, str]:
                   " candidates=5, carve=0.5)",
         "seal": f"seal(model={m['generator']}, beams=3, max_length=4, titles=true)",
         "rerank": f"bm25 % 5 >> rerank(model={m['ce']}, batch_size=4, max_length=64)",
+        "tildev2": f"bm25 % 5 >> tildev2(depth=20, model={m['tilde']}, batch_size=4)",
         "rrf": "rrf(bm25, bm25(k1=1.2), k=10)",
         "combsum": "combsum(bm25, bm25(k1=1.2), normalize=minmax)",
         "genqr_ensemble": "genqr_ensemble(llm=echo:fish, n=2, repeat=2, shots=1) >> bm25",
@@ -68,7 +71,8 @@ def test_every_registered_stage_has_a_round_trip_example(models) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(set(examples({"encoder": Path("e"), "ce": Path("c"),
-                                                        "generator": Path("g")})) - JAVA))
+                                                        "generator": Path("g"),
+                                                        "tilde": Path("t")})) - JAVA))
 def test_build_save_reopen_print_gives_the_same_string_and_identity(name, models, tmp_path,
                                                                     isolated_cache) -> None:
     round_trip(examples(models)[name], tmp_path)

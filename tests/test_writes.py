@@ -31,6 +31,7 @@ KINDS = {
     # FAISS graph or lists differ from a fresh build's)
     "dense({model}, index=hnsw)": False, "dense({model}, index=ivf)": False,
     "muvera({model})": False,
+    "tildev2({tilde})": True,
 }
 QUERIES = {"a": "heron fish river", "b": "vitamin depression sleep", "c": "coral reef salmon",
            "d": "gene protein virus cell"}
@@ -51,10 +52,10 @@ def corpus_of(docs: dict[str, str]) -> Corpus:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_encoder) -> tuple[Path, dict[str, str], str]:
+def built(tmp_path_factory, tiny_encoder, tiny_tilde) -> tuple[Path, dict[str, str], dict]:
     """An index of every writable kind over eight documents."""
-    model = f"model={tiny_encoder}"
-    leaves = [kind.format(model=model) for kind in KINDS]
+    model = {"model": f"model={tiny_encoder}", "tilde": f"model={tiny_tilde}"}
+    leaves = [kind.format(**model) for kind in KINDS]
     docs = {i: text_of(n) for n, i in enumerate(IDS[:8])}
     path = save_index(f"rrf({', '.join(leaves)})", corpus_of(docs),
                       tmp_path_factory.mktemp("writes") / "index")
@@ -93,10 +94,10 @@ def apply(handle, docs: dict[str, str], op: str, arg, path: Path):
     return handle
 
 
-def compare(handle, docs: dict[str, str], model: str) -> None:
+def compare(handle, docs: dict[str, str], model: dict[str, str]) -> None:
     """Every stage kind ranks as a fresh build over ``docs`` does."""
     for kind, exact in KINDS.items():
-        text = kind.format(model=model)
+        text = kind.format(**model)
         got = handle.open_pipeline(text).search(QUERIES, k=10)
         want = build_pipeline(text, corpus_of(docs)).search(QUERIES, k=10)
         assert handle.live.count == len(docs)

@@ -47,8 +47,8 @@ class TrainConfig:
                        short="-o")
     negatives: str = option("in-batch", help=STRATEGIES_HELP, cli=True, short="-n")
     kind: str = option("bi-encoder", cli=True, rule=one_of(*KINDS), help=(
-        "bi-encoder, cross-encoder, or seal (a generator for the seal stage; default base"
-        " model: SmolLM2-135M-Instruct)."))
+        "bi-encoder, cross-encoder, seal (a generator for the seal stage; default base"
+        " model: SmolLM2-135M-Instruct), or tildev2 (token weights for the tildev2 stage)."))
     split: str = option("train", help="Training split.", cli=True)
     base_model: str | None = option(None, cli=True, help=(
         "Model to start from (default: all-MiniLM-L6-v2; for --kind seal,"
@@ -117,10 +117,15 @@ class TrainConfig:
     distill_epochs: int = option(2, help="distill-query: passes over the texts.")
     distill_learning_rate: float = option(1e-4, help="distill-query: peak learning rate.")
     distill_titles: bool = option(True, help="distill-query: also distil document titles.")
-    # seal: queries written by `cormorant data synth-queries` add pairs for their documents
+    # seal: queries written by `cormorant data synth-queries` add pairs for their documents;
+    # tildev2: their new words expand their passages (as the stage's expand= does at indexing)
     synthetic_queries: Path | None = option(None, cli=True, help=(
         "seal: a folder from 'cormorant data synth-queries' whose queries add training pairs"
-        " for their documents."))
+        " for their documents; tildev2: whose queries' words expand their passages."))
+    # tildev2: localized contrastive estimation over groups of BM25 negatives
+    tilde_group: int = option(8, rule=at_least(2), help=(
+        "tildev2: passages per training group, the positive and group-1 BM25 negatives (the"
+        " paper's 8)."))
     # in-batch
     cached: bool = option(False, help="in-batch: the cached loss (big batches, small memory).")
     mini_batch_size: int = option(16, help="cached: texts per forward pass.")
@@ -139,8 +144,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checked(self)
-        if self.synthetic_queries is not None and self.kind != "seal":
-            raise CormorantError("--synthetic-queries is for --kind seal (a bi-encoder trains on"
+        if self.synthetic_queries is not None and self.kind not in ("seal", "tildev2"):
+            raise CormorantError("--synthetic-queries is for --kind seal and tildev2 (a"
+                                 " bi-encoder trains on"
                                  " the folder itself: --dataset SYNTH_DIR)")
 
     @classmethod

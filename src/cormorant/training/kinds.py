@@ -7,7 +7,7 @@ one line in ``KINDS``. The table names modules rather than importing them, so ch
 
 Example:
     >>> sorted(KINDS)
-    ['bi-encoder', 'cross-encoder', 'seal']
+    ['bi-encoder', 'cross-encoder', 'seal', 'tildev2']
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ KINDS: dict[str, str] = {
     "bi-encoder": "cormorant.training.bi_encoder:BiEncoderKind",
     "cross-encoder": "cormorant.training.cross_encoder:CrossEncoderKind",
     "seal": "cormorant.training.seal:SealKind",
+    "tildev2": "cormorant.training.tildev2:TildeKind",
 }
 
 

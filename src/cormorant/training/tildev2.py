@@ -1,0 +1,195 @@
+"""``cormorant train --kind tildev2``: token weights for the ``tildev2`` stage.
+
+The model is the base encoder (``--base-model``, any sentence-transformers or BERT folder;
+default all-MiniLM-L6-v2) with a fresh ``Linear(hidden, 1)`` and a ReLU over every token
+(:class:`~cormorant.retrieval.tilde.TildeModel`). As in the paper (Zhuang & Zuccon 2021,
+after Gao et al.'s localized contrastive estimation), each training query gives, per epoch, a
+group of ``tilde_group`` passages (default 8): one of its judged positives and
+``tilde_group - 1`` negatives drawn from BM25's top candidates (``--negatives bm25``, the
+default; any mined strategy or ``--negatives-file`` works), and the loss is the softmax
+cross-entropy of the positive over its group, the scores being the stage's own: sum over the
+query's tokens of the passage's largest weight for that token. Queries are tokenized exactly as
+the stage tokenizes them (no special tokens, no stop words, repeats kept), so training scores
+what search scores.
+
+Choices and why:
+
+- a step holds ``--batch-size / tilde_group`` groups (4 at the defaults: 32 passages a step,
+  the cost of one bi-encoder step of 32 pairs), never fewer than 2;
+- the fresh head learns at ``head_learning_rate`` (1e-3), the body at ``--learning-rate``
+  (2e-5): at the body's rate a head that starts near zero passes the body almost no gradient
+  for most of a short run (the cross-encoder kind found the same);
+- there is no dev metric: this kind trains through the plain Hugging Face Trainer, and the
+  dev queries ``--dev-fraction`` holds out are trained on as well rather than left idle; the
+  last step is kept (``--max-time`` still bounds the run);
+- ``--synthetic-queries DIR`` expands every passage with its generated queries' new words
+  before weighting, in training as ``tildev2(expand=DIR)`` does when indexing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+from transformers import Trainer, TrainerCallback
+
+from cormorant.training.config import TrainConfig
+from cormorant.training.data import TrainingSet
+from cormorant.training.strategies import Context, epoch_share, negatives_for, passes
+from cormorant.training.trainer import Job, Outcome, Session, TrainingKind, training_arguments
+
+log = logging.getLogger(__name__)
+DEFAULT_NEGATIVES = "bm25"
+
+
+class TildeKind(TrainingKind):
+    """TILDEv2's passage encoder: a fresh token-weight head on ``--base-model``."""
+
+    name: ClassVar[str] = "tildev2"
+
+    def base_model(self, config: TrainConfig) -> str:
+        from cormorant.retrieval.encoders import resolve_model
+
+        return resolve_model(config.base_model)
+
+    def setup(self, session: Session) -> Job:
+        return TildeJob(session)
+
+
+def with_dev(data: TrainingSet, dev: TrainingSet | None) -> TrainingSet:
+    """The training queries and the held-out dev queries as one set (this kind has no dev
+    metric to spend them on)."""
+    if dev is None:
+        return data
+    return TrainingSet({**data.queries, **dev.queries}, {**data.positives, **dev.positives},
+                       data.corpus, data.texts, {**data.qrels, **dev.qrels})
+
+
+class TildeJob(Job):
+    """BM25-negative groups of every epoch and the model with its fresh head."""
+
+    def __init__(self, session: Session) -> None:
+        from cormorant.retrieval.tilde import TildeModel
+        from cormorant.retrieval.tildev2 import expanded, read_expansions
+        from cormorant.training.cross_encoder import group_rows
+
+        config = self.config = session.config
+        self.work = session.work
+        # The model first: a bad --base-model fails before minutes of mining.
+        self.model = TildeModel.from_encoder(session.base_model, seed=config.seed)
+        data = with_dev(session.data, session.dev)
+        self.method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
+        self.negatives = negatives_for(Context(config, data, session.base_model, session.work),
+                                       self.method)
+        self.expansions = read_expansions(Path(config.synthetic_queries)) \
+            if config.synthetic_queries else {}
+        if self.expansions:
+            texts = {d: expanded(t, self.expansions.get(d, "")) for d, t in data.texts.items()}
+            data = TrainingSet(data.queries, data.positives, data.corpus, texts, data.qrels)
+        rows = group_rows(data, self.negatives, config.tilde_group - 1, config)
+        columns = [rows["positive"], *(rows[f"negative_{i + 1}"]
+                                       for i in range(config.tilde_group - 1))]
+        self.rows = [{"query": q, "passages": list(group)}
+                     for q, *group in zip(rows["query"], *columns, strict=True)]
+        log.info("tildev2: %d groups of %d passages from %d queries (%s negatives)",
+                 len(self.rows), config.tilde_group, len(data.queries), self.method)
+
+    def trainer(self, callbacks: list[TrainerCallback]) -> Any:
+        import torch
+        from transformers import TrainingArguments
+
+        config = self.config
+        groups = max(2, config.batch_size // config.tilde_group)
+        per_epoch = math.ceil(len(self.rows) / passes(config) / groups)
+        args = training_arguments(TrainingArguments, config, self.work, None,
+                                  every=config.eval_steps or per_epoch,
+                                  learning_rate=config.peak_learning_rate,
+                                  share=epoch_share(config), batch_size=groups,
+                                  remove_unused_columns=False)
+        head = list(self.model.head.parameters())
+        body = [p for n, p in self.model.named_parameters() if not n.startswith("head.")]
+        optimizer = torch.optim.AdamW(
+            [{"params": body, "lr": config.peak_learning_rate,
+              "weight_decay": config.weight_decay},
+             {"params": head, "lr": config.head_learning_rate, "weight_decay": 0.0}])
+        self.model.train()
+        return GroupTrainer(model=self.model, args=args, train_dataset=Groups(self.rows),
+                            data_collator=GroupCollator(self.model, config.max_length),
+                            optimizers=(optimizer, None), callbacks=callbacks)
+
+    def finish(self) -> None:
+        self.model.eval()
+
+    def summary(self, trainer: Any, outcome: Outcome) -> dict[str, Any]:
+        return {"kind": "tildev2", "negatives": self.method, "group": self.config.tilde_group,
+                "groups": len(self.rows), "expanded_passages": len(self.expansions),
+                "seconds": round(outcome.seconds, 1), "time_budget": outcome.time_budget}
+
+
+def group_scores(weights: Any, doc_ids: Any, query_ids: Any) -> Any:
+    """TILDEv2's scores of each group's passages: (groups x passages).
+
+    ``weights`` and ``doc_ids`` are (groups x passages x positions); ``query_ids`` is
+    (groups x query positions), padded with -1 (which matches no token). A query token absent
+    from a passage adds 0; present, it adds the passage's largest weight for it.
+
+    Example:
+        >>> import torch
+        >>> w = torch.tensor([[[0.5, 2.0, 1.0], [3.0, 0.0, 0.0]]])
+        >>> d = torch.tensor([[[7, 8, 7], [9, 0, 0]]])
+        >>> group_scores(w, d, torch.tensor([[7, 8, -1]])).tolist()
+        [[3.0, 0.0]]
+    """
+    match = query_ids[:, None, :, None] == doc_ids[:, :, None, :]  # g x p x q x positions
+    return (weights[:, :, None, :] * match).amax(dim=-1).sum(dim=-1)
+
+
+class GroupCollator:
+    """A batch of groups: the passages tokenized (cut to ``max_length``), the queries as the
+    stage tokenizes them, padded with -1."""
+
+    def __init__(self, model: Any, max_length: int) -> None:
+        self.model, self.max_length = model, max_length
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        passages = [p for row in rows for p in row["passages"]]
+        features = self.model.tokenize(passages, self.max_length)
+        queries = self.model.queries.ids([row["query"] for row in rows])
+        longest = max(1, *(len(q) for q in queries))
+        query_ids = torch.tensor([q + [-1] * (longest - len(q)) for q in queries])
+        return {"input_ids": features["input_ids"], "attention_mask": features["attention_mask"],
+                "query_ids": query_ids}
+
+
+class Groups:
+    """The groups as a map-style dataset."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+class GroupTrainer(Trainer):
+    """The Hugging Face Trainer with localized contrastive estimation as its loss: softmax
+    cross-entropy of each group's first passage (the positive) against the group."""
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        import torch
+
+        query_ids = inputs["query_ids"]
+        weights = model(inputs["input_ids"], inputs["attention_mask"])
+        shape = (query_ids.shape[0], -1, weights.shape[-1])
+        scores = group_scores(weights.view(shape), inputs["input_ids"].view(shape), query_ids)
+        labels = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+        loss = torch.nn.functional.cross_entropy(scores, labels)
+        return (loss, {"scores": scores}) if return_outputs else loss
