@@ -83,6 +83,10 @@ def test_pipeline_fusers_share_the_offline_implementation():
     assert RRF(stages, k=60).rank(queries) == fuse(runs, "rrf", k=60)
     assert RRF([stages[0], 0.5 * stages[1]]).rank(queries) == fuse(runs, "rrf", weights=[1, 0.5])
     assert CombSUM(stages, normalize="zscore").rank(queries) == fuse(runs, "combsum", "zscore")
+    # Normalised, weights interpolate the normalised scores (scaling first would cancel them).
+    weighted = CombSUM([0.3 * stages[0], 0.7 * stages[1]], normalize="minmax").rank(queries)
+    assert weighted == fuse(runs, "combsum", "minmax", weights=[0.3, 0.7])
+    assert weighted != CombSUM(stages, normalize="minmax").rank(queries)
 
 
 @pytest.mark.parametrize("args, message", [

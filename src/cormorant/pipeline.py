@@ -321,7 +321,15 @@ class Fusion(Composite):
 
 class CombSUM(Fusion):
     """Sum of the stages' scores (``a + b``); optionally normalised per query first
-    (:func:`cormorant.fusion.normalize`, shared with ``cormorant fuse``)."""
+    (:func:`cormorant.fusion.normalize`, shared with ``cormorant fuse``). Normalised, a stage
+    given as ``w * stage`` counts ``w`` times its normalised scores: an interpolation.
+
+    Example:
+        >>> a = StaticStage(Run({"q": {"x": 4.0, "y": 2.0, "z": 0.0}}))
+        >>> b = StaticStage(Run({"q": {"x": 0.0, "y": 10.0, "z": 5.0}}))
+        >>> CombSUM([0.25 * a, 0.75 * b], normalize="minmax").rank({"q": "text"})["q"]
+        {'x': 0.25, 'y': 0.875, 'z': 0.375}
+    """
 
     name: ClassVar[str] = "combsum"
     usage: ClassVar[str] = "combsum(bm25, dense, normalize=minmax)"
@@ -338,11 +346,21 @@ class CombSUM(Fusion):
             same = isinstance(stage, CombSUM) and stage.settings == settings
             flat.extend(stage.stages if same else [stage])  # type: ignore[attr-defined]
         super().__init__(flat, **params)
+        # Normalised, a weight applies to the normalised scores (an interpolation such as
+        # combsum(0.4 * bm25, 0.6 * tildev2, normalize=minmax)): scaling the scores before
+        # normalising them would cancel it.
+        normalized = self.settings["normalize"] != "none"
+        weighted = [_outer_weight(s) if normalized else (1.0, s) for s in self.stages]
+        self.weights = [w for w, _ in weighted]
+        self._ranked = [stage for _, stage in weighted]
+
+    def ranked_stages(self) -> list[Stage]:
+        return self._ranked
 
     def fuse(self, runs: list[Run]) -> Run:
         from cormorant.fusion import fuse
 
-        return fuse(runs, "combsum", norm=self.settings["normalize"])
+        return fuse(runs, "combsum", norm=self.settings["normalize"], weights=self.weights)
 
     def spec(self) -> syntax.Spec:
         if self.settings["normalize"] == "none":
@@ -385,12 +403,18 @@ class RRF(Fusion):
         return fuse(runs, "rrf", weights=self.weights, k=self.settings["k"])
 
 
-def _rrf_weight(stage: Stage) -> tuple[float, Stage]:
-    """An rrf argument's weight (the product of its outer ``w *`` factors, 1 without) and the
+def _outer_weight(stage: Stage) -> tuple[float, Stage]:
+    """A fused argument's weight (the product of its outer ``w *`` factors, 1 without) and the
     stage whose ranking is fused."""
     weight = 1.0
     while isinstance(stage, Scaled):
         weight, stage = weight * stage.weight, stage.stage
+    return weight, stage
+
+
+def _rrf_weight(stage: Stage) -> tuple[float, Stage]:
+    """:func:`_outer_weight`, checked for rrf: positive, and not inside a cut-off."""
+    weight, stage = _outer_weight(stage)
     if weight <= 0:
         raise PipelineError(f"rrf weights ('w * stage') must be positive, got {weight:g}")
     if isinstance(stage, Cutoff) and isinstance(stage.stage, Scaled):
