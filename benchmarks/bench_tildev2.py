@@ -6,7 +6,13 @@ Rows, per dataset (all test queries):
 - ``bm25 % 100 >> dense``: all-MiniLM-L6-v2 re-scoring those 100 (query encoded per search);
 - ``bm25 % 100 >> tildev2(model=TRAINED)``: the same 100 re-scored by TILDEv2 (query only
   tokenized, candidates' stored weights looked up);
-- ``tildev2`` first stage: the sparse product over the whole impact index, top 100.
+- ``tildev2`` first stage: the sparse product over the whole impact index, top 100;
+- ``bm25 % 100 >> combsum((1-a) * bm25, a * tildev2, normalize=minmax)``: the two scores of
+  the same 100, each min-max normalised per query, interpolated as TILDE (v1) interpolates
+  with BM25; ``a`` is picked on the train split's queries (0.1 to 0.9), never on test (the
+  model was trained on those queries, so the pick leans towards TILDEv2 if anything); the
+  same interpolation with ``dense`` in its place, its weight picked the same way (the fair
+  peer: interpolation helps any re-ranker that BM25 complements).
 
 Reported: nDCG@10 and R@100, paired significance (two-sided randomization test and paired t
 test, Holm-corrected together, :mod:`cormorant.eval.significance`) of each row against bm25
@@ -90,10 +96,40 @@ def run_dataset(name: str, model: str, opts: Any) -> dict[str, Any]:
     runs: dict[str, Any] = {"bm25": candidates}
     speed = rerank_speed(queries, candidates, dense, tilde, repeats(opts), runs)
     speed.update(first_stage_speed(queries, bm25, tilde, repeats(opts), runs))
+    interpolation = {}
+    for label, stage in (("tildev2", tilde), ("dense", dense)):
+        alpha, picked_on = interpolation_weight(ds, bm25, stage, opts.quick)
+        runs[INTERPOLATED.format(label)] = interpolate(candidates, runs[f"bm25 >> {label}"], alpha)
+        interpolation[label] = {"weight": alpha, "picked_on": picked_on}
     rows = {label: metrics(run, qrels) for label, run in runs.items()}
     return {"queries": len(queries), "model": model, "training": training_record(model),
-            "index": index, "rows": rows, "speed": speed,
+            "index": index, "rows": rows, "speed": speed, "interpolation": interpolation,
             "significance": significance(name, runs, qrels)}
+
+
+INTERPOLATED = "bm25 >> combsum(bm25, {}, normalize=minmax), weights from train"
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def interpolate(bm25_run: Any, tilde_run: Any, alpha: float) -> Any:
+    """What ``combsum((1-alpha) * bm25, alpha * tildev2, normalize=minmax)`` gives after
+    ``bm25 % 100 >>`` (the same fuse call the pipeline's combsum makes)."""
+    from cormorant.fusion import fuse
+
+    return fuse([bm25_run, tilde_run], "combsum", "minmax", weights=[1 - alpha, alpha])
+
+
+def interpolation_weight(ds: Any, bm25: Any, stage: Any, quick: bool) -> tuple[float, str]:
+    """``stage``'s weight with the best nDCG@10 on the train split's judged queries."""
+    train = ds.split("train")
+    queries = {q: train.queries[q] for q in sorted(train.queries) if q in train.qrels}
+    if quick:
+        queries = dict(list(queries.items())[:30])
+    candidates = bm25.retrieve(queries, DEPTH)
+    rescored = stage.rescore(queries, candidates)
+    qrels = {q: train.qrels[q] for q in queries}
+    found = {a: metrics(interpolate(candidates, rescored, a), qrels)["nDCG@10"] for a in WEIGHTS}
+    return max(found, key=lambda a: (found[a], -a)), f"train ({len(queries)} queries): {found}"
 
 
 def rerank_speed(queries: dict[str, str], candidates: Any, dense: Any, tilde: Any,
@@ -148,6 +184,7 @@ def significance(name: str, runs: dict[str, Any], qrels: dict) -> list[dict[str,
                          .per_query.items()} for label, run in runs.items()}
     pairs = [(label, "bm25") for label in runs if label != "bm25"]
     pairs.append(("bm25 >> tildev2", "bm25 >> dense"))
+    pairs.append((INTERPOLATED.format("tildev2"), INTERPOLATED.format("dense")))
     found = correct([compare(name, "nDCG@10", s, b, per_query[s], per_query[b])
                      for s, b in pairs])
     return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.to_json().items()}
