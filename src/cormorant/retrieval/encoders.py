@@ -97,7 +97,24 @@ def _sample(file: Path, chunk: int = 1 << 20) -> bytes:
     return hashlib.sha256(b"".join(parts)).digest()
 
 
-class SentenceTransformerEncoder:
+class TokenizedModel:
+    """What window splitting reads from an encoder wrapping a sentence-transformers model
+    (``self._model``): its tokenizer and the tokens it reads per text."""
+
+    _model: Any
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (what ``passages`` counts windows in)."""
+        return self._model.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        """Tokens the model reads per text, special tokens included."""
+        return int(self._model.max_seq_length)
+
+
+class SentenceTransformerEncoder(TokenizedModel):
     """A sentence-transformers model as an ``Encoder``: batched, with progress, CUDA if present.
 
     Queries and documents go through the model's own ``encode_query``/``encode_document`` so
@@ -170,16 +187,6 @@ class SentenceTransformerEncoder:
     @property
     def device(self) -> str:
         return str(self._model.device)
-
-    @property
-    def tokenizer(self) -> Any:
-        """The model's tokenizer (what ``passages`` counts windows in)."""
-        return self._model.tokenizer
-
-    @property
-    def max_length(self) -> int:
-        """Tokens the model reads per text, special tokens included."""
-        return int(self._model.max_seq_length)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(self._model.encode_query, texts, False, self.query_prompt)

@@ -16,7 +16,12 @@ import numpy as np
 
 from cormorant.errors import CormorantError
 from cormorant.retrieval.backends import Runtime
-from cormorant.retrieval.encoders import DEFAULT_MODEL, model_fingerprint, resolve_model
+from cormorant.retrieval.encoders import (
+    DEFAULT_MODEL,
+    TokenizedModel,
+    model_fingerprint,
+    resolve_model,
+)
 
 
 @runtime_checkable
@@ -38,7 +43,7 @@ class MultiVectorEncoder(Protocol):
     def encode_documents(self, texts: list[str]) -> list[np.ndarray]: ...
 
 
-class TokenEncoder:
+class TokenEncoder(TokenizedModel):
     """Token vectors of a transformer encoder, batched, on CUDA when torch has it.
 
     Example:
@@ -73,16 +78,6 @@ class TokenEncoder:
         return {"model": self.name, "fingerprint": self.fingerprint, "dim": self.dim,
                 "max_length": self._model.max_seq_length, "kind": "tokens",
                 **self.runtime.settings}
-
-    @property
-    def tokenizer(self) -> Any:
-        """The model's tokenizer (what ``passages`` counts windows in)."""
-        return self._model.tokenizer
-
-    @property
-    def max_length(self) -> int:
-        """Tokens the model reads per text, special tokens included."""
-        return int(self._model.max_seq_length)
 
     def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
         return self._encode(texts)
