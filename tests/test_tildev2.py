@@ -195,3 +195,21 @@ def test_cli_trains_and_indexes(tiny_encoder, tmp_path) -> None:
     bad = run_cli("train", "-d", str(data), "-o", str(tmp_path / "x"), "--kind", "tildev2",
                   "--base-model", str(tmp_path / "nothing"), "--max-steps", "1")
     assert_one_error_line(bad, "cannot load encoder")
+
+
+def test_a_dead_relu_head_stops_training_with_a_clear_error() -> None:
+    """Every token weight 0 means no gradient anywhere: the run stops instead of spending its
+    budget and saving a model that scores every passage 0 (what happened on NFCorpus)."""
+    import torch
+
+    from cormorant.errors import CormorantError
+    from cormorant.training.tildev2 import DeadHeadGuard
+
+    guard = DeadHeadGuard(patience=3)
+    for weights in (torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([[0.0, 0.2]])):
+        guard(weights)  # a live step resets the count
+    guard(torch.zeros(2, 4))
+    guard(torch.zeros(2, 4))
+    with pytest.raises(CormorantError, match="collapsed at step 6: every token weight has been 0"
+                                              " for 3 steps"):
+        guard(torch.zeros(2, 4))

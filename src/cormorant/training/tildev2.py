@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from transformers import Trainer, TrainerCallback
 
+from cormorant.errors import CormorantError
 from cormorant.training.config import TrainConfig
 from cormorant.training.data import TrainingSet
 from cormorant.training.strategies import Context, epoch_share, negatives_for, passes
@@ -178,9 +179,40 @@ class Groups:
         return self.rows[i]
 
 
+class DeadHeadGuard:
+    """Stops a run whose ReLU head has died: when every token weight of a step is 0, no
+    gradient reaches the head or the body, so the model can never leave that state, and every
+    later step only spends time (the loss sits at ln(group)). Seen on NFCorpus at
+    ``--learning-rate 5e-5``: dead from step 60 of 511; the saved model scored every passage 0.
+
+    Example:
+        >>> import torch
+        >>> guard = DeadHeadGuard(patience=2)
+        >>> guard(torch.ones(2, 3)); guard(torch.zeros(2, 3))
+        >>> guard(torch.zeros(2, 3))  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        cormorant.errors.CormorantError: tildev2 training collapsed ...
+    """
+
+    def __init__(self, patience: int = 20) -> None:
+        self.patience, self.dead, self.steps = patience, 0, 0
+
+    def __call__(self, weights: Any) -> None:
+        self.steps += 1
+        self.dead = self.dead + 1 if float(weights.detach().max()) <= 0 else 0
+        if self.dead >= self.patience:
+            raise CormorantError(
+                f"tildev2 training collapsed at step {self.steps}: every token weight has been"
+                f" 0 for {self.dead} steps (the ReLU head died), so no gradient flows and"
+                " training cannot recover; nothing was written. Train again with a lower"
+                " --learning-rate or head_learning_rate (in --config).")
+
+
 class GroupTrainer(Trainer):
     """The Hugging Face Trainer with localized contrastive estimation as its loss: softmax
     cross-entropy of each group's first passage (the positive) against the group."""
+
+    guard: DeadHeadGuard | None = None
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -188,6 +220,9 @@ class GroupTrainer(Trainer):
 
         query_ids = inputs["query_ids"]
         weights = model(inputs["input_ids"], inputs["attention_mask"])
+        if model.training:
+            self.guard = self.guard or DeadHeadGuard()
+            self.guard(weights)
         shape = (query_ids.shape[0], -1, weights.shape[-1])
         scores = group_scores(weights.view(shape), inputs["input_ids"].view(shape), query_ids)
         labels = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
