@@ -159,6 +159,10 @@ def ray_local():
         env.setenv("RAY_AUTH_MODE", "token")
         env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
         env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray's driver otherwise installs a SIGSEGV handler over the JVM's, and the JVM (the
+        # Lucene tests, in this same process) raises SIGSEGV on purpose: Pyserini's next
+        # search then crashes the whole run ("Fatal Python error: Segmentation fault").
+        env.setenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         ray = pytest.importorskip("ray")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
