@@ -180,10 +180,12 @@ class Groups:
 
 
 class DeadHeadGuard:
-    """Stops a run whose ReLU head has died: when every token weight of a step is 0, no
-    gradient reaches the head or the body, so the model can never leave that state, and every
-    later step only spends time (the loss sits at ln(group)). Seen on NFCorpus at
-    ``--learning-rate 5e-5``: dead from step 60 of 511; the saved model scored every passage 0.
+    """Stops a run whose ReLU head has died: when every passage of a step scores 0, every
+    weight its query's tokens meet is 0, no gradient reaches the head or the body, so the
+    model can never leave that state, and every later step only spends time (the loss sits at
+    ln(group)). Seen on NFCorpus at ``--learning-rate 5e-5``, with the head at 1e-3 and at
+    2e-4: dead from step 60; the saved model scored every passage 0. (Weights at tokens no
+    query meets, such as [CLS], may stay positive, so the check is on the scores.)
 
     Example:
         >>> import torch
@@ -197,13 +199,14 @@ class DeadHeadGuard:
     def __init__(self, patience: int = 20) -> None:
         self.patience, self.dead, self.steps = patience, 0, 0
 
-    def __call__(self, weights: Any) -> None:
+    def __call__(self, scores: Any) -> None:
         self.steps += 1
-        self.dead = self.dead + 1 if float(weights.detach().max()) <= 0 else 0
+        self.dead = self.dead + 1 if float(scores.detach().max()) <= 0 else 0
         if self.dead >= self.patience:
             raise CormorantError(
                 f"tildev2 training collapsed at step {self.steps}: every token weight has been"
-                f" 0 for {self.dead} steps (the ReLU head died), so no gradient flows and"
+                f" 0 for {self.dead} steps (every passage scored 0: the ReLU head died), so no"
+                " gradient flows and"
                 " training cannot recover; nothing was written. Train again with a lower"
                 " --learning-rate or head_learning_rate (in --config).")
 
@@ -220,11 +223,11 @@ class GroupTrainer(Trainer):
 
         query_ids = inputs["query_ids"]
         weights = model(inputs["input_ids"], inputs["attention_mask"])
-        if model.training:
-            self.guard = self.guard or DeadHeadGuard()
-            self.guard(weights)
         shape = (query_ids.shape[0], -1, weights.shape[-1])
         scores = group_scores(weights.view(shape), inputs["input_ids"].view(shape), query_ids)
+        if model.training:
+            self.guard = self.guard or DeadHeadGuard()
+            self.guard(scores)
         labels = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
         loss = torch.nn.functional.cross_entropy(scores, labels)
         return (loss, {"scores": scores}) if return_outputs else loss
