@@ -207,7 +207,7 @@ class DeadHeadGuard:
                 f"tildev2 training collapsed at step {self.steps}: every token weight has been"
                 f" 0 for {self.dead} steps (every passage scored 0: the ReLU head died), so no"
                 " gradient flows and"
-                " training cannot recover; nothing was written. Train again with a lower"
+                " training cannot recover; no model was written. Train again with a lower"
                 " --learning-rate or head_learning_rate (in --config).")
 
 
