@@ -100,6 +100,12 @@ def machine() -> dict[str, Any]:
             "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()]}
 
 
+def earlier(path: Path) -> dict[str, Any]:
+    """What an earlier run wrote to ``path`` (empty when there is none), so that a run over some
+    datasets or parts keeps the others' results."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus machine details) to ``path`` atomically: temp file, then rename."""
     payload = {"machine": machine(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **payload}

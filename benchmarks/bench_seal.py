@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, dataset_path, parser, timed, write_json
+from _common import REPO, dataset_path, earlier, parser, timed, write_json
 
 MEASURES = ("nDCG@10", "R@100")
 DEPTH = 100
@@ -58,8 +58,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     trained = dict(item.split("=", 1) for item in opts.trained)
-    results: dict[str, Any] = json.loads(opts.out.read_text()).get("datasets", {}) \
-        if opts.out.is_file() else {}
+    results: dict[str, Any] = earlier(opts.out).get("datasets", {})
     for name in opts.datasets:
         results[name] = {**results.get(name, {}), **run_dataset(name, opts, trained.get(name),
                                                                  results.get(name, {}))}

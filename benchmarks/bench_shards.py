@@ -37,7 +37,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dataset_path, interleaved, machine, parser, repeats  # noqa: E402
+from _common import dataset_path, earlier, interleaved, machine, parser, repeats  # noqa: E402
 
 from cormorant.data import load_dataset  # noqa: E402
 from cormorant.eval.measures import evaluate  # noqa: E402
@@ -170,9 +170,8 @@ def main() -> None:
                                                    "nfcorpus": [1, 2, 4, 8]}
     out = {"machine": {**machine(), "note": "shards simulated on one machine"},
            "built": BUILT, "datasets": {}}
-    if args.out.is_file():  # one part at a time keeps the other's results
-        out = {**json.loads(args.out.read_text()), **out, "datasets": json.loads(
-            args.out.read_text()).get("datasets", {})}
+    before = earlier(args.out)  # one part at a time keeps the other's results
+    out = {**before, **out, "datasets": before.get("datasets", {})}
     if args.part in ("all", "encoding"):
         out["encoding"] = bench_encoding(args.docs or (200 if args.quick else 1000), rounds)
     with tempfile.TemporaryDirectory() as tmp:
