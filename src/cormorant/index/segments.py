@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -125,6 +125,11 @@ class Segments:
                 return position, row
         return None
 
+    def locate_each(self, doc_ids: Iterable[str]) -> list[tuple[str, tuple[int, int]]]:
+        """(doc id, (segment position, row)) of each live document among ``doc_ids``, in
+        order; ids not live here (deleted, never indexed) are left out."""
+        return [(d, w) for d in doc_ids if (w := self.locate(d)) is not None]
+
     def deleting(self, doc_ids: Collection[str]) -> Segments:
         """This snapshot with ``doc_ids`` deleted wherever they are live."""
         hits: dict[int, list[int]] = {}
@@ -154,3 +159,18 @@ class SegmentBox:
 
     def __init__(self, segments: Segments) -> None:
         self.current = segments
+
+
+def by_segment(located: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
+    """Indexes into ``located`` ((segment position, row) pairs) grouped by segment position,
+    each group in order: what a stage reading one segment at a time needs (one FAISS
+    reconstruct or one sparse slice per segment, not one per document).
+
+    Example:
+        >>> by_segment([(0, 5), (1, 2), (0, 7)])
+        {0: [0, 2], 1: [1]}
+    """
+    groups: dict[int, list[int]] = {}
+    for i, (position, _) in enumerate(located):
+        groups.setdefault(position, []).append(i)
+    return groups

@@ -142,16 +142,14 @@ class BM25Retriever(SegmentedRetriever):
 
     def rescore(self, queries: Queries, candidates: Run) -> Run:
         segments = self.segments
+        starts = _starts(segments)  # where each segment's rows begin in a score array
+        qids = list(queries)
         run = Run()
-        for qid, text in queries.items():
-            tokens = self.analyse([text])[0]
+        for qid, tokens in zip(qids, self.analyse([queries[q] for q in qids]), strict=True):
             scores = self._scores(segments, tokens)
-            starts = _starts(segments)
             hits = {}
-            for doc_id in candidates.get(qid, {}):
-                where = segments.locate(doc_id)
-                if where is not None:
-                    hits[doc_id] = float(scores[starts[where[0]] + where[1]])
+            for doc_id, (position, row) in segments.locate_each(candidates.get(qid, {})):
+                hits[doc_id] = float(scores[starts[position] + row])
             run[qid] = hits
         return run
 

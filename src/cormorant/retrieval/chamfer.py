@@ -17,7 +17,7 @@ import numpy as np
 
 from cormorant import cache
 from cormorant.errors import IndexFormatError, PipelineError
-from cormorant.index.segments import BASE, Segment, Segments
+from cormorant.index.segments import BASE, Segment, Segments, by_segment
 from cormorant.index.token_store import TokenStore, write_token_store
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.backends import BACKENDS, QUANTIZATIONS, Runtime
@@ -247,8 +247,7 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
         matrices = self.encoder.encode_queries([queries[q] for q in qids])
         run = Run()
         for qid, query in zip(qids, matrices, strict=True):
-            located = [w for doc_id in candidates.get(qid, {})
-                       if (w := segments.locate(doc_id)) is not None]
+            located = [w for _, w in segments.locate_each(candidates.get(qid, {}))]
             run[qid] = self.score_rows(query, segments, located)
         return run
 
@@ -258,13 +257,11 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
         position, row); a windowed document's aggregates all its windows'."""
         if self.splitter is not None:
             located = all_windows(segments, located)
-        by_segment: dict[int, list[int]] = {}
-        for position, row in located:
-            by_segment.setdefault(position, []).append(row)
         owners: list[str] = []
         scores: list[np.ndarray] = []
-        for position, rows in by_segment.items():
+        for position, wanted in by_segment(located).items():
             segment = segments.items[position]
+            rows = [located[i][1] for i in wanted]
             scores.append(rerank_rows(query, self.store_of(segment.data), np.array(rows)))
             owners.extend(segment.doc_ids[r] for r in rows)
         if not scores:

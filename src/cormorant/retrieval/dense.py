@@ -15,7 +15,7 @@ from cormorant.index.binary_index import BinaryIndex
 from cormorant.index.embeddings import corpus_embeddings
 from cormorant.index.faiss_index import FaissIndex
 from cormorant.index.format import read_meta
-from cormorant.index.segments import BASE, Segment, Segments
+from cormorant.index.segments import BASE, Segment, Segments, by_segment
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.backends import BACKENDS, DTYPES, QUANTIZATIONS, Runtime
 from cormorant.retrieval.base import Retriever
@@ -319,8 +319,7 @@ class DenseRetriever(LongQueries, SegmentedRetriever):
         segments = self.segments
         run = Run()
         for qid, qvec in zip(qids, query_vectors, strict=True):
-            docs = [(d, w) for d in candidates.get(qid, {})
-                    if (w := segments.locate(d)) is not None]
+            docs = segments.locate_each(candidates.get(qid, {}))
             if not docs:
                 run[qid] = {}
                 continue
@@ -410,10 +409,7 @@ def _vectors_at(segments: Segments, located: list[tuple[int, int]], dim: int) ->
     """The vectors at (segment position, row) pairs, in that order: one read per segment
     (a re-rank of 100 candidates is one reconstruct, not 100)."""
     out = np.zeros((len(located), dim), np.float32)
-    by_segment: dict[int, list[int]] = {}
-    for i, (position, _) in enumerate(located):
-        by_segment.setdefault(position, []).append(i)
-    for position, wanted in by_segment.items():
+    for position, wanted in by_segment(located).items():
         rows = np.array([located[i][1] for i in wanted])
         out[wanted] = segments.items[position].data.vectors(rows)
     return out

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import DataError, IndexFormatError, PipelineError
-from cormorant.index.segments import BASE, Segment, Segments
+from cormorant.index.segments import BASE, Segment, Segments, by_segment
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import model_fingerprint, same_model
@@ -157,16 +157,12 @@ class TildeV2Retriever(SegmentedRetriever):
         run = Run()
         for i, qid in enumerate(qids):
             query = counts[i].T  # vocabulary x 1
-            by_segment: dict[int, list[tuple[str, int]]] = {}
-            for doc_id in candidates.get(qid, {}):
-                where = segments.locate(doc_id)
-                if where is not None:
-                    by_segment.setdefault(where[0], []).append((doc_id, where[1]))
+            docs = segments.locate_each(candidates.get(qid, {}))
             hits: dict[str, float] = {}
-            for position, docs in by_segment.items():
-                rows = segments.items[position].data[[r for _, r in docs]]
+            for position, wanted in by_segment([w for _, w in docs]).items():
+                rows = segments.items[position].data[[docs[i][1][1] for i in wanted]]
                 values = np.asarray((rows @ query).todense()).ravel()
-                hits.update(zip([d for d, _ in docs], values.tolist(), strict=True))
+                hits.update(zip([docs[i][0] for i in wanted], values.tolist(), strict=True))
             run[qid] = hits
         return run
 
