@@ -219,6 +219,29 @@ class LiveIndex:
                     yield doc
         yield from (d for d in self._pending.values() if d is not None)
 
+    def follow(self) -> bool:
+        """A reader's catch-up with the writer: show the writes it has logged since this
+        opening (or the last ``follow``). Returns False when the writer has committed since
+        (the log was emptied into segments this reader has not read): reopen the index then.
+
+        Example:
+            >>> reader = open_index("indexes/scifact").live  # beside a writer  # doctest: +SKIP
+            >>> reader.follow() or "reopen"  # doctest: +SKIP
+            True
+        """
+        if self.write:
+            raise CormorantError("follow() is for a reader; the writer shows its own writes")
+        assert self._log is not None
+        with self._lock:
+            # The manifest first: a commit writes it before it empties the log, so a commit
+            # that lands between the two reads shows as a changed generation next time.
+            if int(self._read_manifest().get("generation", 0)) != self._generation:
+                return False
+            for record in self._log.read(repair=False):
+                if record["seq"] > self.version:
+                    self._apply(record, logged=True, stages=True, documents=True)
+        return True
+
     # -- writing ---------------------------------------------------------------------------
 
     def add(self, documents: list[Document]) -> WriteResult:
