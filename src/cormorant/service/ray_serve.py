@@ -109,7 +109,8 @@ def serve_on_ray(settings: ServiceSettings, address: str, replicas: int,
 
     application = build_application(settings, replicas, replica_cpus)
     try:
-        ray.init(address=None if address == "local" else address, log_to_driver=False)
+        if not ray.is_initialized():  # a driver already connected (a test's cluster) is used
+            ray.init(address=None if address == "local" else address, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise CormorantError(f"cannot join the Ray cluster at {address!r}:"
                              f" {str(exc).splitlines()[0][:200]}") from None
