@@ -19,7 +19,14 @@ from cormorant.types import Corpus, Document
 
 pytest.importorskip("fastapi")
 
-from tests.service.conftest import READ_KEY, WRITE_KEY, auth, settings_for  # noqa: E402
+from tests.service.conftest import (  # noqa: E402
+    READ_KEY,
+    WRITE_KEY,
+    auth,
+    built_index,  # noqa: F401 - fixtures
+    index_dir,  # noqa: F401
+    settings_for,
+)
 
 APP = "cormorant-test"
 WORDS = ["heron pelican fish", "river statin vitamin", "sleep depression coral", "reef gene cell",
@@ -137,3 +144,13 @@ def kill_replicas(ray: Any, prefix: str) -> int:
             ray.kill(ray.get_actor(name, namespace=entry["namespace"]), no_restart=True)
             count += 1
     return count
+
+
+def test_replicas_and_cpus_are_checked_before_anything_starts(ray_local, index_dir):
+    from cormorant.errors import CormorantError
+    from cormorant.service.ray_serve import build_application
+
+    with pytest.raises(CormorantError, match="--replicas must be at least 1"):
+        build_application(settings_for(index_dir), replicas=0)
+    with pytest.raises(CormorantError, match="--replica-cpus must be 0 or more"):
+        build_application(settings_for(index_dir), replica_cpus=-1)
