@@ -277,6 +277,7 @@ def test_a_reader_follows_the_writers_log_until_a_commit(bm25_index):
         assert reader.live.get("d0") is None and reader.live.count == 8
         writer.live.add([Document("w1", "marabou stork")])
         assert reader.live.follow() and reader.live.get("w1").text == "marabou stork"
+        assert reader.live.count == 8  # a replacement adds nothing
         writer.live.commit()
         writer.live.add([Document("w2", "whale-headed")])
         assert not reader.live.follow() and reader.live.get("w2") is None
