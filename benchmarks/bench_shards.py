@@ -204,10 +204,10 @@ def bench_serving(root: Path, requests: int, rounds: int) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import ray
     from ray import serve
+    from tests.service.server import ServerProcess, free_port
 
     from cormorant.service import load_settings
     from cormorant.service.ray_serve import build_application
-    from tests.service.server import ServerProcess, free_port
 
     (root / "serve-in-process.yaml").write_text(json.dumps(config("in-process")))
     server = ServerProcess(root / "serve-in-process.yaml", root / "serve.log").start(300)

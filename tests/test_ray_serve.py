@@ -146,7 +146,7 @@ def kill_replicas(ray: Any, prefix: str) -> int:
     return count
 
 
-def test_replicas_and_cpus_are_checked_before_anything_starts(ray_local, index_dir):
+def test_replicas_and_cpus_are_checked_before_anything_starts(ray_local, index_dir):  # noqa: F811
     from cormorant.errors import CormorantError
     from cormorant.service.ray_serve import build_application
 

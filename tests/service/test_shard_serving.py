@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from cormorant.errors import CormorantError
+from cormorant.index.format import read_meta
 from cormorant.index.sharding import shard_of
 from cormorant.retrieval.assemble import open_index
 from cormorant.retrieval.shard_index import shard_folders
 from cormorant.service.shard_client import ServeShard, open_served_sharded
 from cormorant.service.shard_server import ShardServer
-from cormorant.index.format import read_meta
 from cormorant.types import Document
 
 from .conftest import READ_KEY, WRITE_KEY, auth, settings_for

@@ -43,7 +43,6 @@ from cormorant.index.sharding import (
 from cormorant.pipeline import Stage, WithDocuments
 from cormorant.pipeline_syntax import Leaf, materialize, parse
 from cormorant.retrieval.assemble import (
-    IndexHandle,
     LeafHook,
     build_pipeline,
     open_index,

@@ -30,9 +30,9 @@ from cormorant.errors import CormorantError, ReadOnlyIndex
 from cormorant.index.format import read_meta
 from cormorant.pipeline import Flow, Stage
 from cormorant.pipeline_syntax import Leaf
+from cormorant.retrieval.assemble import validate
 from cormorant.retrieval.live import WriteResult
 from cormorant.retrieval.shard_index import ShardedHandle, shard_folders
-from cormorant.retrieval.assemble import validate
 from cormorant.types import Document, Queries, Run
 
 CALL_TIMEOUT_S = 120.0
