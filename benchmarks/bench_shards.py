@@ -220,6 +220,7 @@ def bench_serving(root: Path, requests: int, rounds: int) -> dict:
         app = build_application(load_settings(None, **config(name)), replicas, replica_cpus=0)
         serve.run(app, name=name, route_prefix=f"/{name}")
         urls[name] = f"http://127.0.0.1:{port}/{name}"
+        wait_ready(urls[name])  # the app is up; its index loads after
     searches: dict[str, list] = {n: [] for n in urls}
     writes: dict[str, list[float]] = {n: [] for n in urls}
     try:
@@ -232,12 +233,25 @@ def bench_serving(root: Path, requests: int, rounds: int) -> dict:
         serve.shutdown()
         ray.shutdown()
         server.proc.terminate()
+        server.proc.wait(120)  # it commits its shards' writes on the way out
     results = {"shards": SERVE_SHARDS, "concurrency": SERVE_CONCURRENCY,
                "requests_per_round": requests, "rounds": rounds,
                "search": {n: pooled(r) for n, r in searches.items()},
                "write": {n: write_summary(w) for n, w in writes.items()}}
     print("serving", json.dumps(results), flush=True)
     return results
+
+
+def wait_ready(url: str, timeout: float = 300) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/readyz", timeout=30).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} not ready in {timeout:g} s")
+        time.sleep(0.5)
 
 
 def write_latencies(url: str, tag: str) -> list[float]:
