@@ -131,7 +131,10 @@ class ServeLive:
     its last answer to this router (read without a call: the service reads them on its event
     loop, where waiting on a replica would stall every request)."""
 
-    owners: dict[int, Any] = {}  # the stages live in the replicas, not here
+    @property
+    def owners(self) -> dict[int, Any]:
+        """None here: the stages that hold the shard's segments live in its replicas."""
+        return {}
 
     def __init__(self, shard: ServeShard) -> None:
         self.shard = shard

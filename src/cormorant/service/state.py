@@ -79,8 +79,8 @@ class ServiceState:
         start = time.perf_counter()
         try:
             index = self.opener(name, config.path, config.pipelines,
-                                   verify=self.settings.verify_checksums,
-                                   encoder_wrapper=self._batching)
+                                verify=self.settings.verify_checksums,
+                                encoder_wrapper=self._batching)
         except CormorantError as exc:
             self._fail(name, str(exc))
             return
