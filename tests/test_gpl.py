@@ -290,3 +290,20 @@ def test_bad_unsupervised_input_is_one_line_and_writes_nothing(corpus_dir, tiny_
     assert done.code not in (0, None) and done.traceback is None
     assert any(message in line for line in done.error_lines()), done.err
     assert not out.exists()
+
+
+def test_unsupervised_ignores_the_folders_queries_and_has_no_dev_set(tmp_path) -> None:
+    from cormorant.training.trainer import split_dev
+
+    full = write_training_beir(tmp_path / "full")
+    config = TrainConfig(dataset=full, out=tmp_path / "o", unsupervised=True, batch_size=4,
+                         max_steps=5, pseudo_queries="title")
+    assert config.negatives == "gpl"
+    data, dev = split_dev(config)
+    assert dev is None
+    assert all(q.startswith("gpl-") for q in data.queries) and len(data.queries) == 20
+    from cormorant.data import load_dataset
+
+    titles = {d.doc_id: d.title for d in load_dataset(full).corpus}
+    for qid, text in data.queries.items():  # each query is its one source passage's title
+        assert [titles[d] for d in data.positives[qid]] == [text]
