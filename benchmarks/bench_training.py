@@ -10,6 +10,7 @@ their own, beside the CPU rows' time.
 
     python benchmarks/bench_training.py --datasets scifact --only in-batch bm25 star
     python benchmarks/bench_training.py --gpu --datasets scifact --only star adore
+    python benchmarks/bench_training.py --datasets scifact --only unsupervised --max-time 25
     python benchmarks/bench_training.py --report
 """
 
@@ -36,8 +37,11 @@ CROSS_ENCODER = "cross-encoder"
 TAS_BI_TEACHER = "tas-balanced-bi"
 # Order matters: adore trains against star's document index, tas-balanced uses the cross-encoder,
 # tas-balanced-bi the dense model.
+# GPL from the corpus alone (`--unsupervised`): the training queries and qrels are never read;
+# only the test qrels score the result.
+UNSUPERVISED = "unsupervised"
 STRATEGIES = ["bm25", "star", "adore", "distill-query", "dense", "in-batch", CROSS_ENCODER,
-              "tas-balanced", TAS_BI_TEACHER, "random"]
+              "tas-balanced", TAS_BI_TEACHER, "random", UNSUPERVISED]
 RERANK_DEPTH = 20
 # The cross-encoder's negatives and run length where the default (BM25's top, one epoch)
 # cannot work here. On NFCorpus zero-shot MiniLM puts the drawn positive above BM25's top 7
@@ -59,9 +63,14 @@ def cross_encoder_options(dataset: Path, gpu: bool) -> dict[str, Any] | None:
     return (GPU_CROSS_ENCODER_OPTIONS if gpu else CROSS_ENCODER_OPTIONS).get(dataset.name)
 
 
-def train_command(strategy: str, dataset: Path, out: Path, gpu: bool = False) -> list[str]:
+def train_command(strategy: str, dataset: Path, out: Path, gpu: bool = False,
+                  max_time: float | None = None) -> list[str]:
     base = [sys.executable, "-m", "cormorant.cli", "train", "--dataset", str(dataset),
             "--out", str(out), "--overwrite"]
+    if max_time is not None:
+        base += ["--max-time", f"{max_time:g}"]
+    if strategy == UNSUPERVISED:
+        return base + ["--unsupervised"]
     if strategy == CROSS_ENCODER:
         options = cross_encoder_options(dataset, gpu)
         if options is None:
@@ -143,8 +152,8 @@ def load_results(path: Path = RESULTS) -> dict[str, Any]:
     return {"machine": machine(), "rows": {}}
 
 
-def measure(name: str, strategies: list[str], path: Path = RESULTS, gpu: bool = False
-            ) -> list[str]:
+def measure(name: str, strategies: list[str], path: Path = RESULTS, gpu: bool = False,
+            max_time: float | None = None) -> list[str]:
     """Train and evaluate each strategy on dataset ``name``, saving after every row. A strategy
     whose training fails is reported and skipped, so the others still run; returns those."""
     dataset = dataset_path(name)
@@ -158,7 +167,7 @@ def measure(name: str, strategies: list[str], path: Path = RESULTS, gpu: bool = 
     for strategy in [*again, *strategies]:
         print(f"[{name}] {strategy} ...", flush=True)
         try:
-            row = measure_row(strategy, dataset, models, rows.get(ZERO_SHOT), gpu)
+            row = measure_row(strategy, dataset, models, rows.get(ZERO_SHOT), gpu, max_time)
         except RuntimeError as exc:
             print(f"[{name}] {strategy} FAILED: {exc}", flush=True)
             failed.append(f"{name}/{strategy}")
@@ -171,12 +180,13 @@ def measure(name: str, strategies: list[str], path: Path = RESULTS, gpu: bool = 
     return failed
 
 
-def measure_row(strategy: str, dataset: Path, models: Path,
-                zero: dict[str, Any] | None, gpu: bool = False) -> dict[str, Any]:
+def measure_row(strategy: str, dataset: Path, models: Path, zero: dict[str, Any] | None,
+                gpu: bool = False, max_time: float | None = None) -> dict[str, Any]:
     """One table row: train (unless zero-shot), evaluate on test, compare with zero-shot."""
     row: dict[str, Any] = {}
     if strategy != ZERO_SHOT:
-        row.update(timed_training(train_command(strategy, dataset, models / strategy, gpu)))
+        row.update(timed_training(train_command(strategy, dataset, models / strategy, gpu,
+                                                max_time)))
         summary = json.loads((models / strategy / "training" / "summary.json").read_text())
         row["dev_ndcg@10"] = summary.get("dev_ndcg@10")
         row["time_budget"] = summary.get("time_budget")  # the default 15 minutes on a CPU
@@ -192,6 +202,8 @@ def measure_row(strategy: str, dataset: Path, models: Path,
             else "one epoch" if gpu else "the 15-minute budget"
         start = f" from rank {options['range_min']}" if "range_min" in options else ""
         row["note"] = f"{options['negatives']} negatives{start}, {run}: {options['why']}"
+    if max_time is not None and strategy != ZERO_SHOT:
+        row["note"] = "; ".join(filter(None, [row.get("note"), f"--max-time {max_time:g}"]))
     return row
 
 
@@ -204,6 +216,8 @@ def main() -> None:
     args.add_argument("--gpu", action="store_true",
                       help=f"a GPU machine: write {GPU_RESULTS.relative_to(REPO)}; refused"
                            " without CUDA")
+    args.add_argument("--max-time", type=float, default=None,
+                      help="minutes each training may take (cormorant train --max-time)")
     args.add_argument("--report", action="store_true", help="only render docs/training.md")
     opts = args.parse_args()
     if not opts.report:
@@ -214,7 +228,7 @@ def main() -> None:
                              " with the CPU rows")
         failed = [f for name in opts.datasets
                   for f in measure(name, [s for s in STRATEGIES if s in opts.only], path,
-                                   opts.gpu)]
+                                   opts.gpu, opts.max_time)]
         if failed:
             raise SystemExit(f"training failed for {', '.join(failed)} (see above)")
     write_report(load_results(), load_results(GPU_RESULTS) if GPU_RESULTS.is_file() else None)
@@ -259,7 +273,8 @@ def _versus_zero(row: dict[str, Any], zero: dict[str, Any] | None) -> tuple[str,
 def _label(strategy: str, row: dict[str, Any]) -> str:
     """The strategy's table label, with how its run departs from the defaults, if it does."""
     label = {CROSS_ENCODER: f"{strategy} (re-ranks dense top {RERANK_DEPTH})",
-             TAS_BI_TEACHER: "tas-balanced (teacher: the dense row's model)"}.get(strategy, strategy)
+             TAS_BI_TEACHER: "tas-balanced (teacher: the dense row's model)",
+             UNSUPERVISED: "unsupervised (GPL, corpus only)"}.get(strategy, strategy)
     notes = [row["note"]] if row.get("note") else []
     kept_start = _kept_starting_model(row)
     if kept_start:

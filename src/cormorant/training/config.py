@@ -24,7 +24,8 @@ CROSS_ENCODER_LOSSES = ("bce", "listwise")
 LEARNING_RATE = 2e-5
 CROSS_ENCODER_LEARNING_RATE = 7e-5
 STRATEGIES_HELP = ("Strategy: in-batch, random, bm25, dense (hard negatives), star, adore,"
-                   " star+adore, tas-balanced, distill-query.")
+                   " star+adore, tas-balanced, distill-query, gpl.")
+PSEUDO_QUERIES = ("span", "title", "lm")
 
 
 @dataclass
@@ -92,7 +93,8 @@ class TrainConfig:
         "adore: the model whose fixed document index queries train against."))
     # TAS-Balanced
     teacher: str | None = option(None, cli=True, help=(
-        "tas-balanced: cross-encoder folder, bi-encoder folder or scores file."))
+        "tas-balanced, gpl: cross-encoder folder, bi-encoder folder or scores file (gpl's"
+        " default: the base model)."))
     inbatch_teacher: str | None = option(None, help=(
         "tas-balanced: bi-encoder teacher of the in-batch margins (default: base)."))
     inbatch_weight: float = option(0.75, help="tas-balanced: weight of the in-batch loss.")
@@ -126,6 +128,27 @@ class TrainConfig:
     tilde_group: int = option(8, rule=at_least(2), help=(
         "tildev2: passages per training group, the positive and group-1 BM25 negatives (the"
         " paper's 8)."))
+    # GPL (--unsupervised): pseudo-queries for a corpus without queries, then the gpl strategy
+    unsupervised: bool = option(False, cli=True, help=(
+        "Train from the corpus alone (GPL): pseudo-queries, mined negatives, teacher margins,"
+        " Margin-MSE; no dev set, the last checkpoint is kept."))
+    pseudo_queries: str = option("span", cli=True, rule=one_of(*PSEUDO_QUERIES), help=(
+        "--unsupervised: span (random 4-16-word spans, no language model), title, or lm"
+        " (few-shot generation, needs --examples)."))
+    queries_per_passage: int | None = option(None, rule=at_least(1), help=(
+        "--unsupervised: pseudo-queries per passage (default GPL's: ceil(250k/|C|), at least"
+        " 3)."))
+    examples: Path | None = option(None, cli=True, help=(
+        "--pseudo-queries lm: JSONL of 1-8 {query, document} examples."))
+    llm: str = option("transformers:smollm2", cli=True, help=(
+        "--pseudo-queries lm: BACKEND:MODEL of the generator."))
+    gpl_miners: str = option("dense", help="gpl: retrievers whose negatives are pooled:"
+                                           " dense, bm25 or dense,bm25.")
+    gpl_negatives: int = option(50, rule=at_least(1), help=(
+        "gpl: each miner's top k (its positives removed)."))
+    teacher_max_length: int = option(350, rule=at_least(8, " tokens"), help=(
+        "gpl: tokens of the query and of each passage, each cut on its own, the teacher"
+        " reads."))
     # in-batch
     cached: bool = option(False, help="in-batch: the cached loss (big batches, small memory).")
     mini_batch_size: int = option(16, help="cached: texts per forward pass.")
@@ -144,10 +167,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checked(self)
+        if self.unsupervised:
+            self._check_unsupervised()
         if self.synthetic_queries is not None and self.kind not in ("seal", "tildev2"):
             raise CormorantError("--synthetic-queries is for --kind seal and tildev2 (a"
                                  " bi-encoder trains on"
                                  " the folder itself: --dataset SYNTH_DIR)")
+
+    def _check_unsupervised(self) -> None:
+        """--unsupervised trains a bi-encoder with GPL and has no labels to select by."""
+        if self.kind != "bi-encoder":
+            raise CormorantError("--unsupervised trains a bi-encoder (GPL), not --kind"
+                                 f" {self.kind}")
+        if self.negatives not in ("in-batch", "gpl"):  # in-batch: the option's default
+            raise CormorantError(f"--unsupervised trains with GPL's Margin-MSE; --negatives"
+                                 f" {self.negatives} needs judged queries")
+        if self.dev_split:
+            raise CormorantError("--unsupervised has no labels: --dev-split cannot be used"
+                                 " (no dev selection; the last checkpoint is kept)")
+        self.negatives = "gpl"
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> TrainConfig:

@@ -169,6 +169,37 @@ def margin_mse(student_margin: Tensor, teacher_margin: Tensor) -> Tensor:
     return ((student_margin - teacher_margin) ** 2).mean()
 
 
+def student_margin(query: Tensor, positive: Tensor, negative: Tensor, scale: float) -> Tensor:
+    """``scale`` x (q . p - q . n) per row: the student's side of Margin-MSE.
+
+    Example:
+        >>> q, p, n = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+        >>> student_margin(q, p, n, scale=20.0).tolist()
+        [20.0]
+    """
+    return scale * ((query * positive).sum(-1) - (query * negative).sum(-1))
+
+
+class MarginMSELoss(nn.Module):
+    """Margin-MSE against a teacher margin per row (GPL; ``margins[label]`` is the row's
+    T(q, p) - T(q, n)), with the student's scores ``scale`` x cosine: unlike
+    sentence-transformers' MarginMSELoss on a cosine model, it can match margins of +-10.
+
+    Example:
+        >>> loss = MarginMSELoss(model, np.array([3.2, -0.5]), scale=20.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, margins: np.ndarray, scale: float = DEFAULT_SCALE) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+        self.margins = torch.as_tensor(np.asarray(margins), dtype=torch.float32)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        query, positive, negative = [_embed(self.model, f) for f in sentence_features]
+        target = self.margins[labels.long().cpu()].to(query.device)
+        return margin_mse(student_margin(query, positive, negative, self.scale), target)
+
+
 class TASBalancedLoss(nn.Module):
     """TAS-Balanced's dual supervision: pairwise Margin-MSE against the teacher's margin plus
     0.75 times an in-batch Margin-MSE against a second, cheaper teacher.
@@ -207,8 +238,8 @@ class TASBalancedLoss(nn.Module):
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         query, positive, negative = [_embed(self.model, f) for f in sentence_features]
         rows = labels.long().cpu()
-        student_margin = self.scale * ((query * positive).sum(-1) - (query * negative).sum(-1))
-        pair = margin_mse(student_margin, self.margins[rows].to(query.device))
+        pair = margin_mse(student_margin(query, positive, negative, self.scale),
+                          self.margins[rows].to(query.device))
         if self.inbatch_weight == 0:
             return pair
         which = self.teacher_rows[rows]

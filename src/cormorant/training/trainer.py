@@ -35,6 +35,7 @@ from cormorant.training.data import TrainingSet
 from cormorant.training.evaluation import DevEvaluator
 from cormorant.training.kinds import training_kind
 from cormorant.training.negatives import Negatives
+from cormorant.types import Corpus
 
 log = logging.getLogger(__name__)
 ROLE_FILE = "cormorant.json"
@@ -90,16 +91,31 @@ def prepare_out(config: TrainConfig) -> Path:
 
 
 def split_dev(config: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
-    """Training queries and dev queries: a named dev split, or a seeded share of train."""
+    """Training queries and dev queries: a named dev split, or a seeded share of train;
+    pseudo-queries and no dev set with ``--unsupervised``."""
     from cormorant.data import DatasetSpec
 
     ds = DatasetSpec(config.dataset).load()
+    if config.unsupervised:  # GPL: the corpus alone, no labels, so no dev set
+        return pseudo_training_set(config, ds.corpus), None
     data = TrainingSet.from_dataset(ds, config.split)
     if config.dev_split:
         return data, TrainingSet.from_dataset(ds, config.dev_split)
     if config.dev_fraction == 0:
         return data, None
     return data.hold_out(config.dev_fraction, config.seed)
+
+
+def pseudo_training_set(config: TrainConfig, corpus: Corpus) -> TrainingSet:
+    """``--unsupervised``: pseudo-queries for the corpus, each judged relevant to its source
+    passage(s), as many as the run's planned GPL tuples use."""
+    from cormorant.training.gpl import planned_steps
+    from cormorant.training.pseudo_queries import write_pseudo_queries
+
+    tuples = planned_steps(config, hardware(config)["device"]) * config.batch_size
+    pseudo = write_pseudo_queries(corpus, config.pseudo_queries, tuples, config.seed,
+                                  config.queries_per_passage, config.examples, config.llm)
+    return pseudo.training_set(corpus, {d.doc_id: d.contents for d in corpus})
 
 
 @dataclass
