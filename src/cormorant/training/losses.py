@@ -169,6 +169,26 @@ def margin_mse(student_margin: Tensor, teacher_margin: Tensor) -> Tensor:
     return ((student_margin - teacher_margin) ** 2).mean()
 
 
+class MarginMSELoss(nn.Module):
+    """Margin-MSE over (query, positive, negative) rows against the teacher's margin of each
+    row, looked up by the row index the Trainer passes as label; student scores are ``scale``
+    times the cosine, as in every loss here.
+
+    Example:
+        >>> loss = MarginMSELoss(model, np.array([3.5, -0.2]))  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, margins: np.ndarray, scale: float = DEFAULT_SCALE) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+        self.margins = torch.as_tensor(margins, dtype=torch.float32)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        query, positive, negative = [_embed(self.model, f) for f in sentence_features]
+        student = self.scale * ((query * positive).sum(-1) - (query * negative).sum(-1))
+        return margin_mse(student, self.margins[labels.long().cpu()].to(query.device))
+
+
 class TASBalancedLoss(nn.Module):
     """TAS-Balanced's dual supervision: pairwise Margin-MSE against the teacher's margin plus
     0.75 times an in-batch Margin-MSE against a second, cheaper teacher.
