@@ -261,7 +261,9 @@ def test_cli_help_and_bad_teacher_input(train_dir, tiny_encoder, tmp_path) -> No
             str(tiny_encoder), "--negatives", "bm25"]
     for args, says in [(["--denoise"], "--denoise needs --teacher"),
                        (["--teacher", "nosuchstage"], "nor a pipeline"),
-                       (["--teacher", "bm25", "--denoise-margin", "1.5"], "must be in [0, 1)")]:
+                       (["--teacher", "bm25", "--denoise-margin", "1.5"], "must be in [0, 1)"),
+                       (["--teacher", "bm25", "--negatives", "in-batch"],
+                        "in-batch would ignore it")]:
         done = run_cli(*base, *args)
         assert done.code == 2 and says in done.err, done.err
         assert done.traceback is None

@@ -24,6 +24,8 @@ from cormorant.training.options import POSITIVE, Rule, at_least, checked, one_of
 CROSS_ENCODER_LOSSES = ("bce", "listwise")
 LEARNING_RATE = 2e-5
 CROSS_ENCODER_LEARNING_RATE = 7e-5
+# Strategies that train against --teacher's margins (Margin-MSE).
+TEACHER_STRATEGIES = ("random", "bm25", "dense", "tas-balanced")
 STRATEGIES_HELP = ("Strategy: in-batch, random, bm25, dense (hard negatives), star, adore,"
                    " star+adore, tas-balanced, distill-query.")
 
@@ -164,6 +166,10 @@ class TrainConfig:
             from cormorant.training.teacher import teacher_path
 
             teacher_path(self.teacher)
+        if self.teacher and not self.denoise and self.kind == "bi-encoder" \
+                and self.negatives not in TEACHER_STRATEGIES:
+            raise CormorantError(f"--teacher is used by {', '.join(TEACHER_STRATEGIES)} and by"
+                                 f" --denoise; {self.negatives} would ignore it")
         if self.denoise and not self.teacher:
             raise CormorantError("--denoise needs --teacher: the scorer that judges the mined"
                                  " negatives (e.g. --teacher 'rrf(bm25, chamfer)')")
