@@ -40,8 +40,15 @@ TAS_BI_TEACHER = "tas-balanced-bi"
 # GPL from the corpus alone (`--unsupervised`): the training queries and qrels are never read;
 # only the test qrels score the result.
 UNSUPERVISED = "unsupervised"
+# Hard negatives distilled with Margin-MSE from a pipeline teacher that also denoises them
+# (issue 29): rrf(bm25, chamfer) ranks SciFact at 0.7114 over the student's own MiniLM token
+# vectors (cached), against the student's 0.645; 25 minutes on a CPU.
+PIPELINE_TEACHER = "rrf(bm25, chamfer)"
+DISTILLED = "bm25-margin-mse"
+DISTILLED_OPTIONS = ["--negatives", "bm25", "--teacher", PIPELINE_TEACHER, "--denoise",
+                     "--max-time", "25"]
 STRATEGIES = ["bm25", "star", "adore", "distill-query", "dense", "in-batch", CROSS_ENCODER,
-              "tas-balanced", TAS_BI_TEACHER, "random", UNSUPERVISED]
+              "tas-balanced", TAS_BI_TEACHER, "random", DISTILLED, UNSUPERVISED]
 RERANK_DEPTH = 20
 # The cross-encoder's negatives and run length where the default (BM25's top, one epoch)
 # cannot work here. On NFCorpus zero-shot MiniLM puts the drawn positive above BM25's top 7
@@ -90,6 +97,8 @@ def train_command(strategy: str, dataset: Path, out: Path, gpu: bool = False,
         config = out.parent / f"{TAS_BI_TEACHER}.json"
         config.write_text(json.dumps({"inbatch_teacher": teacher}))
         return base + ["--negatives", "tas-balanced", "--teacher", teacher, "--config", str(config)]
+    if strategy == DISTILLED:
+        return base + DISTILLED_OPTIONS
     return base + ["--negatives", strategy]
 
 
@@ -192,6 +201,9 @@ def measure_row(strategy: str, dataset: Path, models: Path, zero: dict[str, Any]
         row["time_budget"] = summary.get("time_budget")  # the default 15 minutes on a CPU
         row["hardware"] = summary.get("hardware")
         row["peak_gpu_mb"] = (row["hardware"] or {}).get("peak_memory_mb")
+        for key in ("teacher", "denoise", "queries_distilled", "queries_left_out"):
+            if key in summary:
+                row[key] = summary[key]
     row.update(evaluate(strategy, dataset, models))
     if zero is not None and strategy != ZERO_SHOT:
         row.update(significance(row, zero))
@@ -274,8 +286,12 @@ def _label(strategy: str, row: dict[str, Any]) -> str:
     """The strategy's table label, with how its run departs from the defaults, if it does."""
     label = {CROSS_ENCODER: f"{strategy} (re-ranks dense top {RERANK_DEPTH})",
              TAS_BI_TEACHER: "tas-balanced (teacher: the dense row's model)",
-             UNSUPERVISED: "unsupervised (GPL, corpus only)"}.get(strategy, strategy)
+             UNSUPERVISED: "unsupervised (GPL, corpus only)",
+             DISTILLED: f"bm25 + Margin-MSE from {PIPELINE_TEACHER}, denoised"
+             }.get(strategy, strategy)
     notes = [row["note"]] if row.get("note") else []
+    if row.get("denoise"):
+        notes.append(f"{100 * row['denoise']['share_dropped']:.0f}% of mined negatives dropped")
     kept_start = _kept_starting_model(row)
     if kept_start:
         notes.append(kept_start)

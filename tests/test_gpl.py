@@ -198,6 +198,14 @@ def test_label_is_teacher_positive_minus_teacher_negative(corpus, isolated_cache
     margins = teacher_margins(teacher, data, tuples)
     np.testing.assert_allclose(margins, [5.5, -1.5, 5.5])
     assert len(teacher.seen) == 3  # each distinct pair scored once
+    # A pipeline teacher's scores are min-max scaled per query first (to [0, factor]):
+    # 7.5, 2.0, 9.0 -> 5.5/7, 0, 1 (x 7): margins 5.5 and -1.5 become 5.5 and -1.5 over 7 x 7.
+    scaled = teacher_margins(teacher, data, tuples, norm="minmax", factor=7.0)
+    np.testing.assert_allclose(scaled, [5.5, -1.5, 5.5], rtol=1e-5)
+    unscored = RecordingTeacher({(q, pos): 7.5, (q, negs[0]): np.nan, (q, negs[1]): 9.0})
+    unscored.fingerprint = "recording-with-a-gap"  # scores are cached by fingerprint
+    assert np.isnan(teacher_margins(unscored, data, tuples, "minmax", 7.0)).tolist() == \
+        [True, False, True]
 
 
 def test_margin_mse_matches_a_hand_computation_and_ignores_a_shift() -> None:

@@ -450,7 +450,7 @@ def test_train_command_has_one_option_per_declared_flag_with_its_help() -> None:
 
     params = {p.name: p for p in typer.main.get_command(app).commands["train"].params}
     flagged = [f for f in dataclasses.fields(TrainConfig) if f.metadata["cli"]]
-    assert len(flagged) == 25 and set(params) == {f.name for f in flagged} | {"config"}
+    assert len(flagged) == 27 and set(params) == {f.name for f in flagged} | {"config"}
     for field in flagged:
         option = params[field.name]
         assert f"--{field.name.replace('_', '-')}" in option.opts

@@ -90,6 +90,7 @@ class StrategyJob(Job):
         # Documents are cut short to train fast; the saved model encodes at its own length.
         self.model.max_seq_length = min(config.max_length, self.full_length or config.max_length)
         self.plan = chosen.plan(ctx, self.model)
+        self.plan.notes = {**ctx.notes, **self.plan.notes}  # teacher and denoising reports
         self.negatives, self.document_encoder = self.plan.negatives, self.plan.document_encoder
         if session.dev is not None:
             self.evaluator = DevEvaluator(DevSet.build(session.dev, config.dev_candidates),

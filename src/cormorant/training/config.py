@@ -17,12 +17,15 @@ from typing import Any
 import yaml
 
 from cormorant.errors import CormorantError
+from cormorant.fusion import NORMS
 from cormorant.training.kinds import KINDS
 from cormorant.training.options import POSITIVE, Rule, at_least, checked, one_of, option
 
 CROSS_ENCODER_LOSSES = ("bce", "listwise")
 LEARNING_RATE = 2e-5
 CROSS_ENCODER_LEARNING_RATE = 7e-5
+# Strategies that train against --teacher's margins (Margin-MSE).
+TEACHER_STRATEGIES = ("random", "bm25", "dense", "tas-balanced", "gpl")
 STRATEGIES_HELP = ("Strategy: in-batch, random, bm25, dense (hard negatives), star, adore,"
                    " star+adore, tas-balanced, distill-query, gpl.")
 PSEUDO_QUERIES = ("span", "title", "lm")
@@ -93,8 +96,23 @@ class TrainConfig:
         "adore: the model whose fixed document index queries train against."))
     # TAS-Balanced
     teacher: str | None = option(None, cli=True, help=(
-        "tas-balanced, gpl: cross-encoder folder, bi-encoder folder or scores file (gpl's"
-        " default: the base model)."))
+        "Margin-MSE teacher for tas-balanced, gpl and the hard-negative strategies (random,"
+        " bm25, dense), and the judge of --denoise: a cross-encoder folder, a bi-encoder folder,"
+        " a scores file, or a pipeline such as 'rrf(bm25, chamfer)' (an existing path wins;"
+        " gpl's default: the base model)."))
+    teacher_norm: str = option("auto", rule=one_of("auto", *NORMS), help=(
+        "Per-query scaling of teacher scores before margins (auto: minmax for a pipeline"
+        " teacher, none for the others)."))
+    teacher_range: float = option(7.5, rule=POSITIVE, help=(
+        "Scaled teacher scores are multiplied by this: the base student's mean score range"
+        " over a query's candidates (20 x cosine)."))
+    denoise: bool = option(False, cli=True, help=(
+        "Drop mined negatives that --teacher scores near or above the query's weakest positive"
+        " (likely unjudged positives; RocketQA); the share dropped goes into summary.json."))
+    denoise_margin: float = option(0.05, cli=True, rule=Rule(
+        lambda r: 0 <= r < 1, "must be in [0, 1)"), help=(
+        "--denoise drops a negative whose teacher score, min-max scaled per query, exceeds"
+        " (1 - this) x the weakest positive's."))
     inbatch_teacher: str | None = option(None, help=(
         "tas-balanced: bi-encoder teacher of the in-batch margins (default: base)."))
     inbatch_weight: float = option(0.75, help="tas-balanced: weight of the in-batch loss.")
@@ -169,6 +187,17 @@ class TrainConfig:
         checked(self)
         if self.unsupervised:
             self._check_unsupervised()
+        if self.teacher:
+            from cormorant.training.teacher import teacher_path
+
+            teacher_path(self.teacher)
+        if self.teacher and not self.denoise and self.kind == "bi-encoder" \
+                and not self.unsupervised and self.negatives not in TEACHER_STRATEGIES:
+            raise CormorantError(f"--teacher is used by {', '.join(TEACHER_STRATEGIES)} and by"
+                                 f" --denoise; {self.negatives} would ignore it")
+        if self.denoise and not self.teacher:
+            raise CormorantError("--denoise needs --teacher: the scorer that judges the mined"
+                                 " negatives (e.g. --teacher 'rrf(bm25, chamfer)')")
         if self.synthetic_queries is not None and self.kind not in ("seal", "tildev2"):
             raise CormorantError("--synthetic-queries is for --kind seal and tildev2 (a"
                                  " bi-encoder trains on"

@@ -41,7 +41,13 @@ from cormorant.training.config import TrainConfig
 from cormorant.training.data import TrainingSet
 from cormorant.training.negatives import Negatives, ScoredNegative
 from cormorant.training.strategies import Context, Plan, Strategy, negatives_for
-from cormorant.training.teacher import Pair, cached_scores, load_teacher
+from cormorant.training.teacher import (
+    Pair,
+    cached_scores,
+    is_pipeline,
+    load_teacher,
+    scale_per_query,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +150,15 @@ def teacher_view(data: TrainingSet, tuples: list[Tuple], tokenizer: Any,
                        {q: data.qrels[q] for q in qids if q in data.qrels})
 
 
-def teacher_margins(teacher: Any, view: TrainingSet, tuples: list[Tuple]) -> np.ndarray:
-    """label = T(q, p) - T(q, n) per tuple, each distinct pair scored once (and cached)."""
+def teacher_margins(teacher: Any, view: TrainingSet, tuples: list[Tuple], norm: str = "none",
+                    factor: float = 1.0) -> np.ndarray:
+    """label = T(q, p) - T(q, n) per tuple, each distinct pair scored once (and cached), the
+    scores first scaled per query as ``--teacher``'s are everywhere (``teacher_norm``,
+    :func:`~cormorant.training.teacher.scale_per_query`); NaN where the teacher left a pair
+    unscored."""
     pairs: list[Pair] = sorted({(q, d) for q, p, n in tuples for d in (p, n)})
-    scores = dict(zip(pairs, cached_scores(teacher, view, pairs).tolist(), strict=True))
+    scaled = scale_per_query(pairs, cached_scores(teacher, view, pairs), norm, factor)
+    scores = dict(zip(pairs, scaled.tolist(), strict=True))
     return np.asarray([scores[(q, p)] - scores[(q, n)] for q, p, n in tuples], dtype=np.float32)
 
 
@@ -169,7 +180,13 @@ class GPL(Strategy):
         tuples = draw_tuples(used, negatives, order, config.seed)
         teacher = load_teacher(config.teacher or ctx.base_model)
         view = teacher_view(used, tuples, model.tokenizer, config.teacher_max_length)
-        margins = teacher_margins(teacher, view, tuples)
+        norm = config.teacher_norm
+        if norm == "auto":  # a pipeline's scores are on its own scale (RRF's ~1/60)
+            norm = "minmax" if is_pipeline(teacher) else "none"
+        margins = teacher_margins(teacher, view, tuples, norm,
+                                  config.teacher_range if norm != "none" else 1.0)
+        scored = np.isfinite(margins)  # a pipeline may leave a pair out of its ranking
+        tuples, margins = [t for t, ok in zip(tuples, scored, strict=True) if ok], margins[scored]
         rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
         for row, (qid, pos, neg) in enumerate(tuples):
             rows["query"].append(used.queries[qid])

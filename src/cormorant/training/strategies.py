@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +34,11 @@ class Context:
     data: TrainingSet
     base_model: str
     work: Path
+    # --teacher's scaled scores of every (query, positive) and (query, mined negative) pair,
+    # computed on first use (denoising and margins read the same ones), and what the steps
+    # before the plan report for summary.json.
+    scores: dict[tuple[str, str], float] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,10 +124,39 @@ def negatives_for(ctx: Context, method: str, **changes: Any) -> Negatives:
         return Negatives.load(ctx.config.negatives_file, ctx.data)
     saved = ctx.work / f"negatives-{method}.jsonl"
     if saved.is_file():  # a resumed run reuses what it mined
-        return Negatives.load(saved, ctx.data)
-    negatives = mine(ctx.data, method, mining_config(ctx.config, **changes))
-    negatives.save(saved)
-    return negatives
+        negatives = Negatives.load(saved, ctx.data)
+    else:
+        negatives = mine(ctx.data, method, mining_config(ctx.config, **changes))
+        negatives.save(saved)  # as mined: denoising is repeated from the cached teacher scores
+    return denoised(ctx, negatives) if ctx.config.denoise else negatives
+
+
+def scores_for(ctx: Context, negatives: Negatives) -> dict[tuple[str, str], float]:
+    """``--teacher``'s scores (scaled per query, see ``teacher_norm``) of each query's
+    positives and negatives, computed once per run: denoising, Margin-MSE of the hard-negative
+    strategies and TAS-Balanced all read them from here. Pairs the teacher did not score are
+    absent."""
+    from cormorant.training.teacher import teacher_scores
+
+    if ctx.scores is None:
+        config = ctx.config
+        pairs = [(q, d) for q in ctx.data.queries if negatives.ids(q)
+                 for d in ctx.data.positives[q] + negatives.ids(q)]
+        ctx.scores = teacher_scores(str(config.teacher), ctx.data, pairs,
+                                    norm=config.teacher_norm, factor=config.teacher_range)
+        ctx.notes["teacher"] = {"spec": config.teacher, "pairs": len(pairs),
+                                "scored": len(ctx.scores)}
+    return ctx.scores
+
+
+def denoised(ctx: Context, negatives: Negatives) -> Negatives:
+    """``negatives`` without those ``--teacher`` scores near or above the positives
+    (:mod:`cormorant.training.denoise`); what was dropped goes to ``summary.json``."""
+    from cormorant.training.denoise import denoise
+
+    kept, report = denoise(negatives, scores_for(ctx, negatives), ctx.config.denoise_margin)
+    ctx.notes["denoise"] = report.record()
+    return kept
 
 
 class InBatch(Strategy):
@@ -180,6 +214,8 @@ class HardNegatives(Strategy):
 
     def plan(self, ctx: Context, model: Any) -> Plan:
         negatives = negatives_for(ctx, self.name)
+        if ctx.config.teacher:
+            return margin_mse_plan(ctx, model, negatives)
         rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": []}
         for qid, positive, negative in draw_instances(ctx, negatives):
             rows["query"].append(ctx.data.queries[qid])
@@ -187,6 +223,39 @@ class HardNegatives(Strategy):
             rows["negative"].append(ctx.data.texts[negative])
         return Plan(rows, contrastive_loss(model, ctx.config), negatives=negatives,
                     steps_per_epoch=_steps(len(ctx.data.queries), ctx.config))
+
+
+def margin_mse_plan(ctx: Context, model: Any, negatives: Negatives) -> Plan:
+    """Hard negatives distilled from ``--teacher``: each instance's (positive, mined negative)
+    pair is trained with Margin-MSE against the teacher's margin (Hofstätter et al., 2020),
+    without in-batch negatives. Only pairs the teacher scored are drawn; queries left with no
+    scored positive or negative are left out and counted."""
+    from cormorant.training.losses import MarginMSELoss
+
+    scores = scores_for(ctx, negatives)
+    pools = {q: [n for n in negatives.by_query.get(q, []) if (q, n.doc_id) in scores]
+             for q in ctx.data.queries}
+    positives = {q: [p for p in ctx.data.positives[q] if (q, p) in scores]
+                 for q in ctx.data.queries}
+    qids = [q for q in ctx.data.queries if pools[q] and positives[q]]
+    if not qids:
+        raise CormorantError(f"the teacher {ctx.config.teacher} scored no (positive, negative)"
+                             " pair of any training query: nothing to distil")
+    data = TrainingSet({q: ctx.data.queries[q] for q in qids}, {q: positives[q] for q in qids},
+                       ctx.data.corpus, ctx.data.texts, ctx.data.qrels)
+    usable = Negatives({q: pools[q] for q in qids}, data.positives, negatives.method)
+    rows: dict[str, list[Any]] = {"query": [], "positive": [], "negative": [], "label": []}
+    margins = []
+    for qid, positive, negative in draw_instances(replace(ctx, data=data), usable):
+        rows["label"].append(len(margins))
+        margins.append(scores[(qid, positive)] - scores[(qid, str(negative))])
+        rows["query"].append(data.queries[qid])
+        rows["positive"].append(data.texts[positive])
+        rows["negative"].append(data.texts[str(negative)])
+    loss = MarginMSELoss(model, np.asarray(margins, dtype=np.float32), scale=ctx.config.scale)
+    return Plan(rows, loss, negatives=negatives, steps_per_epoch=_steps(len(qids), ctx.config),
+                notes={"loss": "margin-mse", "queries_distilled": len(qids),
+                       "queries_left_out": len(ctx.data.queries) - len(qids)})
 
 
 def _random_negatives(rng: random.Random, doc_ids: list[str], relevant: set[str]) -> list[str]:
@@ -279,22 +348,23 @@ class TASBalanced(Strategy):
     def plan(self, ctx: Context, model: Any) -> Plan:
         from cormorant.training.losses import TASBalancedLoss
         from cormorant.training.tas_balanced import ReplayBatches, cluster_queries, draw_batches
-        from cormorant.training.teacher import BiEncoderTeacher, cached_scores, load_teacher
+        from cormorant.training.teacher import BiEncoderTeacher
 
         config = ctx.config
         if not config.teacher:
             raise CormorantError("tas-balanced needs --teacher: a cross-encoder folder (train one"
                                  " with 'cormorant train --kind cross-encoder'), a bi-encoder"
-                                 " folder, or a scores file")
+                                 " folder, a scores file or a pipeline such as"
+                                 " 'rrf(bm25, chamfer)'")
         negatives = negatives_for(ctx, config.tas_candidates)
         qids = [q for q in ctx.data.queries if negatives.ids(q)]
-        pairs = [(q, d) for q in qids for d in ctx.data.positives[q] + negatives.ids(q)]
-        scores = dict(zip(pairs, cached_scores(load_teacher(config.teacher), ctx.data, pairs).tolist(),
-                          strict=True))
+        scores = scores_for(ctx, negatives)
         inbatch = BiEncoderTeacher(config.inbatch_teacher or ctx.base_model, scale=config.scale)
         query_vectors, doc_vectors = inbatch.vectors(ctx.data)
+        # Only pairs the teacher scored have a margin (a pipeline may leave some out).
         candidates = [(i, pos, neg) for i, qid in enumerate(qids)
-                      for pos in ctx.data.positives[qid] for neg in negatives.ids(qid)]
+                      for pos in ctx.data.positives[qid] for neg in negatives.ids(qid)
+                      if (qid, pos) in scores and (qid, neg) in scores]
         margins = [scores[(qids[i], pos)] - scores[(qids[i], neg)] for i, pos, neg in candidates]
         clusters = config.clusters or max(1, len(qids) // (4 * config.batch_size))
         query_matrix = np.stack([query_vectors[q] for q in qids])
