@@ -73,11 +73,20 @@ class EncodeBatch:
 
 
 class Runner(Protocol):
-    """Where encoding batches and per-shard tasks run."""
+    """Where encoding batches and per-shard tasks run.
+
+    ``map`` runs any callable here (threads); ``tasks`` runs a module-level function over
+    picklable items where the runner's work runs: here for :class:`InProcess`, as Ray tasks
+    on the cluster for :class:`RayCluster`. ``remote`` says whether ``tasks`` leaves this
+    process (so its items must name files every host can read, not objects in memory)."""
+
+    remote: bool
 
     def encode(self, settings: dict[str, Any], batches: list[Batch]) -> Iterator[Batch]: ...
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]: ...
+
+    def tasks(self, fn: Callable[[T], R], items: list[T]) -> list[R]: ...
 
 
 class InProcess:
@@ -99,11 +108,16 @@ class InProcess:
 
         yield from self.map(run, batches)
 
+    remote = False
+
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         if self.workers == 1:
             return [fn(item) for item in items]
         with ThreadPoolExecutor(self.workers) as pool:
             return list(pool.map(fn, items))
+
+    def tasks(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        return self.map(fn, items)
 
 
 class RayCluster:
@@ -112,9 +126,12 @@ class RayCluster:
     trying it out). Encoding runs as Ray Data over an actor pool of ``actors``, each with
     ``gpus`` GPUs (0 on a CPU cluster; 0.5 puts two actors on one card).
 
-    Per-shard tasks (:meth:`map`) run in threads of this process: a built stage holds FAISS
-    and SQLite handles that do not pickle, so they are not shipped to Ray tasks.
+    Per-shard tasks (:meth:`tasks`) run as Ray tasks, one CPU each, wherever the cluster
+    places them; their items name files on a file system every host shares (a built stage
+    holds FAISS and SQLite handles that do not pickle, so no stage is shipped).
     """
+
+    remote = True
 
     def __init__(self, address: str, actors: int = 1, gpus: float = 0.0,
                  batch_size: int = DEFAULT_BATCH, init: dict[str, Any] | None = None) -> None:
@@ -157,6 +174,21 @@ class RayCluster:
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         return InProcess(min(len(items), 4) or 1).map(fn, items)
+
+    def tasks(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        """``fn`` over ``items`` as one Ray task each, results in ``items``' order.
+
+        Raises:
+            CormorantError: a task failed (its error, first line).
+        """
+        ray = self.start()
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        try:
+            return list(ray.get([remote.remote(item) for item in items]))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, CormorantError):  # a task's own error, as raised there
+                raise exc.cause from None
+            raise CormorantError(f"a Ray task failed: {str(exc).splitlines()[0][:300]}") from None
 
 
 def runner_for(ray: str | None, actors: int = 1, gpus: float = 0.0) -> Runner:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -88,9 +89,7 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
         with atomic_directory(out, overwrite=overwrite) as tmp:
             shared = []
             uid = uuid.uuid4().hex
-            parts = (runner or InProcess()).map(
-                lambda number: _write_shard(tmp, uid, number, shards, text, leaves, corpus),
-                list(range(shards)))
+            parts = _write_shards(tmp, uid, shards, text, leaves, corpus, runner or InProcess())
             for position in range(len(leaves)):
                 shared.append(_leaf_record(tmp / shard_dir(0), position))
             write_meta(tmp, {"kind": SHARDED_KIND, "sharding": SHARDING_VERSION,
@@ -101,6 +100,64 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
         for fd in locks:
             os.close(fd)
     return out
+
+
+STAGED = ".whole"
+"""The folder, inside the sharded index being built, that holds the whole built index while
+remote shard tasks read it (removed before the index is committed)."""
+
+
+def _write_shards(tmp: Path, uid: str, shards: int, text: str, leaves: list[Stage],
+                  corpus: Corpus, runner: Runner) -> list[dict[str, Any]]:
+    """Every shard's folder, one task each. In process the tasks split the built stages held
+    in memory; on a cluster (``runner.remote``) a built stage holds FAISS and SQLite handles
+    that do not pickle, so the whole index is written once where every task can read it, and
+    each task opens it and splits it by the same :func:`_write_shard`."""
+    numbers = list(range(shards))
+    if not runner.remote:
+        return runner.map(
+            lambda number: _write_shard(tmp, uid, number, shards, text, leaves, corpus), numbers)
+    staged = tmp / STAGED
+    staged.mkdir()
+    write_index_files(staged, text, leaves, corpus)
+    try:
+        return runner.tasks(shard_task, [ShardTask(str(staged), str(tmp), uid, number, shards,
+                                                   text) for number in numbers])
+    finally:
+        shutil.rmtree(staged)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """What one remote shard task needs (plain strings and numbers, so it pickles)."""
+
+    staged: str
+    out: str
+    uid: str
+    number: int
+    shards: int
+    text: str
+
+
+def shard_task(task: ShardTask) -> dict[str, Any]:
+    """Write one shard of the whole index staged at ``task.staged``: a Ray task's body (also
+    runs in process). The staged index's stored stages are loaded and split exactly as the
+    in-memory ones would be, its documents in the order they were written, so the shard's
+    files are byte for byte those an in-process build writes.
+
+    Example:
+        >>> shard_task(ShardTask("idx/.whole", "idx", uid, 0, 4, "bm25"))  # doctest: +SKIP
+        {'dir': 'shard-000', 'count': 1290}
+    """
+    handle = open_index(task.staged, verify=False)  # written a moment ago by this build
+    try:
+        handle.opener.load_all()
+        leaves = [handle.live.owners[p] for p in range(len(handle.meta["leaves"]))]
+        corpus = Corpus(handle.docs.documents, name=handle.meta["corpus"])
+        return _write_shard(Path(task.out), task.uid, task.number, task.shards, task.text,
+                            leaves, corpus)  # type: ignore[arg-type]
+    finally:
+        handle.close()
 
 
 def _write_shard(tmp: Path, uid: str, number: int, shards: int, text: str,
