@@ -23,7 +23,11 @@ from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.backends import BACKENDS, QUANTIZATIONS, Runtime
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import model_fingerprint, resolve_model, same_model
-from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
+from cormorant.retrieval.multivector import (
+    MultiVectorEncoder,
+    SharedQueries,
+    load_token_encoder,
+)
 from cormorant.retrieval.segmented import SegmentedRetriever
 from cormorant.retrieval.windows import (
     LongQueries,
@@ -224,9 +228,18 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
 
     # -- searching -----------------------------------------------------------------------
 
+    shared_queries: SharedQueries | None = None
+    """Set on every shard's copy of a sharded stage: the queries are encoded by one shard."""
+
+    def query_matrices(self, texts: list[str]) -> list[np.ndarray]:
+        """The queries' token matrices (encoded once between a sharded stage's shards)."""
+        if self.shared_queries is None:
+            return self.encoder.encode_queries(texts)  # type: ignore[no-any-return]
+        return self.shared_queries.encode(self.encoder, texts)
+
     def retrieve_whole(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
-        matrices = self.encoder.encode_queries([queries[q] for q in qids])
+        matrices = self.query_matrices([queries[q] for q in qids])
         found: list[list[tuple[str, float]]] = [[] for _ in qids]
         for segment in self.segments:
             if not segment.live_count:
@@ -244,7 +257,7 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
     def rescore_whole(self, queries: Queries, candidates: Run) -> Run:
         segments = self.segments
         qids = list(queries)
-        matrices = self.encoder.encode_queries([queries[q] for q in qids])
+        matrices = self.query_matrices([queries[q] for q in qids])
         run = Run()
         for qid, query in zip(qids, matrices, strict=True):
             located = [w for _, w in segments.locate_each(candidates.get(qid, {}))]

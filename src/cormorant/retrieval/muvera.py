@@ -255,7 +255,7 @@ class MuveraRetriever(ChamferRetriever):
 
     def retrieve_whole(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
-        tokens = self.encoder.encode_queries([queries[q] for q in qids])
+        tokens = self.query_matrices([queries[q] for q in qids])
         segments = self.segments
         pooled = self._fde_candidates(segments, self.fde.queries_from_tokens(tokens))
         found: list[list[tuple[str, float]]] = []

@@ -53,6 +53,7 @@ from cormorant.retrieval.assemble import (
 )
 from cormorant.retrieval.distributed import InProcess, Runner, prefill_embeddings
 from cormorant.retrieval.live import WriteResult, take_lock
+from cormorant.retrieval.multivector import SharedQueries
 from cormorant.retrieval.segmented import SegmentedRetriever
 from cormorant.retrieval.sharded import sharded_stage
 from cormorant.types import Corpus, Document
@@ -300,7 +301,8 @@ class ShardedHandle:
                 if key not in made:  # a re-ranker's model loaded once, not once per shard
                     made[key] = cls.load(None, None, **leaf.params)  # type: ignore[attr-defined]
                 return made[key]
-            return sharded_stage([shard.opener.open(leaf, cls) for shard in self.shards])
+            return sharded_stage(share_queries([shard.opener.open(leaf, cls)
+                                                for shard in self.shards]))
 
         return WithDocuments(materialize(parse(text), open_leaf), self.live)
 
@@ -314,6 +316,18 @@ class ShardedHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def share_queries(parts: list[Stage]) -> list[Stage]:
+    """``parts`` (one stored stage's copy in every shard), those that encode queries into
+    token matrices (``chamfer``, ``muvera``) given one
+    :class:`~cormorant.retrieval.multivector.SharedQueries`, so a search encodes its queries
+    once, not once per shard. (``dense`` needs none: the router encodes its queries once.)"""
+    if len(parts) > 1 and all(hasattr(p, "shared_queries") for p in parts):
+        shared = SharedQueries(uses=len(parts))
+        for part in parts:
+            part.shared_queries = shared  # type: ignore[attr-defined]
+    return parts
 
 
 @dataclass
