@@ -29,10 +29,11 @@ so no encoder runs on documents): for the single index (S=0 in ``--shard-counts`
 S = 1, 2, 4, 8 shards of ``rrf(bm25, dense)``, the build time (``save_index`` /
 ``save_sharded_index`` in process, corpus embeddings from the cache), queries per second and
 p50/p99 latency of one query at a time (``bm25``; flat ``dense`` searched from query vectors
-encoded beforehand by the real query encoder, whose time is reported once), and the latency of adding one document through the index's write path
-(``handle.live.add``: routed to its shard, logged durably, encoded for ``dense``). Each
-``--shard-counts`` run adds its rows to what earlier runs wrote, so the sizes can be measured
-one process at a time (memory).
+encoded beforehand by the real query encoder, whose time is reported once), and the latency
+of adding one document through the index's write path (``handle.live.add``: routed to its
+shard, logged durably, encoded for ``dense``). Each ``--shard-counts`` run adds its rows to
+what earlier runs wrote, so the sizes can be measured one process at a time (memory);
+``--quick`` there means 20,000 documents.
 
 All of it is simulated on one 2-core machine: shards are folders, searched in one process;
 the "cluster" is two CPU actors on the same cores. ``--quick`` runs SciFact with S = 1, 2
