@@ -7,7 +7,8 @@ On SciFact and NFCorpus test, all-MiniLM-L6-v2 (``dense``, flat index):
 - ``dense(max_length=128, passages=128/64, aggregate=max|first|sum)``: windows of 128 tokens
   (title and special tokens included), 64 apart, scores aggregated per document.
 
-Quality: nDCG@10 and R@100, and the share of the 128 -> 256 truncation gap the windows win back
+Quality: nDCG@10 and R@100, paired significance of MaxP against each truncation (two-sided
+randomization and paired t tests, Holm-corrected together), and the share of the 128 -> 256 truncation gap the windows win back
 ((windows - trunc128) / (trunc256 - trunc128)). Cost: the number of windows (index entries) and
 the wall time of the build, which is the encoding when the embedding cache does not have it
 (a first run; FirstP and SumP reuse MaxP's windows, so they build from the cache; reruns are
@@ -68,15 +69,31 @@ def subset(dataset: Any, split: Any, docs: int | None) -> tuple[Any, Any]:
     return corpus, Split({q: split.queries[q] for q in kept_queries}, qrels)
 
 
-def evaluate(stage: Any, dataset: Any, split: Any) -> dict[str, float]:
+def evaluate(stage: Any, dataset: Any, split: Any) -> tuple[dict[str, float], Any]:
+    """The row's measures and speed, and its per-query values (for the paired tests)."""
     from cormorant.eval.harness import score_run
+    from cormorant.eval.measures import evaluate as per_query
 
     start = time.perf_counter()
     run = stage.search(split.queries, k=100)
     seconds = time.perf_counter() - start
     result = score_run(run, dataset.name, "test", split, str(stage), {}, 100, MEASURES)
-    return {**{m: float(result.metrics[m]) for m in MEASURES},
-            "queries_per_s": len(split.queries) / seconds}
+    return ({**{m: float(result.metrics[m]) for m in MEASURES},
+             "queries_per_s": len(split.queries) / seconds},
+            per_query(run, split.qrels, MEASURES).per_query)
+
+
+def significance(name: str, per_query: dict[str, Any]) -> list[dict[str, Any]]:
+    """MaxP against truncation at 128 and at 256, on both measures."""
+    from cormorant.eval.significance import compare, correct
+
+    maxp = WINDOWS.format(AGGREGATES["max"])
+    found = correct([compare(name, m, maxp, base,
+                             {q: v[m] for q, v in per_query[maxp].items()},
+                             {q: v[m] for q, v in per_query[base].items()})
+                     for base in (TRUNC, FULL) for m in MEASURES])
+    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.to_json().items()}
+            for c in found]
 
 
 def windows_of(stage: Any) -> int:
@@ -93,11 +110,13 @@ def quality(name: str, docs: int | None) -> dict[str, Any]:
     print(name, f"{len(corpus):,} documents, {len(split.queries)} queries", flush=True)
     specs = [TRUNC, FULL] + [WINDOWS.format(extra) for extra in AGGREGATES.values()]
     rows: dict[str, Any] = {}
+    per_query: dict[str, Any] = {}
     for spec in specs:
         start = time.perf_counter()
         stage = build_pipeline(spec, corpus)
         built = time.perf_counter() - start
-        rows[spec] = {**evaluate(stage, dataset, split), "build_s": built,
+        found, per_query[spec] = evaluate(stage, dataset, split)
+        rows[spec] = {**found, "build_s": built,
                       "entries": windows_of(stage), "documents": len(corpus),
                       "queries": len(split.queries)}
         print(name, spec, {k: round(v, 4) for k, v in rows[spec].items()}, flush=True)
@@ -106,7 +125,7 @@ def quality(name: str, docs: int | None) -> dict[str, Any]:
         for measure in MEASURES:
             gap = high[measure] - low[measure]
             row[f"{measure} gap won"] = (row[measure] - low[measure]) / gap if gap else None
-    return rows
+    return {"rows": rows, "significance": significance(name, per_query)}
 
 
 def main() -> None:

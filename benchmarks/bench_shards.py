@@ -23,6 +23,15 @@ warm-up; plus Ray's start-up time (``ray.init``) and the first encoding on a fre
 (actors loading the model). Ray gives each actor one CPU, so torch runs one thread per actor;
 in process, torch uses both cores.
 
+Serving (``--part serving``): SciFact ``bm25`` in 2 shards behind the REST API, three ways at
+once: ``cormorant serve`` in its own process (the shards opened in process: what a user runs
+without Ray), and on Ray Serve (a local ``ray.init(num_cpus=2)``) with 1 and with 2 reader
+replicas per shard (each shard also has its writer; the ingress holds the router), each on
+its own copy of the index. Per round, in turn: the test queries at concurrency 8 (client
+latency p50/p99, requests/s; the same top 10 as the single index checked), then 20 writes of
+one document each, one at a time (latency from request to acknowledgement: the write is in
+the owning shard's fsynced log). Percentiles pool the rounds.
+
 Speed on a synthetic collection (``--part synthetic``, ``--docs``, default 1,000,000;
 ``synthetic_shards.py``: Zipf-distributed words, random unit vectors in the embedding cache,
 so no encoder runs on documents): for the single index (S=0 in ``--shard-counts``) and
@@ -256,10 +265,123 @@ def bench_synthetic(count: int, shard_counts: list[int], root: Path, queries: in
             "pipeline": SYNTHETIC, "rows": rows}
 
 
+SERVE_SHARDS, SERVE_CONCURRENCY, SERVE_WRITES = 2, 8, 20
+
+
+def bench_serving(root: Path, requests: int, rounds: int) -> dict:
+    """Queries/s and p50/p99 latency of searches and of writes through the router: in
+    process (``cormorant serve``) against Ray Serve with 1 and 2 replicas per shard."""
+    import asyncio
+    import os
+    import secrets
+    import shutil
+
+    from bench_service import KEY, load, pooled
+
+    from cormorant.service.auth import hash_key
+
+    corpus = load_dataset(dataset_path("scifact"))
+    texts = list(corpus.split("test").queries.values())
+    built = save_sharded_index("bm25", corpus.corpus, root / "serve-idx", SERVE_SHARDS)
+    single = open_index(save_index("bm25", corpus.corpus, root / "serve-one"))
+    tops = {t: [d for d, _ in single.pipeline.search({"0": t}, k=10).ranked("0")] for t in texts}
+    single.close()
+    keys = [{"name": "bench", "sha256": hash_key(KEY), "scopes": ["read", "write"]}]
+    limits = {"max_in_flight_per_key": 64, "requests_per_second_per_key": 100_000,
+              "burst_per_key": 100_000}
+
+    def config(name: str) -> dict:
+        return {"indexes": {"scifact": str(shutil.copytree(built, root / f"serve-{name}"))},
+                "api_keys": keys, "limits": limits, "log_level": "warning"}
+
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # this script's own process
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import ray
+    from ray import serve
+    from tests.service.server import ServerProcess, free_port
+
+    from cormorant.service import load_settings
+    from cormorant.service.ray_serve import build_application
+
+    (root / "serve-in-process.yaml").write_text(json.dumps(config("in-process")))
+    server = ServerProcess(root / "serve-in-process.yaml", root / "serve.log").start(300)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    urls = {"in_process": server.url}
+    for replicas in (1, 2):
+        name = f"ray_{replicas}_replicas"
+        app = build_application(load_settings(None, **config(name)), replicas, replica_cpus=0)
+        serve.run(app, name=name, route_prefix=f"/{name}")
+        urls[name] = f"http://127.0.0.1:{port}/{name}"
+        wait_ready(urls[name])  # the app is up; its index loads after
+    searches: dict[str, list] = {n: [] for n in urls}
+    writes: dict[str, list[float]] = {n: [] for n in urls}
+    try:
+        for round_ in range(rounds):
+            for name, url in urls.items():
+                searches[name].append(asyncio.run(load(url, texts, requests,
+                                                       SERVE_CONCURRENCY, tops)))
+                writes[name].extend(write_latencies(url, f"{name}-{round_}"))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        server.proc.terminate()
+        server.proc.wait(120)  # it commits its shards' writes on the way out
+    results = {"shards": SERVE_SHARDS, "concurrency": SERVE_CONCURRENCY,
+               "requests_per_round": requests, "rounds": rounds,
+               "search": {n: pooled(r) for n, r in searches.items()},
+               "write": {n: write_summary(w) for n, w in writes.items()}}
+    print("serving", json.dumps(results), flush=True)
+    return results
+
+
+def wait_ready(url: str, timeout: float = 300) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/readyz", timeout=30).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} not ready in {timeout:g} s")
+        time.sleep(0.5)
+
+
+def write_latencies(url: str, tag: str) -> list[float]:
+    """Seconds from sending a one-document write to its acknowledgement, one at a time."""
+    import time
+
+    import httpx
+    from bench_service import KEY
+
+    out = []
+    with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=60) as client:
+        for i in range(SERVE_WRITES):
+            doc = {"doc_id": f"bench-{tag}-{i}", "text": f"written document {i} about {tag}"}
+            began = time.perf_counter()
+            client.put("/v1/indexes/scifact/documents",
+                       json={"documents": [doc]}).raise_for_status()
+            out.append(time.perf_counter() - began)
+    return out
+
+
+def write_summary(latencies: list[float]) -> dict:
+    from bench_service import percentile
+
+    return {"writes": len(latencies), "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+            "per_s": len(latencies) / sum(latencies)}
+
+
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "shards.json")
-    args.add_argument("--part", choices=("all", "quality", "encoding", "synthetic"),
+    args.add_argument("--part", choices=("all", "quality", "encoding", "serving", "synthetic"),
                       default="all")
+    args.add_argument("--requests", type=int, default=None,
+                      help="searches per serving setting and round (default 150)")
     args.add_argument("--docs", type=int, default=None,
                       help="documents encoded (default 1000), or synthetic (default 1000000)")
     args.add_argument("--shard-counts", type=int, nargs="+", default=[0, 1, 2, 4, 8],
@@ -285,6 +407,9 @@ def main() -> None:
     if args.part in ("all", "encoding"):
         out["encoding"] = bench_encoding(args.docs or (200 if args.quick else 1000), rounds)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.part in ("all", "serving"):
+            out["serving"] = bench_serving(Path(tmp), args.requests or (60 if args.quick
+                                                                        else 150), rounds)
         for name, counts in plan.items() if args.part in ("all", "quality") else ():
             out["datasets"][name] = bench_dataset(name, counts, Path(tmp), rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,3 +63,28 @@ def test_bm25_does_not_start_jax(beir_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     found, jax_loaded, jax_used = json.loads(done.stdout.strip().splitlines()[-1])
     assert found[0] == "d1" and not jax_loaded and not jax_used
+
+
+def test_threads_searching_first_all_get_bm25s_whole():
+    """Old: the first searches of a sharded bm25 index in the service, from 8 threads, failed
+    with "partially initialized module 'bm25s' has no attribute 'tokenize'": a thread took
+    bm25s from sys.modules while another was still importing it. In a fresh process."""
+    import subprocess
+    import sys
+
+    code = """
+import threading, time
+from cormorant.retrieval.analysis import import_bm25s
+errors, threads = [], []
+def first_search(delay):
+    time.sleep(delay)  # arriving while another thread is importing
+    try:
+        import_bm25s().tokenize
+    except AttributeError as exc:
+        errors.append(exc)
+threads = [threading.Thread(target=first_search, args=(0.01 * i,)) for i in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert not errors, errors[0]
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)

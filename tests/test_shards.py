@@ -235,6 +235,19 @@ def test_chamfer_shards_encode_a_search_s_queries_once(indexes, tiny_encoder, sh
     assert_same_run(got, want, tol=0.0)  # the shared matrices are the ones encoding gives
 
 
+def test_locked_chamfer_shards_share_their_query_encoding(indexes, tiny_encoder):
+    """Served in process, each shard's stage sits behind its own lock (LockedStage): the
+    shards still encode a search's queries once between them."""
+    from cormorant.service.served import LockedStage
+
+    handle = open_index(indexes[3], wrap=lambda position, leaf: LockedStage(leaf))
+    pipe = handle.open_pipeline(f"chamfer(model={tiny_encoder})")
+    assert all(isinstance(p, LockedStage) for p in pipe.stage.parts)
+    with counting_query_encodings() as calls:
+        pipe.search(QUERIES, k=10)
+    assert len(calls) == 1
+
+
 def test_a_write_on_a_read_only_sharded_index_says_why(indexes):
     handle = open_index(indexes[2])
     with pytest.raises(CormorantError, match="opened for reading"):

@@ -213,3 +213,26 @@ def test_a_dead_relu_head_stops_training_with_a_clear_error() -> None:
     with pytest.raises(CormorantError, match="collapsed at step 6: every token weight has been 0"
                                               " for 3 steps"):
         guard(torch.zeros(2, 4))
+
+
+def test_positives_that_share_no_query_token_are_not_trained_on(tiny_tilde) -> None:
+    """A positive with none of its query's tokens scores 0 whatever the weights: training on it
+    only pushes the negatives' weights to 0 (how the head died on NFCorpus), so it is left out,
+    and a query left with no positive is dropped."""
+    from cormorant.training.data import TrainingSet
+    from cormorant.training.tildev2 import matchable
+
+    texts = {"a": "cormorants dive for fish", "b": "birds of the open sea",
+             "c": "fish farms feed fish"}
+    data = TrainingSet({"q1": "diving cormorants", "q2": "the sea"},
+                       {"q1": ["a", "b"], "q2": ["c"]}, corpus_of(TWO), texts)
+    model = TildeModel.load(tiny_tilde)
+    kept, dropped = matchable(data, model, max_length=32)
+    assert kept.positives == {"q1": ["a"]}  # b shares no token; q2's only one is c, also none
+    assert list(kept.queries) == ["q1"]
+    assert dropped == {"unmatched_positives": 2, "unmatched_queries": 1}
+    # cut where training cuts: at 4 tokens a is [CLS] co ##rm [SEP], which has no "fish"
+    fish = TrainingSet({"q3": "fish"}, {"q3": ["a"]}, corpus_of(TWO), texts)
+    assert matchable(fish, model, max_length=16)[1]["unmatched_positives"] == 0
+    with pytest.raises(CormorantError, match="nothing to learn"):  # no positive left at all
+        matchable(fish, model, max_length=4)

@@ -264,6 +264,27 @@ def test_a_reader_sees_writes_in_the_log_and_a_commit_empties_it(bm25_index):
         assert list(again.pipeline.search({"q": "shoebill"}, k=3)["q"]) == ["w1"]
 
 
+def test_a_reader_follows_the_writers_log_until_a_commit(bm25_index):
+    """LiveIndex.follow: a reader opened before the writes shows them (put, replace, delete)
+    without reopening; once the writer commits, it says so (False) and shows nothing more."""
+    with open_index(bm25_index, write=True) as writer:
+        reader = open_index(bm25_index)
+        writer.live.add([Document("w1", "shoebill stork")])
+        writer.live.delete(["d0"])
+        assert reader.live.get("w1") is None  # not yet followed
+        assert reader.live.follow() and reader.live.version == writer.live.version == 2
+        assert list(reader.pipeline.search({"q": "shoebill"}, k=3)["q"]) == ["w1"]
+        assert reader.live.get("d0") is None and reader.live.count == 8
+        writer.live.add([Document("w1", "marabou stork")])
+        assert reader.live.follow() and reader.live.get("w1").text == "marabou stork"
+        assert reader.live.count == 8  # a replacement adds nothing
+        writer.live.commit()
+        writer.live.add([Document("w2", "whale-headed")])
+        assert not reader.live.follow() and reader.live.get("w2") is None
+        with pytest.raises(CormorantError, match="for a reader"):
+            writer.live.follow()
+
+
 def test_seal_refuses_writes_with_its_reason(tmp_path):
     from tests.seal_helpers import make_tiny_generator
 

@@ -12,13 +12,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cormorant.errors import CormorantError
 from cormorant.training.config import TrainConfig
 from cormorant.training.options import command_options
+
+if TYPE_CHECKING:
+    from cormorant.service.settings import ServiceSettings
 
 _TYPE_NAMES = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "Path": "PATH", "bool": ""}
 
@@ -755,6 +758,15 @@ def serve(index: Annotated[list[str] | None, typer.Option(
               show_default=False)] = None,
           hash_key: Annotated[bool, typer.Option(
               "--hash-key", help="Read an API key on stdin, print the sha256 for the config, exit.")] = False,
+          ray: Annotated[str | None, typer.Option(
+              "--ray", help="Serve on Ray Serve: 'auto' (the cluster this host belongs to),"
+                            " HOST:PORT, or 'local' (start one here). Each shard of a sharded"
+                            " index becomes a writer and --replicas readers; needs the [ray]"
+                            " extra.  [default: in this process]", show_default=False)] = None,
+          replicas: Annotated[int, typer.Option(
+              help="With --ray: reader replicas per shard.")] = 1,
+          replica_cpus: Annotated[float, typer.Option(
+              help="With --ray: CPUs Ray reserves for each replica.")] = 1.0,
           ) -> None:
     """Serve indexes over HTTP: search, documents, live writes (see README, Serving).
 
@@ -780,9 +792,28 @@ def serve(index: Annotated[list[str] | None, typer.Option(
                              open_reads=open_reads)
     if not settings.indexes:
         raise CormorantError("nothing to serve: give --index NAME=PATH or indexes in --config")
+    if ray is not None:
+        _serve_on_ray(settings, ray, replicas, replica_cpus)
+        return
+    if replicas != 1 or replica_cpus != 1.0:
+        raise CormorantError("--replicas and --replica-cpus need --ray")
     application = create_app(settings)  # checks every path before the port opens
     uvicorn.run(application, host=settings.host, port=settings.port, access_log=False,
                 log_level=settings.log_level, timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
+
+
+def _serve_on_ray(settings: ServiceSettings, address: str, replicas: int, replica_cpus: float) -> None:
+    """``serve --ray``: token authentication set before Ray is imported, then Ray Serve."""
+    from cormorant.service.ray_auth import token_auth
+
+    token_auth(address)
+    try:
+        from cormorant.service.ray_serve import serve_on_ray
+    except ModuleNotFoundError as exc:
+        from cormorant.errors import MissingExtraError
+
+        raise MissingExtraError("cormorant serve --ray", "ray", exc) from None
+    serve_on_ray(settings, address, replicas, replica_cpus)
 
 
 def _name_path(entry: str) -> tuple[str, str]:

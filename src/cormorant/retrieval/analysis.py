@@ -58,18 +58,28 @@ def import_bm25s() -> Any:
     other processes' JAX fails to start (seen on an H200 with JAX in the image). Without JAX,
     bm25s selects the top k with numpy, which is how every number in docs/ was measured.
     """
-    if "bm25s" in sys.modules:
-        return sys.modules["bm25s"]
-    if "jax" not in sys.modules:
-        with _modules_hidden("jax"):
-            import bm25s
-    else:
-        import bm25s
+    if _BM25S:
+        return _BM25S[0]
+    # One thread imports; the others wait. A module is in sys.modules from the start of its
+    # import, so a second thread that took it from there got it half made ("partially
+    # initialized module 'bm25s' has no attribute 'tokenize'": concurrent first searches of a
+    # sharded bm25 index in the service).
+    with _BM25S_IMPORT:
+        if not _BM25S:
+            if "jax" not in sys.modules:
+                with _modules_hidden("jax"):
+                    import bm25s
+            else:
+                import bm25s
+            # bm25s sets its logger to DEBUG on import and logs every index build; keep logs
+            # readable. Once: setLevel clears every logger's cache, a quarter of a ms per call.
+            logging.getLogger("bm25s").setLevel(logging.WARNING)
+            _BM25S.append(bm25s)
+    return _BM25S[0]
 
-    # bm25s sets its logger to DEBUG on import and logs every index build; keep logs readable.
-    # Once: setLevel clears every logger's cache, a quarter of a millisecond per call.
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    return bm25s
+
+_BM25S: list[Any] = []  # bm25s once fully imported
+_BM25S_IMPORT = threading.Lock()
 
 
 @contextmanager

@@ -110,6 +110,7 @@ class LiveIndex:
         self._written: set[str] = set()
         self._shadowed: set[str] = set()
         self._pending: dict[str, Document | None] = {}  # a reader's view of unapplied records
+        self._pending_delta = 0  # documents the pending records add (puts) or remove (deletes)
         self._base_count = int(meta.get("count", len(base_docs)))
         self._uncommitted = 0
         self._generation = 0
@@ -178,8 +179,7 @@ class LiveIndex:
     @property
     def count(self) -> int:
         """Documents searchable now: built ones not replaced or deleted, plus written ones."""
-        pending_live = sum(1 for d in self._pending.values() if d is not None)
-        return self._base_count - len(self._shadowed) + len(self._written) + pending_live
+        return self._base_count - len(self._shadowed) + len(self._written) + self._pending_delta
 
     @property
     def writable(self) -> bool:
@@ -218,6 +218,29 @@ class LiveIndex:
                 if doc.doc_id not in self._pending:
                     yield doc
         yield from (d for d in self._pending.values() if d is not None)
+
+    def follow(self) -> bool:
+        """A reader's catch-up with the writer: show the writes it has logged since this
+        opening (or the last ``follow``). Returns False when the writer has committed since
+        (the log was emptied into segments this reader has not read): reopen the index then.
+
+        Example:
+            >>> reader = open_index("indexes/scifact").live  # beside a writer  # doctest: +SKIP
+            >>> reader.follow() or "reopen"  # doctest: +SKIP
+            True
+        """
+        if self.write:
+            raise CormorantError("follow() is for a reader; the writer shows its own writes")
+        assert self._log is not None
+        with self._lock:
+            # The manifest first: a commit writes it before it empties the log, so a commit
+            # that lands between the two reads shows as a changed generation next time.
+            if int(self._read_manifest().get("generation", 0)) != self._generation:
+                return False
+            for record in self._log.read(repair=False):
+                if record["seq"] > self.version:
+                    self._apply(record, logged=True, stages=True, documents=True)
+        return True
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -282,8 +305,14 @@ class LiveIndex:
     def _store_documents(self, seq: int, puts: list[Document], deletes: list[str],
                          touched: list[str]) -> None:
         if not self.write:  # a reader keeps what the writer has not stored yet in memory
+            # Counted against what this reader showed before the record: a put that replaces
+            # a document, or a delete of one, changes the count by its difference only.
+            ids = list(dict.fromkeys(touched))
+            before = self.get_many(ids)
             self._pending.update({d.doc_id: d for d in puts})
             self._pending.update(dict.fromkeys(deletes))
+            self._pending_delta += sum((self._pending[d] is not None) - (d in before)
+                                       for d in ids)
             return
         assert self._overlay is not None
         in_base = {d: d in self._shadowed or self.base_docs.get(d) is not None for d in touched}
@@ -379,6 +408,7 @@ class LiveIndex:
         self._overlay = OverlayStore(self.live_dir / "docs.sqlite")
         self._log = WriteLog(self.live_dir / "log.jsonl")
         self._written, self._shadowed, self._pending = set(), set(), {}
+        self._pending_delta = 0
         self._base_count, self._uncommitted, self._generation = count, 0, 0
         for pos, owner in self.owners.items():
             owner.reopen(self.path / self._leaf_dir(pos))

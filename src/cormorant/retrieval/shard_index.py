@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cormorant import registry
 from cormorant.errors import IndexFormatError, PipelineError, ReadOnlyIndex
@@ -44,7 +44,6 @@ from cormorant.index.sharding import (
 from cormorant.pipeline import Stage, WithDocuments
 from cormorant.pipeline_syntax import Leaf, materialize, parse
 from cormorant.retrieval.assemble import (
-    IndexHandle,
     LeafHook,
     build_pipeline,
     open_index,
@@ -216,26 +215,41 @@ def open_sharded(path: Path, meta: dict[str, Any], pipeline: str | None, verify:
         IndexFormatError: a damaged manifest or shard, or shards that disagree on what they
             must share (build settings, encoder, FDE seed).
     """
-    parts = check_manifest(path, meta)
     text = pipeline or meta["pipeline"]
     validate(text)
+    folders = shard_folders(path, meta)
     handle = ShardedHandle(path, meta)
     try:
-        for number, part in enumerate(parts):
-            folder = path / part["dir"]
-            shard_meta = read_meta(folder, verify=False)
-            if shard_meta.get("shard") != shard_identity(meta["uid"], number, len(parts)):
-                raise IndexFormatError(f"{folder} is not shard {number} of this sharded index"
-                                       " (copied from another one?): rebuild it")
-            _check_shared(folder, shard_meta, meta["shared"])
+        for folder, leaves in folders:
             # Every stored stage, loaded before the shard replays its writes.
-            handle.shards.append(open_index(folder, _leaves_text(shard_meta), verify, wrap,
-                                            write))
+            handle.shards.append(open_index(folder, leaves, verify, wrap, write))
         handle.pipeline = handle.open_pipeline(text)
     except BaseException:
         handle.close(commit=False)
         raise
     return handle
+
+
+def shard_folders(path: Path, meta: dict[str, Any]) -> list[tuple[Path, str]]:
+    """Each shard's folder and the pipeline naming all its stored stages (what a shard is
+    opened with, here or in a Ray Serve replica), after checking that the shards belong to
+    this sharded index and were built alike.
+
+    Raises:
+        IndexFormatError: a damaged manifest, a shard of another sharded index, or shards
+            that disagree on what they must share (build settings, encoder, FDE seed).
+    """
+    parts = check_manifest(path, meta)
+    found = []
+    for number, part in enumerate(parts):
+        folder = path / part["dir"]
+        shard_meta = read_meta(folder, verify=False)
+        if shard_meta.get("shard") != shard_identity(meta["uid"], number, len(parts)):
+            raise IndexFormatError(f"{folder} is not shard {number} of this sharded index"
+                                   " (copied from another one?): rebuild it")
+        _check_shared(folder, shard_meta, meta["shared"])
+        found.append((folder, _leaves_text(shard_meta)))
+    return found
 
 
 def _check_shared(folder: Path, shard_meta: dict[str, Any],
@@ -261,14 +275,36 @@ def _leaves_text(shard_meta: dict[str, Any]) -> str:
     return leaves[0] if len(leaves) == 1 else f"rrf({', '.join(leaves)})"
 
 
+class ShardClient(Protocol):
+    """How the router reaches one shard (see :class:`ShardedHandle`)."""
+
+    @property
+    def opener(self) -> Any:
+        """Has ``open(leaf, cls)``: the shard's copy of a stored stage."""
+
+    @property
+    def live(self) -> Any:
+        """The shard's writes and documents (a :class:`LiveIndex` or the same methods)."""
+
+    def stored_leaves(self) -> list[tuple[dict[str, Any], Path]]:
+        """Each stored stage's record and folder."""
+
+
 @dataclass
 class ShardedHandle:
     """An opened sharded index: the API of :class:`~cormorant.retrieval.assemble.IndexHandle`
-    over one opened index per shard (``shards``)."""
+    over one shard client per shard (``shards``).
+
+    A shard client is what the router reaches a shard through: ``opener.open(leaf, cls)``
+    (the shard's copy of a stored stage), ``live`` (its writes and documents) and
+    ``stored_leaves()``. An opened :class:`IndexHandle` is the in-process client;
+    :class:`cormorant.service.shard_client.ServeShard` reaches a shard served by Ray Serve
+    replicas. The router and the write routing below are the same code for both.
+    """
 
     path: Path
     meta: dict[str, Any]
-    shards: list[IndexHandle] = field(default_factory=list)
+    shards: list[ShardClient] = field(default_factory=list)
     pipeline: Stage | None = None
 
     @property
@@ -322,12 +358,21 @@ def share_queries(parts: list[Stage]) -> list[Stage]:
     """``parts`` (one stored stage's copy in every shard), those that encode queries into
     token matrices (``chamfer``, ``muvera``) given one
     :class:`~cormorant.retrieval.multivector.SharedQueries`, so a search encodes its queries
-    once, not once per shard. (``dense`` needs none: the router encodes its queries once.)"""
-    if len(parts) > 1 and all(hasattr(p, "shared_queries") for p in parts):
+    once, not once per shard. (``dense`` needs none: the router encodes its queries once.)
+    A stage behind a wrapper that holds it as ``inner`` (the server's one-search-at-a-time
+    lock) gets it too; a remote shard's part (Ray Serve) has no such slot and encodes its own."""
+    owners = [_unwrapped(p) for p in parts]
+    if len(parts) > 1 and all("shared_queries" in dir(o) for o in owners):
         shared = SharedQueries(uses=len(parts))
-        for part in parts:
-            part.shared_queries = shared  # type: ignore[attr-defined]
+        for owner in owners:
+            owner.shared_queries = shared  # type: ignore[attr-defined]
     return parts
+
+
+def _unwrapped(stage: Any) -> Any:
+    while "inner" in getattr(stage, "__dict__", {}):
+        stage = stage.__dict__["inner"]
+    return stage
 
 
 @dataclass
@@ -340,7 +385,7 @@ class ShardedLive:
     others without: write the batch again, a put is idempotent.
     """
 
-    shards: list[IndexHandle]
+    shards: list[ShardClient]
 
     def _split(self, doc_ids: list[str]) -> list[list[str]]:
         groups: list[list[str]] = [[] for _ in self.shards]

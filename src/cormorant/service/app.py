@@ -30,21 +30,24 @@ import cormorant
 from cormorant.service.middleware import AccessLog, RequestLimits
 from cormorant.service.routes import router, v1
 from cormorant.service.settings import ServiceSettings, load_settings
-from cormorant.service.state import SearchTimeout, ServiceState
+from cormorant.service.state import IndexOpener, SearchTimeout, ServiceState
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(settings: ServiceSettings | None = None,
+               opener: IndexOpener | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: from the environment and the YAML file
-    named by ``CORMORANT_SERVICE_CONFIG``). Indexes load once the server starts.
+    named by ``CORMORANT_SERVICE_CONFIG``). Indexes load once the server starts, each opened
+    by ``opener`` (default :meth:`ServedIndex.open`; on Ray Serve, one that reaches the shard
+    deployments).
 
     Raises:
         CormorantError: an index path is not an index, or a pipeline names an unknown stage.
     """
     settings = settings or load_settings()
     warn_if_closed(settings)
-    state = ServiceState(settings)
+    state = ServiceState(settings, opener)
     _configure_access_log(settings.log_level)
 
     @asynccontextmanager

@@ -63,7 +63,7 @@ class ServedIndex:
         """
         path = Path(path)
         read_meta(path, verify=False)  # a clear error for a path that is not an index
-        wrap = _ThreadSafety(encoder_wrapper)
+        wrap = ThreadSafety(encoder_wrapper)
         try:
             handle = open_index(path, None, verify=verify, wrap=wrap, write=True)
         except IndexLocked:
@@ -73,6 +73,18 @@ class ServedIndex:
             handle = open_index(path, None, verify=verify, wrap=wrap)
             handle.live.read_only_reason = (f"index {name!r} is read-only: cannot write {path}"
                                             f" ({exc.strerror or exc})")
+        return cls.from_handle(name, handle, pipelines)
+
+    @classmethod
+    def from_handle(cls, name: str, handle: IndexHandle | Any,
+                    pipelines: list[str] | None = None) -> ServedIndex:
+        """Serve an opened index (or a sharded one whose shards are served elsewhere, as on
+        Ray Serve) with its own pipeline and the allow-listed ``pipelines``; closes the handle
+        if one of them does not fit it.
+
+        Raises:
+            CormorantError: a pipeline does not fit the index.
+        """
         stages = {pipeline_key(handle.meta["pipeline"]): handle.pipeline}
         try:
             for text in pipelines or []:
@@ -157,7 +169,7 @@ class ServedIndex:
         self.handle.close()
 
 
-class _ThreadSafety:
+class ThreadSafety:
     """The service's view of each loaded stage: dense encoders wrapped (one micro-batcher per
     model), and stages not marked ``thread_safe`` searched one at a time."""
 

@@ -26,6 +26,10 @@ from cormorant.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+IndexOpener = Callable[..., ServedIndex]
+"""Opens one configured index to serve: ``(name, path, pipelines, verify=, encoder_wrapper=)``,
+as :meth:`ServedIndex.open` (the default; Ray Serve's ingress passes one that reaches the
+shards' deployments)."""
 
 
 class SearchTimeout(Exception):
@@ -35,8 +39,9 @@ class SearchTimeout(Exception):
 class ServiceState:
     """Everything the routes share. Created by :func:`cormorant.service.create_app`."""
 
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, opener: IndexOpener | None = None) -> None:
         self.settings = settings
+        self.opener: IndexOpener = opener or ServedIndex.open
         check_settings(settings)
         self.keys = KeyRing(settings.api_keys)
         limits = settings.limits
@@ -73,9 +78,9 @@ class ServiceState:
         config = self.settings.indexes[name]
         start = time.perf_counter()
         try:
-            index = ServedIndex.open(name, config.path, config.pipelines,
-                                   verify=self.settings.verify_checksums,
-                                   encoder_wrapper=self._batching)
+            index = self.opener(name, config.path, config.pipelines,
+                                verify=self.settings.verify_checksums,
+                                encoder_wrapper=self._batching)
         except CormorantError as exc:
             self._fail(name, str(exc))
             return

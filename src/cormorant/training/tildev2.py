@@ -23,7 +23,14 @@ Choices and why:
   dev queries ``--dev-fraction`` holds out are trained on as well rather than left idle; the
   last step is kept (``--max-time`` still bounds the run);
 - ``--synthetic-queries DIR`` expands every passage with its generated queries' new words
-  before weighting, in training as ``tildev2(expand=DIR)`` does when indexing.
+  before weighting, in training as ``tildev2(expand=DIR)`` does when indexing;
+- a positive that shares no token with its query (within the ``--max-length`` tokens trained
+  on) is not drawn: TILDEv2 can only score exact matches, so such a positive scores 0 whatever
+  the weights are, and its group's only way down the loss is to push every negative's weights
+  to 0. NFCorpus's judgments are topical (68% of its training pairs share no query token with
+  the passage's first 128 tokens; SciFact: none), and training on them killed the ReLU head
+  within 60 steps; queries left with no such positive are dropped, and both counts are logged
+  and written to the summary.
 """
 
 from __future__ import annotations
@@ -80,7 +87,8 @@ class TildeJob(Job):
         self.work = session.work
         # The model first: a bad --base-model fails before minutes of mining.
         self.model = TildeModel.from_encoder(session.base_model, seed=config.seed)
-        data = with_dev(session.data, session.dev)
+        data, self.unmatched = matchable(with_dev(session.data, session.dev), self.model,
+                                         config.max_length)
         self.method = DEFAULT_NEGATIVES if config.negatives == "in-batch" else config.negatives
         self.negatives = negatives_for(Context(config, data, session.base_model, session.work),
                                        self.method)
@@ -126,7 +134,44 @@ class TildeJob(Job):
     def summary(self, trainer: Any, outcome: Outcome) -> dict[str, Any]:
         return {"kind": "tildev2", "negatives": self.method, "group": self.config.tilde_group,
                 "groups": len(self.rows), "expanded_passages": len(self.expansions),
+                **self.unmatched,
                 "seconds": round(outcome.seconds, 1), "time_budget": outcome.time_budget}
+
+
+def matchable(data: TrainingSet, model: Any, max_length: int | None
+              ) -> tuple[TrainingSet, dict[str, int]]:
+    """The training set with only the positives that share a kept token with their query in
+    their first ``max_length`` tokens (the module docstring says why), the queries left with
+    none dropped; and the counts of what was dropped.
+
+    Example:
+        >>> kept, dropped = matchable(data, model, 128)  # doctest: +SKIP
+        >>> dropped  # doctest: +SKIP
+        {'unmatched_positives': 75286, 'unmatched_queries': 377}
+    """
+    queries = list(data.queries)
+    tokens = dict(zip(queries, map(set, model.queries.ids([data.queries[q] for q in queries])),
+                      strict=True))
+    docs = sorted({d for q in queries for d in data.positives[q]})
+    # Cut as the collator cuts (special tokens included), so "shares a token" means "can score".
+    found = model.tokenizer([data.texts[d] for d in docs], truncation=True,
+                            max_length=max_length or model.max_length)
+    words = dict(zip(docs, map(set, found["input_ids"]), strict=True))
+    positives = {q: [d for d in data.positives[q] if tokens[q] & words[d]] for q in queries}
+    dropped = {"unmatched_positives": sum(len(data.positives[q]) - len(positives[q])
+                                          for q in queries),
+               "unmatched_queries": sum(not p for p in positives.values())}
+    if dropped["unmatched_positives"]:
+        log.warning("tildev2: %d of %d positives share no token with their query and are not"
+                    " trained on (%d queries left with none)", dropped["unmatched_positives"],
+                    sum(len(p) for p in data.positives.values()), dropped["unmatched_queries"])
+    positives = {q: p for q, p in positives.items() if p}
+    if not positives:
+        raise CormorantError("tildev2: no training query shares a token with any of its"
+                             " positives, so TILDEv2 (an exact-match model) has nothing to learn")
+    kept = TrainingSet({q: data.queries[q] for q in positives}, positives, data.corpus,
+                       data.texts, data.qrels)
+    return kept, dropped
 
 
 def group_scores(weights: Any, doc_ids: Any, query_ids: Any) -> Any:
