@@ -195,8 +195,7 @@ def test_ray_actors_encode_token_vectors(ray_local, tiny_encoder, tmp_path, isol
     np.testing.assert_array_equal(got.offsets, want.offsets)
     np.testing.assert_allclose(np.asarray(got.tokens, np.float32),
                                np.asarray(want.tokens, np.float32), atol=2e-3)
-    on_ray = save_sharded_index(text, corpus, tmp_path / "ray", 2,
-                                runner=RayCluster("auto", actors=2))
+    on_ray = save_sharded_index(text, corpus, tmp_path / "ray", 2)  # reads the actors' store
     queries = {"a": "heron fish river", "b": "vitamin sleep", "c": "coral reef gene"}
     assert_same_run(open_index(on_ray).pipeline.search(queries, k=6),
                     open_index(local).pipeline.search(queries, k=6), tol=1e-2)
