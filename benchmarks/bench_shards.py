@@ -32,6 +32,18 @@ latency p50/p99, requests/s; the same top 10 as the single index checked), then 
 one document each, one at a time (latency from request to acknowledgement: the write is in
 the owning shard's fsynced log). Percentiles pool the rounds.
 
+Speed on a synthetic collection (``--part synthetic``, ``--docs``, default 1,000,000;
+``synthetic_shards.py``: Zipf-distributed words, random unit vectors in the embedding cache,
+so no encoder runs on documents): for the single index (S=0 in ``--shard-counts``) and
+S = 1, 2, 4, 8 shards of ``rrf(bm25, dense)``, the build time (``save_index`` /
+``save_sharded_index`` in process, corpus embeddings from the cache), queries per second and
+p50/p99 latency of one query at a time (``bm25``; flat ``dense`` searched from query vectors
+encoded beforehand by the real query encoder, whose time is reported once), and the latency
+of adding one document through the index's write path (``handle.live.add``: routed to its
+shard, logged durably, encoded for ``dense``). Each ``--shard-counts`` run adds its rows to
+what earlier runs wrote, so the sizes can be measured one process at a time (memory);
+``--quick`` there means 20,000 documents.
+
 All of it is simulated on one 2-core machine: shards are folders, searched in one process;
 the "cluster" is two CPU actors on the same cores. ``--quick`` runs SciFact with S = 1, 2
 only and encodes 200 documents.
@@ -169,6 +181,90 @@ def bench_encoding(count: int, rounds: int) -> dict:
     return results
 
 
+SYNTHETIC = "rrf(bm25, dense)"
+
+
+def latencies(search, items: list) -> dict:  # noqa: ANN001
+    """``search(item)`` one at a time (a single client), after a warm-up of 20."""
+    import time
+
+    for item in items[:20]:
+        search(item)
+    seconds = []
+    for item in items:
+        began = time.perf_counter()
+        search(item)
+        seconds.append(time.perf_counter() - began)
+    values = sorted(seconds)
+    return {"qps": len(values) / sum(values), "p50_ms": 1000 * values[len(values) // 2],
+            "p99_ms": 1000 * values[min(len(values) - 1, int(0.99 * len(values)))]}
+
+
+def write_latency(path: Path, count: int) -> dict:
+    """Milliseconds to add one new document (durable and searchable on return), median and
+    worst of ``count`` adds, through the index's own write path."""
+    import time
+
+    from cormorant.types import Document
+
+    seconds = []
+    with open_index(path, write=True) as handle:
+        handle.live.add([Document("warm-0", "w10 w20 w30")])
+        for i in range(count):
+            doc = Document(f"new-{i}", f"w{10 + i} w{200 + i} w{3000 + i} w{7 * i}")
+            began = time.perf_counter()
+            handle.live.add([doc])
+            seconds.append(time.perf_counter() - began)
+    return {"median_ms": 1000 * statistics.median(seconds), "max_ms": 1000 * max(seconds)}
+
+
+def bench_synthetic(count: int, shard_counts: list[int], root: Path, queries: int) -> dict:
+    """Build time, query latency and write latency against shard count (0: one index)."""
+    import os
+    import resource
+    import shutil
+    import time
+
+    from synthetic_shards import prefill_random_embeddings, synthetic_corpus, synthetic_queries
+
+    from cormorant.retrieval.dense import DenseRetriever
+
+    os.environ["CORMORANT_CACHE"] = str(root / "cache")  # 1.5 GB of random vectors: not kept
+    began = time.perf_counter()
+    corpus = synthetic_corpus(count)
+    prefill_random_embeddings(corpus, DenseRetriever.declared({}))
+    generated = time.perf_counter() - began
+    asked = synthetic_queries(queries)
+    rows: dict = {}
+    for shards in shard_counts:
+        out = root / f"synthetic-{shards}"
+        began = time.perf_counter()
+        if shards == 0:
+            save_index(SYNTHETIC, corpus, out)
+        else:
+            save_sharded_index(SYNTHETIC, corpus, out, shards)
+        row: dict = {"build_seconds": time.perf_counter() - began}
+        handle = open_index(out)
+        bm25 = handle.open_pipeline("bm25")
+        row["bm25"] = latencies(lambda text, p=bm25: p.search(text, k=10), list(asked.values()))
+        # dense: the index's search alone, from query vectors encoded once beforehand (the
+        # query encoder's time is the same for every S: measured once, below).
+        dense = handle.open_pipeline("dense").stage
+        began = time.perf_counter()
+        vectors = dense.encode_queries(asked)
+        row["query_encoding_ms_per_query"] = 1000 * (time.perf_counter() - began) / len(asked)
+        row["dense"] = latencies(lambda v, d=dense: d.search_vectors(["q"], v[None], 10),
+                                 list(vectors))
+        handle.close()
+        row["add_one_document"] = write_latency(out, 20)
+        row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        rows["single" if shards == 0 else str(shards)] = row
+        print("synthetic", shards, json.dumps(row), flush=True)
+        shutil.rmtree(out)
+    return {"documents": count, "queries": queries, "generate_seconds": generated,
+            "pipeline": SYNTHETIC, "rows": rows}
+
+
 SERVE_SHARDS, SERVE_CONCURRENCY, SERVE_WRITES = 2, 8, 20
 
 
@@ -282,11 +378,15 @@ def write_summary(latencies: list[float]) -> dict:
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "shards.json")
-    args.add_argument("--part", choices=("all", "quality", "encoding", "serving"),
+    args.add_argument("--part", choices=("all", "quality", "encoding", "serving", "synthetic"),
                       default="all")
     args.add_argument("--requests", type=int, default=None,
                       help="searches per serving setting and round (default 150)")
-    args.add_argument("--docs", type=int, default=None, help="documents encoded (default 1000)")
+    args.add_argument("--docs", type=int, default=None,
+                      help="documents encoded (default 1000), or synthetic (default 1000000)")
+    args.add_argument("--shard-counts", type=int, nargs="+", default=[0, 1, 2, 4, 8],
+                      help="synthetic: shard counts, 0 for the single index")
+    args.add_argument("--queries", type=int, default=200, help="synthetic: queries timed")
     args = args.parse_args()
     rounds = repeats(args)
     plan = {"scifact": [1, 2]} if args.quick else {"scifact": [1, 2, 4, 8],
@@ -295,6 +395,15 @@ def main() -> None:
            "built": BUILT, "datasets": {}}
     before = earlier(args.out)  # one part at a time keeps the other's results
     out = {**before, **out, "datasets": before.get("datasets", {})}
+    if args.part == "synthetic":
+        count = args.docs or (20_000 if args.quick else 1_000_000)
+        with tempfile.TemporaryDirectory() as tmp:
+            got = bench_synthetic(count, args.shard_counts, Path(tmp), args.queries)
+        kept = out.get("synthetic", {})
+        if kept.get("documents") == count:  # earlier runs' shard counts kept
+            got["rows"] = {**kept.get("rows", {}), **got["rows"]}
+            got["generate_seconds"] = kept.get("generate_seconds", got["generate_seconds"])
+        out["synthetic"] = got
     if args.part in ("all", "encoding"):
         out["encoding"] = bench_encoding(args.docs or (200 if args.quick else 1000), rounds)
     with tempfile.TemporaryDirectory() as tmp:

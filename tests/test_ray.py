@@ -3,6 +3,7 @@ encoding gives, through the embedding cache, and a sharded build on Ray equals o
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from cormorant import cache
 from cormorant.data import load_dataset
+from cormorant.errors import IndexFormatError
 from cormorant.index.embeddings import KIND, corpus_embeddings, embeddings_name
 from cormorant.retrieval.assemble import open_index
 from cormorant.retrieval.dense import DenseRetriever, corpus_encoder
@@ -100,3 +102,100 @@ def test_bad_distribution_options_are_clear_errors(tmp_path, beir_dir, args, mes
 def test_runner_for_picks_threads_without_ray():
     assert isinstance(runner_for(None, 2), InProcess)
     assert InProcess(3).map(lambda x: x * 2, [1, 2, 3]) == [2, 4, 6]
+
+
+def shard_checksums(path) -> list[dict[str, str]]:  # noqa: ANN001
+    """Every file's SHA-256 in each shard, its stages' folders included (the shard's own
+    meta.json names the random uid, so it is left out)."""
+    from cormorant.index.format import read_meta
+
+    found = []
+    for part in read_meta(path)["parts"]:
+        folder = path / part["dir"]
+        meta = read_meta(folder)
+        sums = {name: value for name, value in meta["checksums"].items()}
+        for record in meta["leaves"]:
+            sums.update({f"{record['dir']}/{k}": v
+                         for k, v in read_meta(folder / record["dir"])["checksums"].items()})
+        found.append(sums)
+    return found
+
+
+class StagedInProcess(InProcess):
+    """The remote shard-task path (the whole index staged, each task opening it) run here."""
+
+    remote = True
+
+
+def test_shard_tasks_write_the_in_process_shards_byte_for_byte(tiny_encoder, tmp_path,
+                                                              isolated_cache):
+    text = f"rrf(bm25, dense(model={tiny_encoder}), chamfer(model={tiny_encoder}))"
+    corpus = corpus_of(50)
+    local = save_sharded_index(text, corpus, tmp_path / "local", 3)
+    staged = save_sharded_index(text, corpus, tmp_path / "staged", 3, runner=StagedInProcess(2))
+    assert shard_checksums(staged) == shard_checksums(local)
+    assert len(shard_checksums(local)[0]) > 6  # docs, meta and every stage's files compared
+    assert sorted(p.name for p in staged.iterdir()) == ["meta.json", "shard-000", "shard-001",
+                                                          "shard-002"]  # no staged copy left
+
+
+def test_shards_are_built_as_ray_tasks(ray_local, tiny_encoder, tmp_path, isolated_cache):
+    text = f"rrf(bm25, dense(model={tiny_encoder}))"
+    corpus = corpus_of(50)
+    local = save_sharded_index(text, corpus, tmp_path / "local", 2)
+    cluster = RayCluster("auto")
+    on_ray = save_sharded_index(text, corpus, tmp_path / "ray", 2, runner=cluster)
+    assert shard_checksums(on_ray) == shard_checksums(local)
+    # Tasks run in Ray's worker processes, not in this one; a task's error is a clear one.
+    assert os.getpid() not in cluster.tasks(lambda _: os.getpid(), [0, 1])
+    with pytest.raises(IndexFormatError, match="would hold no document"):
+        save_sharded_index(text, corpus_of(2), tmp_path / "too-many", 8, runner=cluster)
+
+
+@pytest.mark.parametrize("stage", ["chamfer", "muvera", "chamfer(passages=8/4)"])
+def test_token_stores_are_encoded_by_the_runner_as_in_process(tiny_encoder, tmp_path,
+                                                              isolated_cache, stage):
+    """chamfer/muvera token vectors through the runner's encoding path (threads here, the
+    actor pool on Ray: the same EncodeTokens) fill the cache entry the build reads."""
+    from cormorant.index.token_store import TokenStore
+    from cormorant.retrieval.chamfer import ChamferRetriever, cached_token_store, token_encoder
+
+    name, _, extra = stage.partition("(")
+    text = f"{name}(model={tiny_encoder}{', ' + extra[:-1] if extra else ''})"
+    corpus = corpus_of(40)
+    [entry] = prefill_embeddings(text, corpus, InProcess(2), batch_size=16)
+    assert prefill_embeddings(text, corpus, InProcess(2)) == []  # cached now
+    if not extra:  # the store equals one encoded here, document by document
+        encoder = token_encoder(ChamferRetriever.declared({"model": str(tiny_encoder)}))
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("CORMORANT_CACHE", str(tmp_path / "elsewhere"))
+            here = TokenStore(cached_token_store(encoder, corpus))
+        got = TokenStore(entry)
+        assert len(got) == len(here) == 40
+        np.testing.assert_array_equal(got.offsets, here.offsets)
+        np.testing.assert_allclose(np.asarray(got.tokens, np.float32),
+                                   np.asarray(here.tokens, np.float32), atol=2e-3)
+    before = sorted(e.path for e in cache.entries())
+    built = save_sharded_index(text, corpus, tmp_path / "idx", 2)
+    assert sorted(e.path for e in cache.entries()) == before  # the build encoded nothing
+    assert open_index(built).pipeline.search({"a": "heron fish"}, k=3)["a"]
+
+
+def test_ray_actors_encode_token_vectors(ray_local, tiny_encoder, tmp_path, isolated_cache):
+    from cormorant.index.token_store import TokenStore
+
+    text = f"rrf(bm25, chamfer(model={tiny_encoder}))"
+    corpus = corpus_of(50)
+    [entry] = prefill_embeddings(text, corpus, RayCluster("auto", actors=2), batch_size=16)
+    with pytest.MonkeyPatch.context() as env:  # an ordinary build, encoding here
+        env.setenv("CORMORANT_CACHE", str(tmp_path / "elsewhere"))
+        local = save_sharded_index(text, corpus, tmp_path / "local", 2)
+        [here] = [e.path for e in cache.entries("tokens")]
+    got, want = TokenStore(entry), TokenStore(here)
+    np.testing.assert_array_equal(got.offsets, want.offsets)
+    np.testing.assert_allclose(np.asarray(got.tokens, np.float32),
+                               np.asarray(want.tokens, np.float32), atol=2e-3)
+    on_ray = save_sharded_index(text, corpus, tmp_path / "ray", 2)  # reads the actors' store
+    queries = {"a": "heron fish river", "b": "vitamin sleep", "c": "coral reef gene"}
+    assert_same_run(open_index(on_ray).pipeline.search(queries, k=6),
+                    open_index(local).pipeline.search(queries, k=6), tol=1e-2)

@@ -3,7 +3,9 @@ and re-ranking run once on merged lists, writes routed to the shard that owns ea
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +204,50 @@ def _ndcg(table: str) -> float:
     return float(table.strip().splitlines()[-1].split("|")[4])
 
 
+@contextlib.contextmanager
+def counting_query_encodings() -> Iterator[list[list[str]]]:
+    """Every batch the token encoders are asked to encode as queries, while in the block."""
+    from cormorant.retrieval.multivector import TokenEncoder
+
+    calls: list[list[str]] = []
+    original = TokenEncoder.encode_queries
+
+    def counted(self, texts):  # noqa: ANN001, ANN202
+        calls.append(list(texts))
+        return original(self, texts)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TokenEncoder, "encode_queries", counted)
+        yield calls
+
+
+@pytest.mark.parametrize("shape", ["{c}", "bm25 % 10 >> {c}"])
+def test_chamfer_shards_encode_a_search_s_queries_once(indexes, tiny_encoder, shape):
+    text = shape.format(c=f"chamfer(model={tiny_encoder})")
+    pipe = open_index(indexes[3]).open_pipeline(text)
+    for _ in range(2):  # the next search of the same queries encodes them anew: not kept
+        with counting_query_encodings() as calls:
+            got = pipe.search(QUERIES, k=10)
+        assert calls == [list(QUERIES.values())]
+    with counting_query_encodings() as calls:
+        want = open_index(indexes[0]).open_pipeline(text).search(QUERIES, k=10)
+    assert len(calls) == 1
+    assert_same_run(got, want, tol=0.0)  # the shared matrices are the ones encoding gives
+
+
+def test_locked_chamfer_shards_share_their_query_encoding(indexes, tiny_encoder):
+    """Served in process, each shard's stage sits behind its own lock (LockedStage): the
+    shards still encode a search's queries once between them."""
+    from cormorant.service.served import LockedStage
+
+    handle = open_index(indexes[3], wrap=lambda position, leaf: LockedStage(leaf))
+    pipe = handle.open_pipeline(f"chamfer(model={tiny_encoder})")
+    assert all(isinstance(p, LockedStage) for p in pipe.stage.parts)
+    with counting_query_encodings() as calls:
+        pipe.search(QUERIES, k=10)
+    assert len(calls) == 1
+
+
 def test_a_write_on_a_read_only_sharded_index_says_why(indexes):
     handle = open_index(indexes[2])
     with pytest.raises(CormorantError, match="opened for reading"):
@@ -220,7 +266,9 @@ def test_muvera_shards_rerank_a_superset_of_the_single_index_candidates(tmp_path
     # Few candidates: each shard takes its own FDE top 4, a superset of the single index's
     # top 4, so the re-ranked top 4 scores at least as high, rank by rank.
     few = f"muvera(model={tiny_encoder}, candidates=4)"
-    got = sharded.open_pipeline(few).search(QUERIES, k=4)
+    with counting_query_encodings() as calls:
+        got = sharded.open_pipeline(few).search(QUERIES, k=4)
+    assert calls == [list(QUERIES.values())]  # once, not once per shard
     want = single.open_pipeline(few).search(QUERIES, k=4)
     for qid in QUERIES:
         assert len(got[qid]) == len(want[qid]) == 4

@@ -150,7 +150,8 @@ def index_build(dataset: DatasetOpt,
                          " their id; see docs/sharding.md).  [default: one ordinary index]",
                     show_default=False)] = None,
                 ray: Annotated[str | None, typer.Option(
-                    "--ray", help="Encode on a Ray cluster (Ray Data, an actor pool): 'auto'"
+                    "--ray", help="Encode (dense, chamfer, muvera) on a Ray cluster (Ray Data, an"
+                                  " actor pool), then write each shard as a Ray task: 'auto'"
                                   " joins this machine's cluster, or give its address; needs"
                                   " the [ray] extra.  [default: in this process]",
                     show_default=False)] = None,

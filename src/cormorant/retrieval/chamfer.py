@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from cormorant import cache
-from cormorant.errors import IndexFormatError, PipelineError
+from cormorant.errors import CormorantError, IndexFormatError, PipelineError
 from cormorant.index.segments import BASE, Segment, Segments, by_segment
 from cormorant.index.token_store import TokenStore, write_token_store
 from cormorant.params import BUILD, Param, Params
 from cormorant.retrieval.backends import BACKENDS, QUANTIZATIONS, Runtime
 from cormorant.retrieval.base import Retriever
 from cormorant.retrieval.encoders import model_fingerprint, resolve_model, same_model
-from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
+from cormorant.retrieval.multivector import (
+    MultiVectorEncoder,
+    SharedQueries,
+    load_token_encoder,
+)
 from cormorant.retrieval.segmented import SegmentedRetriever
 from cormorant.retrieval.windows import (
     LongQueries,
@@ -180,9 +185,7 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> ChamferRetriever:
-        encoder = load_token_encoder(settings["model"], batch_size=settings["batch_size"],
-                                     max_length=settings["max_length"],
-                                     runtime=token_runtime(settings))
+        encoder = token_encoder(settings)
         store, doc_ids = windowed_token_store(encoder, corpus, settings, cls.name)
         return cls(encoder, Segments((Segment.made(doc_ids, TokenStore(store), BASE),)),
                    settings)
@@ -224,9 +227,18 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
 
     # -- searching -----------------------------------------------------------------------
 
+    shared_queries: SharedQueries | None = None
+    """Set on every shard's copy of a sharded stage: the queries are encoded by one shard."""
+
+    def query_matrices(self, texts: list[str]) -> list[np.ndarray]:
+        """The queries' token matrices (encoded once between a sharded stage's shards)."""
+        if self.shared_queries is None:
+            return self.encoder.encode_queries(texts)  # type: ignore[no-any-return]
+        return self.shared_queries.encode(self.encoder, texts)
+
     def retrieve_whole(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
-        matrices = self.encoder.encode_queries([queries[q] for q in qids])
+        matrices = self.query_matrices([queries[q] for q in qids])
         found: list[list[tuple[str, float]]] = [[] for _ in qids]
         for segment in self.segments:
             if not segment.live_count:
@@ -244,7 +256,7 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
     def rescore_whole(self, queries: Queries, candidates: Run) -> Run:
         segments = self.segments
         qids = list(queries)
-        matrices = self.encoder.encode_queries([queries[q] for q in qids])
+        matrices = self.query_matrices([queries[q] for q in qids])
         run = Run()
         for qid, query in zip(qids, matrices, strict=True):
             located = [w for _, w in segments.locate_each(candidates.get(qid, {}))]
@@ -286,6 +298,13 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
         return cls(encoder, Segments((base,)), settings)
 
 
+def token_encoder(settings: dict[str, Any]) -> Any:
+    """The token encoder a ``chamfer``/``muvera`` stage's build settings ask for (what its
+    build encodes documents with, in this process or on a Ray actor)."""
+    return load_token_encoder(settings["model"], batch_size=settings["batch_size"],
+                              max_length=settings["max_length"], runtime=token_runtime(settings))
+
+
 def token_runtime(settings: dict[str, Any]) -> Runtime:
     """The runtime a token stage's settings ask for (older indexes recorded none: torch)."""
     return Runtime(settings.get("backend", "torch"), settings.get("quantize", "none"))
@@ -311,15 +330,15 @@ def open_token_encoder(directory: Path, meta: dict[str, Any],
 
 
 def windowed_token_store(encoder: MultiVectorEncoder, corpus: Corpus, settings: dict[str, Any],
-                         stage: str) -> tuple[Path, list[str]]:
+                         stage: str, encode: TokenSource | None = None) -> tuple[Path, list[str]]:
     """The cached token store of ``corpus`` (of its windows with ``passages``) and its row
-    ids (each window under its document's id)."""
+    ids (each window under its document's id); ``encode``: see :func:`cached_token_store`."""
     splitter: Splitter | None = splitter_of(encoder, settings["passages"], stage)
     if splitter is None:
-        store = cached_token_store(encoder, corpus)
+        store = cached_token_store(encoder, corpus, encode)
         return store, json.loads((store / IDS).read_text())
     windows, owners = window_corpus(splitter, corpus)
-    return cached_token_store(encoder, windows), owners
+    return cached_token_store(encoder, windows, encode), owners
 
 
 def ranked_run(qids: list[str], found: list[list[tuple[str, float]]], k: int) -> Run:
@@ -331,28 +350,38 @@ def ranked_run(qids: list[str], found: list[list[tuple[str, float]]], k: int) ->
     return run
 
 
-def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus) -> Path:
-    """The corpus's token store, encoded once per (encoder, corpus) and cached on disk."""
+TokenSource = Callable[[Corpus], Iterable[np.ndarray]]
+"""Encodes a corpus into one token matrix per document, in corpus order."""
+
+
+def cached_token_store(encoder: MultiVectorEncoder, corpus: Corpus,
+                       encode: TokenSource | None = None) -> Path:
+    """The corpus's token store, encoded once per (encoder, corpus) and cached on disk:
+    here by ``encoder``, or by ``encode`` (a Ray actor pool's, from
+    :mod:`cormorant.retrieval.distributed`) into the same entry."""
     key = cache.key({"encoder": encoder.settings, "corpus": corpus.fingerprint})
     path = cache.lookup("tokens", key)
     if path is not None and (path / IDS).is_file():
         return path
-    doc_ids: list[str] = []
 
     def matrices() -> Any:
         from tqdm.auto import tqdm
 
         with tqdm(total=len(corpus), desc="token vectors", unit="doc") as bar:
             for batch in corpus.batches(256):
-                doc_ids.extend(d.doc_id for d in batch)
                 yield from encoder.encode_documents([d.contents for d in batch])
                 bar.update(len(batch))
 
     with cache.write("tokens", key, directory=True) as tmp:
-        write_token_store(tmp, matrices(), encoder.dim)
-        (tmp / IDS).write_text(json.dumps(doc_ids))
+        written = write_token_store(tmp, matrices() if encode is None else encode(corpus),
+                                    encoder.dim)
+        if written != len(corpus):
+            raise CormorantError(f"token encoding returned {written:,} of {len(corpus):,}"
+                                 " documents")
+        (tmp / IDS).write_text(json.dumps([d.doc_id for d in corpus]))
     return cache.entry("tokens", key)
 
 
-__all__ = ["ChamferRetriever", "cached_token_store", "windowed_token_store", "chamfer_scores", "exact_search",
+__all__ = ["ChamferRetriever", "TokenSource", "cached_token_store", "token_encoder",
+           "windowed_token_store", "chamfer_scores", "exact_search",
            "open_token_encoder", "ranked_run", "rerank_rows"]

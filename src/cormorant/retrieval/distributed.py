@@ -72,12 +72,49 @@ class EncodeBatch:
                 "vector": np.asarray(vectors, dtype=np.float32)}
 
 
-class Runner(Protocol):
-    """Where encoding batches and per-shard tasks run."""
+class EncodeTokens:
+    """Ray Data's callable class for a ``chamfer``/``muvera`` stage's token vectors: loads its
+    token encoder once per actor, then encodes ``{"row", "text"}`` into ``{"row", "tokens"}``,
+    each document's (tokens x dim) matrix as float16 bytes (a column of one value per row, as
+    Ray Data's batches need; the token store keeps float16 anyway).
 
-    def encode(self, settings: dict[str, Any], batches: list[Batch]) -> Iterator[Batch]: ...
+    Example:
+        >>> worker = EncodeTokens(ChamferRetriever.declared({"model": "/models/m"}))  # doctest: +SKIP
+        >>> worker({"row": np.array([0]), "text": np.array(["a cat"])})["tokens"][0][:4]  # doctest: +SKIP
+        b'\x1f.\xa8\xb0'
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from cormorant.retrieval.chamfer import token_encoder
+
+        self.encoder = token_encoder(settings)
+
+    def __call__(self, batch: Batch) -> Batch:
+        matrices = self.encoder.encode_documents([str(t) for t in batch["text"]])
+        tokens = np.empty(len(matrices), dtype=object)
+        tokens[:] = [np.ascontiguousarray(m, dtype=np.float16).tobytes() for m in matrices]
+        return {"row": np.asarray(batch["row"], dtype=np.int64), "tokens": tokens}
+
+
+Worker = type[EncodeBatch] | type[EncodeTokens]
+
+
+class Runner(Protocol):
+    """Where encoding batches and per-shard tasks run.
+
+    ``map`` runs any callable here (threads); ``tasks`` runs a module-level function over
+    picklable items where the runner's work runs: here for :class:`InProcess`, as Ray tasks
+    on the cluster for :class:`RayCluster`. ``remote`` says whether ``tasks`` leaves this
+    process (so its items must name files every host can read, not objects in memory)."""
+
+    remote: bool
+
+    def encode(self, settings: dict[str, Any], batches: list[Batch],
+               worker: Worker = EncodeBatch) -> Iterator[Batch]: ...
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]: ...
+
+    def tasks(self, fn: Callable[[T], R], items: list[T]) -> list[R]: ...
 
 
 class InProcess:
@@ -89,21 +126,27 @@ class InProcess:
             raise CormorantError(f"workers must be at least 1, got {workers}")
         self.workers = workers
 
-    def encode(self, settings: dict[str, Any], batches: list[Batch]) -> Iterator[Batch]:
+    def encode(self, settings: dict[str, Any], batches: list[Batch],
+               worker: Worker = EncodeBatch) -> Iterator[Batch]:
         local = threading.local()
 
         def run(batch: Batch) -> Batch:
             if not hasattr(local, "worker"):
-                local.worker = EncodeBatch(settings)
+                local.worker = worker(settings)
             return local.worker(batch)
 
         yield from self.map(run, batches)
+
+    remote = False
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         if self.workers == 1:
             return [fn(item) for item in items]
         with ThreadPoolExecutor(self.workers) as pool:
             return list(pool.map(fn, items))
+
+    def tasks(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        return self.map(fn, items)
 
 
 class RayCluster:
@@ -112,9 +155,12 @@ class RayCluster:
     trying it out). Encoding runs as Ray Data over an actor pool of ``actors``, each with
     ``gpus`` GPUs (0 on a CPU cluster; 0.5 puts two actors on one card).
 
-    Per-shard tasks (:meth:`map`) run in threads of this process: a built stage holds FAISS
-    and SQLite handles that do not pickle, so they are not shipped to Ray tasks.
+    Per-shard tasks (:meth:`tasks`) run as Ray tasks, one CPU each, wherever the cluster
+    places them; their items name files on a file system every host shares (a built stage
+    holds FAISS and SQLite handles that do not pickle, so no stage is shipped).
     """
+
+    remote = True
 
     def __init__(self, address: str, actors: int = 1, gpus: float = 0.0,
                  batch_size: int = DEFAULT_BATCH, init: dict[str, Any] | None = None) -> None:
@@ -144,19 +190,35 @@ class RayCluster:
             self.startup_seconds = time.perf_counter() - began
         return ray
 
-    def encode(self, settings: dict[str, Any], batches: list[Batch]) -> Iterator[Batch]:
+    def encode(self, settings: dict[str, Any], batches: list[Batch],
+               worker: Worker = EncodeBatch) -> Iterator[Batch]:
         ray = self.start()
         items = [{"row": int(r), "text": str(t)} for b in batches
                  for r, t in zip(b["row"], b["text"], strict=True)]
         extra = {"num_gpus": self.gpus} if self.gpus else {}
         data = ray.data.from_items(items).map_batches(
-            EncodeBatch, fn_constructor_kwargs={"settings": settings},
+            worker, fn_constructor_kwargs={"settings": settings},
             batch_size=self.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.actors), **extra)
         yield from data.iter_batches(batch_size=None, batch_format="numpy")
 
     def map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         return InProcess(min(len(items), 4) or 1).map(fn, items)
+
+    def tasks(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        """``fn`` over ``items`` as one Ray task each, results in ``items``' order.
+
+        Raises:
+            CormorantError: a task failed (its error, first line).
+        """
+        ray = self.start()
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        try:
+            return list(ray.get([remote.remote(item) for item in items]))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, CormorantError):  # a task's own error, as raised there
+                raise exc.cause from None
+            raise CormorantError(f"a Ray task failed: {str(exc).splitlines()[0][:300]}") from None
 
 
 def runner_for(ray: str | None, actors: int = 1, gpus: float = 0.0) -> Runner:
@@ -179,17 +241,22 @@ def length_sorted_batches(corpus: Corpus, size: int) -> list[Batch]:
 def prefill_embeddings(text: str, corpus: Corpus, runner: Runner,
                        batch_size: int = DEFAULT_BATCH) -> list[Path]:
     """Encode ``corpus`` for every ``dense`` stage of pipeline ``text`` whose embeddings are
-    not cached yet, with ``runner``, into the cache entries its build reads; returns them.
+    not cached yet, and every ``chamfer``/``muvera`` stage whose token store is not, with
+    ``runner``, into the cache entries its build reads; returns them.
 
     Raises:
         CormorantError: a worker returned fewer vectors than documents.
     """
+    from cormorant.retrieval.chamfer import ChamferRetriever
     from cormorant.retrieval.dense import DenseRetriever, corpus_encoder
     from cormorant.retrieval.windows import splitter_of, window_corpus
 
     filled = []
     for node in named(parse(text)):
         cls = registry.stage_class(node.name)
+        if issubclass(cls, ChamferRetriever):  # muvera too: the same token store
+            filled.extend(prefill_tokens(cls, cls.declared(node.params), corpus, runner,
+                                         batch_size))
         if not issubclass(cls, DenseRetriever):
             continue
         settings = cls.declared(node.params)
@@ -207,6 +274,56 @@ def prefill_embeddings(text: str, corpus: Corpus, runner: Runner,
                 settings, length_sorted_batches(texts, batch_size)))
         filled.append(cache.entry(KIND, name))
     return filled
+
+
+def prefill_tokens(cls: type[Any], settings: dict[str, Any], corpus: Corpus, runner: Runner,
+                   batch_size: int = DEFAULT_BATCH) -> list[Path]:
+    """The token store a ``chamfer``/``muvera`` stage (``cls``, built with ``settings``) reads,
+    encoded by ``runner`` when it is not cached yet; returns it if it was encoded.
+
+    Example:
+        >>> prefill_tokens(ChamferRetriever, settings, corpus, RayCluster("auto", 2))  # doctest: +SKIP
+        [PosixPath('~/.cache/cormorant/tokens/...')]
+    """
+    from cormorant.retrieval.chamfer import token_encoder, windowed_token_store
+
+    encoder = token_encoder(settings)  # its settings name the cache entry, its dim the rows
+    asked: list[bool] = []
+
+    def encode(texts: Corpus) -> Iterator[np.ndarray]:
+        asked.append(True)
+        return _tokens_in_order(runner.encode(settings, length_sorted_batches(texts, batch_size),
+                                              EncodeTokens), len(texts), encoder.dim)
+
+    store, _ = windowed_token_store(encoder, corpus, settings, cls.name, encode)
+    return [store] if asked else []
+
+
+def _tokens_in_order(batches: Iterator[Batch], count: int, dim: int) -> Iterator[np.ndarray]:
+    """Per-document token matrices in row order, from batches in any order: their bytes are
+    spooled to a scratch file as they come (a token store outgrows memory), then read back in
+    row order."""
+    import tempfile
+
+    where = np.full(count, -1, dtype=np.int64)
+    sizes = np.zeros(count, dtype=np.int64)
+    with tempfile.TemporaryFile() as scratch:
+        written = 0
+        for batch in batches:
+            for row, data in zip(batch["row"].tolist(), batch["tokens"], strict=True):
+                where[row], sizes[row] = written, len(data)
+                scratch.write(data)
+                written += len(data)
+        if (where < 0).any():
+            raise CormorantError(f"token encoding returned {int((where >= 0).sum()):,} of"
+                                 f" {count:,} documents")
+        scratch.flush()
+        if written == 0:
+            yield from (np.zeros((0, dim), np.float32) for _ in range(count))
+            return
+        spool = np.memmap(scratch, dtype=np.uint8, mode="r", shape=(written,))
+        for start, size in zip(where.tolist(), sizes.tolist(), strict=True):
+            yield np.frombuffer(spool[start:start + size], dtype=np.float16).reshape(-1, dim)
 
 
 def _encode_into(path: Path, shape: tuple[int, int], batches: Iterator[Batch]) -> None:

@@ -10,6 +10,9 @@ conventions, through :class:`~cormorant.retrieval.colbert.ColBERTEncoder`.
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -122,3 +125,48 @@ def load_token_encoder(model: str | None = None, batch_size: int = 32,
     return TokenEncoder(model, batch_size=batch_size, max_length=max_length, device=device,
                         runtime=runtime)
 
+
+
+class SharedQueries:
+    """Query token matrices handed from one shard to the next: the shards of a sharded
+    ``chamfer``/``muvera`` stage each hold their own copy of the same encoder, and each is
+    asked to encode the same batch of queries; with one ``SharedQueries`` between them (set by
+    the sharded index when it opens the stage), the first encodes it and the other
+    ``uses - 1`` take its matrices.
+
+    Keyed by the encoder's ``settings`` (its model fingerprint among them) and the batch's
+    texts in order, so a hit is a batch encoded exactly as asked (the same texts padded
+    together): the matrices encoding again would give, bit for bit. An entry is dropped once
+    every shard has taken it, so the next search of the same queries encodes them again
+    (timings stay honest); at most ``batches`` entries wait at once. Thread-safe.
+
+    Example:
+        >>> shared = SharedQueries(uses=2)
+        >>> first = shared.encode(encoder, ["vitamin d"])  # shard 0 encodes  # doctest: +SKIP
+        >>> shared.encode(encoder, ["vitamin d"]) is first  # shard 1 takes it  # doctest: +SKIP
+        True
+    """
+
+    def __init__(self, uses: int, batches: int = 8) -> None:
+        self.uses, self.batches = uses, batches
+        self.waiting: OrderedDict[tuple[str, tuple[str, ...]], list[Any]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def encode(self, encoder: MultiVectorEncoder, texts: list[str]) -> list[np.ndarray]:
+        """``encoder.encode_queries(texts)``, or the matrices another shard encoded for the
+        same call. They are shared between shards: read them, never write into them."""
+        key = (json.dumps(encoder.settings, sort_keys=True, default=str), tuple(texts))
+        with self.lock:
+            entry = self.waiting.get(key)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self.waiting[key]
+                return entry[0]  # type: ignore[no-any-return]
+        matrices = encoder.encode_queries(texts)  # outside the lock: shards may run in parallel
+        if self.uses > 1:
+            with self.lock:
+                self.waiting[key] = [matrices, self.uses - 1]
+                while len(self.waiting) > self.batches:  # a search that failed half-way
+                    self.waiting.popitem(last=False)
+        return matrices

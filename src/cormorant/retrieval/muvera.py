@@ -28,10 +28,10 @@ from cormorant.retrieval.chamfer import (
     open_token_encoder,
     ranked_run,
     rerank_rows,
-    token_runtime,
+    token_encoder,
     windowed_token_store,
 )
-from cormorant.retrieval.multivector import MultiVectorEncoder, load_token_encoder
+from cormorant.retrieval.multivector import MultiVectorEncoder
 from cormorant.types import Corpus, Document, Queries, Run
 
 log = logging.getLogger(__name__)
@@ -196,9 +196,7 @@ class MuveraRetriever(ChamferRetriever):
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> MuveraRetriever:
-        encoder = load_token_encoder(settings["model"], batch_size=settings["batch_size"],
-                                     max_length=settings["max_length"],
-                                     runtime=token_runtime(settings))
+        encoder = token_encoder(settings)
         try:
             config = FDEConfig(encoder.dim, settings["repetitions"], settings["k_sim"],
                                settings["d_proj"], True, settings["final_dim"], settings["seed"])
@@ -255,7 +253,7 @@ class MuveraRetriever(ChamferRetriever):
 
     def retrieve_whole(self, queries: Queries, k: int) -> Run:
         qids = list(queries)
-        tokens = self.encoder.encode_queries([queries[q] for q in qids])
+        tokens = self.query_matrices([queries[q] for q in qids])
         segments = self.segments
         pooled = self._fde_candidates(segments, self.fde.queries_from_tokens(tokens))
         found: list[list[tuple[str, float]]] = []

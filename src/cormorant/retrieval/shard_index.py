@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from cormorant.retrieval.assemble import (
 )
 from cormorant.retrieval.distributed import InProcess, Runner, prefill_embeddings
 from cormorant.retrieval.live import WriteResult, take_lock
+from cormorant.retrieval.multivector import SharedQueries
 from cormorant.retrieval.segmented import SegmentedRetriever
 from cormorant.retrieval.sharded import sharded_stage
 from cormorant.types import Corpus, Document
@@ -87,9 +89,7 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
         with atomic_directory(out, overwrite=overwrite) as tmp:
             shared = []
             uid = uuid.uuid4().hex
-            parts = (runner or InProcess()).map(
-                lambda number: _write_shard(tmp, uid, number, shards, text, leaves, corpus),
-                list(range(shards)))
+            parts = _write_shards(tmp, uid, shards, text, leaves, corpus, runner or InProcess())
             for position in range(len(leaves)):
                 shared.append(_leaf_record(tmp / shard_dir(0), position))
             write_meta(tmp, {"kind": SHARDED_KIND, "sharding": SHARDING_VERSION,
@@ -100,6 +100,64 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
         for fd in locks:
             os.close(fd)
     return out
+
+
+STAGED = ".whole"
+"""The folder, inside the sharded index being built, that holds the whole built index while
+remote shard tasks read it (removed before the index is committed)."""
+
+
+def _write_shards(tmp: Path, uid: str, shards: int, text: str, leaves: list[Stage],
+                  corpus: Corpus, runner: Runner) -> list[dict[str, Any]]:
+    """Every shard's folder, one task each. In process the tasks split the built stages held
+    in memory; on a cluster (``runner.remote``) a built stage holds FAISS and SQLite handles
+    that do not pickle, so the whole index is written once where every task can read it, and
+    each task opens it and splits it by the same :func:`_write_shard`."""
+    numbers = list(range(shards))
+    if not runner.remote:
+        return runner.map(
+            lambda number: _write_shard(tmp, uid, number, shards, text, leaves, corpus), numbers)
+    staged = tmp / STAGED
+    staged.mkdir()
+    write_index_files(staged, text, leaves, corpus)
+    try:
+        return runner.tasks(shard_task, [ShardTask(str(staged), str(tmp), uid, number, shards,
+                                                   text) for number in numbers])
+    finally:
+        shutil.rmtree(staged)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """What one remote shard task needs (plain strings and numbers, so it pickles)."""
+
+    staged: str
+    out: str
+    uid: str
+    number: int
+    shards: int
+    text: str
+
+
+def shard_task(task: ShardTask) -> dict[str, Any]:
+    """Write one shard of the whole index staged at ``task.staged``: a Ray task's body (also
+    runs in process). The staged index's stored stages are loaded and split exactly as the
+    in-memory ones would be, its documents in the order they were written, so the shard's
+    files are byte for byte those an in-process build writes.
+
+    Example:
+        >>> shard_task(ShardTask("idx/.whole", "idx", uid, 0, 4, "bm25"))  # doctest: +SKIP
+        {'dir': 'shard-000', 'count': 1290}
+    """
+    handle = open_index(task.staged, verify=False)  # written a moment ago by this build
+    try:
+        handle.opener.load_all()
+        leaves = [handle.live.owners[p] for p in range(len(handle.meta["leaves"]))]
+        corpus = Corpus(handle.docs.documents, name=handle.meta["corpus"])
+        return _write_shard(Path(task.out), task.uid, task.number, task.shards, task.text,
+                            leaves, corpus)  # type: ignore[arg-type]
+    finally:
+        handle.close()
 
 
 def _write_shard(tmp: Path, uid: str, number: int, shards: int, text: str,
@@ -279,7 +337,8 @@ class ShardedHandle:
                 if key not in made:  # a re-ranker's model loaded once, not once per shard
                     made[key] = cls.load(None, None, **leaf.params)  # type: ignore[attr-defined]
                 return made[key]
-            return sharded_stage([shard.opener.open(leaf, cls) for shard in self.shards])
+            return sharded_stage(share_queries([shard.opener.open(leaf, cls)
+                                                for shard in self.shards]))
 
         return WithDocuments(materialize(parse(text), open_leaf), self.live)
 
@@ -293,6 +352,27 @@ class ShardedHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def share_queries(parts: list[Stage]) -> list[Stage]:
+    """``parts`` (one stored stage's copy in every shard), those that encode queries into
+    token matrices (``chamfer``, ``muvera``) given one
+    :class:`~cormorant.retrieval.multivector.SharedQueries`, so a search encodes its queries
+    once, not once per shard. (``dense`` needs none: the router encodes its queries once.)
+    A stage behind a wrapper that holds it as ``inner`` (the server's one-search-at-a-time
+    lock) gets it too; a remote shard's part (Ray Serve) has no such slot and encodes its own."""
+    owners = [_unwrapped(p) for p in parts]
+    if len(parts) > 1 and all("shared_queries" in dir(o) for o in owners):
+        shared = SharedQueries(uses=len(parts))
+        for owner in owners:
+            owner.shared_queries = shared  # type: ignore[attr-defined]
+    return parts
+
+
+def _unwrapped(stage: Any) -> Any:
+    while "inner" in getattr(stage, "__dict__", {}):
+        stage = stage.__dict__["inner"]
+    return stage
 
 
 @dataclass
