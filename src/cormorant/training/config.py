@@ -48,7 +48,8 @@ class TrainConfig:
     negatives: str = option("in-batch", help=STRATEGIES_HELP, cli=True, short="-n")
     kind: str = option("bi-encoder", cli=True, rule=one_of(*KINDS), help=(
         "bi-encoder, cross-encoder, seal (a generator for the seal stage; default base"
-        " model: SmolLM2-135M-Instruct), or tildev2 (token weights for the tildev2 stage)."))
+        " model: SmolLM2-135M-Instruct), tildev2 (token weights for the tildev2 stage), or"
+        " late-interaction (a ColBERT model for chamfer and muvera)."))
     split: str = option("train", help="Training split.", cli=True)
     base_model: str | None = option(None, cli=True, help=(
         "Model to start from (default: all-MiniLM-L6-v2; for --kind seal,"
@@ -92,7 +93,8 @@ class TrainConfig:
         "adore: the model whose fixed document index queries train against."))
     # TAS-Balanced
     teacher: str | None = option(None, cli=True, help=(
-        "tas-balanced: cross-encoder folder, bi-encoder folder or scores file."))
+        "tas-balanced and late-interaction: cross-encoder folder, bi-encoder folder or scores"
+        " file."))
     inbatch_teacher: str | None = option(None, help=(
         "tas-balanced: bi-encoder teacher of the in-batch margins (default: base)."))
     inbatch_weight: float = option(0.75, help="tas-balanced: weight of the in-batch loss.")
@@ -126,6 +128,15 @@ class TrainConfig:
     tilde_group: int = option(8, rule=at_least(2), help=(
         "tildev2: passages per training group, the positive and group-1 BM25 negatives (the"
         " paper's 8)."))
+    # late-interaction: ColBERT as PyLate trains it
+    late_negatives: int | None = option(None, rule=Rule(lambda n: n >= 0, "must be 0 or more"),
+                                        help=(
+        "late-interaction: mined negatives per query and step (default 1, PyLate's triplets;"
+        " with --teacher 7, so each query's distillation has 8 candidates; 0: in-batch only)."))
+    query_length: int = option(32, rule=at_least(4, " tokens"), help=(
+        "late-interaction: query tokens, [CLS] and [Q] included, padded with [MASK]."))
+    document_length: int = option(180, rule=at_least(4, " tokens"), help=(
+        "late-interaction: document tokens, [CLS] and [D] included, in training and search."))
     # in-batch
     cached: bool = option(False, help="in-batch: the cached loss (big batches, small memory).")
     mini_batch_size: int = option(16, help="cached: texts per forward pass.")
