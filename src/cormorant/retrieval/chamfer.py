@@ -160,9 +160,7 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
     name: ClassVar[str] = "chamfer"
     PARAMS: ClassVar[Params] = Retriever.PARAMS + Params(
         Param("model", str, None, "token encoder: a sentence-transformers or ColBERT folder"
-              " (Stanford or PyLate layout; train one: cormorant train --kind"
-              " late-interaction; default all-MiniLM-L6-v2)", when=BUILD, nullable=True,
-              same=same_model),
+              " (default all-MiniLM-L6-v2)", when=BUILD, nullable=True, same=same_model),
         Param("max_length", int, None, "tokens kept per document (default: the model's)",
               when=BUILD, nullable=True, low=1),
         Param("batch_size", int, 32, "texts per encoder batch", low=1),
