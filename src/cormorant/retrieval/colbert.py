@@ -149,12 +149,8 @@ class ColBERTEncoder:
         self.dim = int(weight.shape[0])
         self.fingerprint = model_fingerprint(name) if Path(name).is_dir() else name
         vocab = self.tokenizer.get_vocab()
-        for key in ("query_token_id", "doc_token_id"):
-            if config[key] not in vocab:
-                raise CormorantError(f"{name}: the marker {config[key]!r} ({key}) is not in the"
-                                     " tokenizer's vocabulary")
-        self._markers = {"query": vocab[self.config["query_token_id"]],
-                         "document": vocab[self.config["doc_token_id"]]}
+        self._markers = {"query": marker_id(vocab, config["query_token_id"], name),
+                         "document": marker_id(vocab, config["doc_token_id"], name)}
         skipped = config.get("skiplist") or list(string.punctuation)
         self._skip = sorted({vocab[c] for c in skipped if c in vocab}) \
             if self.config["mask_punctuation"] else []
@@ -267,6 +263,20 @@ class ColBERTEncoder:
                                                             indent=2))
 
 
+def marker_id(vocab: dict[str, int], marker: str, name: str) -> int:
+    """The token id of a marker: as named (PyLate adds its prefix "[Q] ", trailing space
+    included, as one token) or stripped ("[Q]"), or a one-line error.
+
+    Example:
+        >>> marker_id({"[Q] ": 7}, "[Q] ", "model")
+        7
+    """
+    for candidate in (marker, marker.strip()):
+        if candidate in vocab:
+            return vocab[candidate]
+    raise CormorantError(f"{name}: the marker {marker!r} is not in the tokenizer's vocabulary")
+
+
 def read_checkpoint(root: Path) -> tuple[Any, dict[str, Any]]:
     """The projection weight (dim x hidden) and the settings of a Stanford or PyLate
     checkpoint, or a one-line error."""
@@ -294,8 +304,8 @@ def _pylate(root: Path) -> tuple[Any, dict[str, Any]]:
         raise CormorantError(f"{root}: do_query_expansion false is not supported (queries are"
                              " always padded with [MASK])")
     config = {**DEFAULTS,
-              "query_token_id": str(raw["query_prefix"]).strip(),
-              "doc_token_id": str(raw.get("document_prefix", "[D] ")).strip(),
+              "query_token_id": str(raw["query_prefix"]),
+              "doc_token_id": str(raw.get("document_prefix", "[D] ")),
               "query_maxlen": int(raw.get("query_length", DEFAULTS["query_maxlen"])),
               "doc_maxlen": int(raw.get("document_length", DEFAULTS["doc_maxlen"])),
               "attend_to_mask_tokens": bool(raw.get("attend_to_expansion_tokens", False))}
