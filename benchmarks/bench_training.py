@@ -131,7 +131,7 @@ def measure_late(name: str, path: Path = RESULTS) -> None:
             row.update(significance(row, base))
         late["rows"][label] = row
         base = late["rows"].get(UNTRAINED_CHAMFER)
-        results["machine"] = machine()
+        late["machine"] = machine()  # the CPU table's line stays the one its rows ran on
         write_json(path, results)
         print(f"[{name}] {label}: nDCG@10 {row['metrics']['nDCG@10']:.4f}", flush=True)
 
@@ -402,7 +402,7 @@ def render_late(late: dict[str, Any]) -> str:
             cut = training.get("time_budget") or {}
             stopped = f", cut at step {cut['stopped_at_step']} of {cut['planned_steps']}" \
                 if cut.get("stopped_at_step") else ""
-            out.append(f"Training: {training['train_s'] / 60:.1f} min wall (load"
+            out.append(f"\nTraining: {training['train_s'] / 60:.1f} min wall (load"
                        f" {training.get('load_1min', 0):.0f}), {training['cpu_s'] / 60:.1f} min"
                        f" CPU, peak {training['peak_rss_mb'] / 1024:.1f} GB{stopped};"
                        f" {training.get('loss')} loss, {training.get('negatives')} negatives.\n")
