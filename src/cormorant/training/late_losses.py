@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cormorant.errors import CormorantError
+
 
 def maxsim(queries: Any, documents: Any, kept: Any) -> Any:
     """Scores of every query against every document: (queries x documents).
@@ -72,8 +74,6 @@ def distillation_loss(student: Any, teacher: Any) -> Any:
     import torch
 
     if student.shape[1] < 2:
-        from cormorant.errors import CormorantError
-
         raise CormorantError("distillation needs at least 2 candidates per query (min-max"
                              " normalisation of one score is undefined)")
     log_student = torch.log_softmax(min_max(student), dim=1)
