@@ -48,6 +48,7 @@ STRATEGIES = ["bm25", "star", "adore", "distill-query", "dense", "in-batch", CRO
 RERANK_DEPTH = 20
 LATE = "late-interaction"
 LATE_MINUTES = 25
+START_MODEL = "late-interaction-start"
 UNTRAINED_CHAMFER = "chamfer (untrained all-MiniLM-L6-v2 tokens)"
 # The cross-encoder's negatives and run length where the default (BM25's top, one epoch)
 # cannot work here. On NFCorpus zero-shot MiniLM puts the drawn positive above BM25's top 7
@@ -104,7 +105,21 @@ def late_pipelines(models: Path) -> dict[str, str]:
     exact chamfer and under muvera."""
     model = models / LATE
     return {UNTRAINED_CHAMFER: "chamfer", "chamfer(model=DIR)": f"chamfer(model={model})",
-            "muvera(model=DIR)": f"muvera(model={model})"}
+            "muvera(model=DIR)": f"muvera(model={model})",
+            "chamfer(model=START)": f"chamfer(model={models / START_MODEL})"}
+
+
+def save_late_start(models: Path) -> None:
+    """The kind's untrained model (what training starts from) as a checkpoint, so its row
+    says how much of the gap to untrained chamfer the conversion itself costs."""
+    from cormorant.retrieval.encoders import resolve_model
+    from cormorant.training.config import TrainConfig
+    from cormorant.training.late_interaction import start_encoder
+
+    out = models / START_MODEL
+    if not (out / "artifact.metadata").is_file():
+        config = TrainConfig(dataset=Path("d"), out=Path("o"), kind=LATE)
+        start_encoder(resolve_model(None), config).save(out)
 
 
 def measure_late(name: str, path: Path = RESULTS) -> None:
@@ -121,12 +136,14 @@ def measure_late(name: str, path: Path = RESULTS) -> None:
     late["training"].update({k: summary.get(k) for k in ("time_budget", "hardware", "rows",
                                                           "negatives", "loss")})
     write_json(path, results)
+    save_late_start(models)
     base = late["rows"].get(UNTRAINED_CHAMFER)
     for label, pipeline in late_pipelines(models).items():
         if label == UNTRAINED_CHAMFER and base is not None:
             continue  # it never changes
         row = evaluate_pipeline(pipeline, dataset)
-        row["pipeline"] = pipeline.replace(str(models / LATE), "DIR")
+        row["pipeline"] = pipeline.replace(str(models / START_MODEL), "START") \
+            .replace(str(models / LATE), "DIR")
         if label != UNTRAINED_CHAMFER and base is not None:
             row.update(significance(row, base))
         late["rows"][label] = row
