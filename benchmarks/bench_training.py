@@ -11,7 +11,14 @@ their own, beside the CPU rows' time.
     python benchmarks/bench_training.py --datasets scifact --only in-batch bm25 star
     python benchmarks/bench_training.py --gpu --datasets scifact --only star adore
     python benchmarks/bench_training.py --datasets scifact --only unsupervised --max-time 25
+    python benchmarks/bench_training.py --datasets scifact --only late-interaction
     python benchmarks/bench_training.py --report
+
+``late-interaction`` (``cormorant train --kind late-interaction --max-time 25``) has a table of
+its own: its peer is untrained ``chamfer`` (exact MaxSim over all-MiniLM-L6-v2's token
+vectors), not the single-vector zero-shot row, and it is evaluated twice, with
+``chamfer(model=DIR)`` and ``muvera(model=DIR)``; the muvera/chamfer ratio is the share of the
+exact quality the fixed-dimensional encodings keep.
 """
 
 from __future__ import annotations
@@ -54,6 +61,10 @@ STRATEGIES = ["bm25", "star", "adore", "distill-query", "dense", "in-batch", CRO
               "tas-balanced", TAS_BI_TEACHER, "random", DISTILLED, UNSUPERVISED,
               UNSUPERVISED_CHAMFER]
 RERANK_DEPTH = 20
+LATE = "late-interaction"
+LATE_MINUTES = 25
+START_MODEL = "late-interaction-start"
+UNTRAINED_CHAMFER = "chamfer (untrained all-MiniLM-L6-v2 tokens)"
 # The cross-encoder's negatives and run length where the default (BM25's top, one epoch)
 # cannot work here. On NFCorpus zero-shot MiniLM puts the drawn positive above BM25's top 7
 # non-positives 12.6% of the time, chance for 8 (benchmarks/bench_negative_difficulty.py): the
@@ -108,6 +119,64 @@ def train_command(strategy: str, dataset: Path, out: Path, gpu: bool = False,
     return base + ["--negatives", strategy]
 
 
+def late_command(dataset: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "cormorant.cli", "train", "--dataset", str(dataset), "--out",
+            str(out), "--overwrite", "--kind", LATE, "--max-time", str(LATE_MINUTES)]
+
+
+def late_pipelines(models: Path) -> dict[str, str]:
+    """The late-interaction table's rows: untrained chamfer, and the trained model under
+    exact chamfer and under muvera."""
+    model = models / LATE
+    return {UNTRAINED_CHAMFER: "chamfer", "chamfer(model=DIR)": f"chamfer(model={model})",
+            "muvera(model=DIR)": f"muvera(model={model})",
+            "chamfer(model=START)": f"chamfer(model={models / START_MODEL})"}
+
+
+def save_late_start(models: Path) -> None:
+    """The kind's untrained model (what training starts from) as a checkpoint, so its row
+    says how much of the gap to untrained chamfer the conversion itself costs."""
+    from cormorant.retrieval.encoders import resolve_model
+    from cormorant.training.config import TrainConfig
+    from cormorant.training.late_interaction import start_encoder
+
+    out = models / START_MODEL
+    if not (out / "artifact.metadata").is_file():
+        config = TrainConfig(dataset=Path("d"), out=Path("o"), kind=LATE)
+        start_encoder(resolve_model(None), config).save(out)
+
+
+def measure_late(name: str, path: Path = RESULTS) -> None:
+    """Train the late-interaction model on dataset ``name`` and evaluate its rows (saved
+    after each)."""
+    dataset = dataset_path(name)
+    models = MODELS / name
+    models.mkdir(parents=True, exist_ok=True)
+    results = load_results(path)
+    late = results.setdefault("late", {}).setdefault(name, {"rows": {}})
+    print(f"[{name}] {LATE}: training ...", flush=True)
+    late["training"] = timed_training(late_command(dataset, models / LATE))
+    summary = json.loads((models / LATE / "training" / "summary.json").read_text())
+    late["training"].update({k: summary.get(k) for k in ("time_budget", "hardware", "rows",
+                                                          "negatives", "loss")})
+    write_json(path, results)
+    save_late_start(models)
+    base = late["rows"].get(UNTRAINED_CHAMFER)
+    for label, pipeline in late_pipelines(models).items():
+        if label == UNTRAINED_CHAMFER and base is not None:
+            continue  # it never changes
+        row = evaluate_pipeline(pipeline, dataset)
+        row["pipeline"] = pipeline.replace(str(models / START_MODEL), "START") \
+            .replace(str(models / LATE), "DIR")
+        if label != UNTRAINED_CHAMFER and base is not None:
+            row.update(significance(row, base))
+        late["rows"][label] = row
+        base = late["rows"].get(UNTRAINED_CHAMFER)
+        late["machine"] = machine()  # the CPU table's line stays the one its rows ran on
+        write_json(path, results)
+        print(f"[{name}] {label}: nDCG@10 {row['metrics']['nDCG@10']:.4f}", flush=True)
+
+
 def timed_training(command: list[str]) -> dict[str, Any]:
     """Wall seconds and peak RSS (MB) of one training process (its own rusage, via wait4)."""
     start = time.perf_counter()
@@ -138,13 +207,17 @@ def pipeline_for(strategy: str, models: Path) -> str:
 
 
 def evaluate(strategy: str, dataset: Path, models: Path) -> dict[str, Any]:
+    return evaluate_pipeline(pipeline_for(strategy, models), dataset)
+
+
+def evaluate_pipeline(pipeline: str, dataset: Path) -> dict[str, Any]:
     from cormorant.data import DatasetSpec
     from cormorant.eval.harness import run_split
     from cormorant.retrieval.assemble import build_pipeline
 
     ds = DatasetSpec(dataset).load()
     start = time.perf_counter()
-    stage = build_pipeline(pipeline_for(strategy, models), ds.corpus)
+    stage = build_pipeline(pipeline, ds.corpus)
     result = run_split(stage, ds, "test", measures=["nDCG@10", "R@100"],
                        build_seconds=time.perf_counter() - start)
     return {"metrics": result.metrics, "timing": result.timing,
@@ -230,7 +303,8 @@ def main() -> None:
 
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
-    args.add_argument("--only", nargs="+", default=STRATEGIES, choices=STRATEGIES)
+    args.add_argument("--only", nargs="+", default=STRATEGIES, choices=[*STRATEGIES, LATE],
+                      help=f"strategies to run ({LATE} only when named)")
     args.add_argument("--gpu", action="store_true",
                       help=f"a GPU machine: write {GPU_RESULTS.relative_to(REPO)}; refused"
                            " without CUDA")
@@ -246,7 +320,10 @@ def main() -> None:
                              " with the CPU rows")
         failed = [f for name in opts.datasets
                   for f in measure(name, [s for s in STRATEGIES if s in opts.only], path,
-                                   opts.gpu, opts.max_time)]
+                                   opts.gpu, opts.max_time)] if set(opts.only) - {LATE} else []
+        if LATE in opts.only:
+            for name in opts.datasets:
+                measure_late(name, path)
         if failed:
             raise SystemExit(f"training failed for {', '.join(failed)} (see above)")
     write_report(load_results(), load_results(GPU_RESULTS) if GPU_RESULTS.is_file() else None)
@@ -259,6 +336,7 @@ def _cuda() -> bool:
 
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+LATE_START, LATE_END = "<!-- late-results:start -->", "<!-- late-results:end -->"
 GPU_START, GPU_END = "<!-- gpu-results:start -->", "<!-- gpu-results:end -->"
 
 
@@ -266,6 +344,8 @@ def write_report(results: dict[str, Any], gpu: dict[str, Any] | None = None) -> 
     """Replace the results sections of docs/training.md with tables rendered from the JSON."""
     doc = REPO / "docs" / "training.md"
     text = _replace(doc.read_text(), START, END, render(results))
+    if results.get("late"):
+        text = _replace(text, LATE_START, LATE_END, render_late(results["late"]))
     if gpu is not None:
         text = _replace(text, GPU_START, GPU_END, render_gpu(gpu, results))
     doc.write_text(text)
@@ -347,6 +427,40 @@ def render_gpu(gpu: dict[str, Any], cpu: dict[str, Any]) -> str:
     out.append(f"\nGPU: {hardware.get('gpu', '?')} ({hardware.get('precision', '?')} autocast),"
                f" {machine_line.get('cpus', '?')} CPU cores, Python {machine_line.get('python', '?')}."
                " Training time is the whole `cormorant train` process, as in the CPU table.\n")
+    return "\n".join(out)
+
+
+def render_late(late: dict[str, Any]) -> str:
+    """The late-interaction table: untrained chamfer, the trained model under chamfer and
+    muvera, with the muvera/chamfer ratio and the training's cost."""
+    out = []
+    for name, entry in late.items():
+        rows, training = entry["rows"], entry.get("training", {})
+        base = rows.get(UNTRAINED_CHAMFER)
+        out += _table_head(f"{name}: late interaction (test split)", [
+            "pipeline", "nDCG@10", "Δ vs untrained chamfer", "p (randomisation)", "R@100",
+            "index build (encoding)", "search"])
+        for row in rows.values():
+            delta = f"{row['metrics']['nDCG@10'] - base['metrics']['nDCG@10']:+.4f}" \
+                if base and row is not base else ""
+            p_r = f"{row['randomization_p']:.3g}" if "randomization_p" in row else ""
+            timing = row.get("timing") or {}
+            out.append(f"| `{row['pipeline']}` | {row['metrics']['nDCG@10']:.4f} | {delta}"
+                       f" | {p_r} | {row['metrics']['R@100']:.4f}"
+                       f" | {timing.get('build_s', 0):.0f} s | {timing.get('search_s', 0):.0f} s |")
+        exact, fde = rows.get("chamfer(model=DIR)"), rows.get("muvera(model=DIR)")
+        if exact and fde:
+            ratio = fde["metrics"]["nDCG@10"] / exact["metrics"]["nDCG@10"]
+            out.append(f"\nmuvera / chamfer nDCG@10 on the trained model: {ratio:.3f} (goal"
+                       " at least 0.99).")
+        if training:
+            cut = training.get("time_budget") or {}
+            stopped = f", cut at step {cut['stopped_at_step']} of {cut['planned_steps']}" \
+                if cut.get("stopped_at_step") else ""
+            out.append(f"\nTraining: {training['train_s'] / 60:.1f} min wall (load"
+                       f" {training.get('load_1min', 0):.0f}), {training['cpu_s'] / 60:.1f} min"
+                       f" CPU, peak {training['peak_rss_mb'] / 1024:.1f} GB{stopped};"
+                       f" {training.get('loss')} loss, {training.get('negatives')} negatives.\n")
     return "\n".join(out)
 
 

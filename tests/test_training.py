@@ -471,7 +471,7 @@ def test_config_values_are_converted_by_type_and_checked_with_one_line_errors(tm
     for text, message in [("batch_size: abc", "--batch-size takes a whole number, got 'abc'"),
                           ("epochs: yes", "--epochs takes a number, got True"),
                           ("kind: colbert", "--kind must be one of bi-encoder, cross-encoder,"
-                                            " seal, tildev2, got 'colbert'"),
+                                            " late-interaction, seal, tildev2, got 'colbert'"),
                           ("dev_fraction: 1", "dev_fraction must be in [0, 1)"),
                           ("teacher: [a, b]", "--teacher takes text, got ['a', 'b']")]:
         conf.write_text(f"dataset: d\nout: o\n{text}\n")

@@ -12,6 +12,13 @@ encoding conventions, which a faithful reader must follow:
   punctuation tokens are dropped (the skiplist), the markers kept;
 - the markers ``[Q]``/``[D]`` are the vocabulary's ``[unused0]``/``[unused1]``;
 - every kept vector is projected by ``linear`` and L2-normalised.
+
+A PyLate checkpoint (a sentence-transformers folder: the transformer at the root, a bias-free
+``Dense`` module holding ``linear.weight``, ``config_sentence_transformers.json`` naming the
+``[Q] ``/``[D] `` prefixes, the lengths and the skiplist) is read into the same conventions:
+PyLate also puts the prefix token after [CLS], pads queries with [MASK] and skips punctuation
+in documents only, so one encoder serves both layouts. ``cormorant train --kind
+late-interaction`` writes the Stanford layout (:meth:`ColBERTEncoder.save`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from cormorant.errors import CormorantError
 from cormorant.retrieval.encoders import model_fingerprint
 
 PROJECTION = "linear.weight"
+PYLATE_SETTINGS = "config_sentence_transformers.json"
 DEFAULTS = {"query_maxlen": 32, "doc_maxlen": 180, "query_token_id": "[unused0]",
             "doc_token_id": "[unused1]", "attend_to_mask_tokens": False, "mask_punctuation": True}
 
@@ -51,8 +59,11 @@ def _state_dict(root: Path) -> dict[str, Any]:
 
 
 def is_colbert_checkpoint(path: str) -> bool:
-    """True for a local folder whose weights carry ColBERT's ``linear`` projection."""
+    """True for a local folder whose weights carry ColBERT's ``linear`` projection (Stanford
+    layout) or that PyLate wrote (:func:`is_pylate_checkpoint`)."""
     root = Path(path)
+    if is_pylate_checkpoint(root):
+        return True
     if not root.is_dir() or not (root / "config.json").is_file():
         return False
     if (root / "artifact.metadata").is_file():
@@ -68,8 +79,23 @@ def is_colbert_checkpoint(path: str) -> bool:
     return PROJECTION in _state_dict(root)
 
 
+def is_pylate_checkpoint(root: Path) -> bool:
+    """True for a sentence-transformers folder with PyLate's query/document prefixes."""
+    settings = root / PYLATE_SETTINGS
+    if not (root / "modules.json").is_file() or not settings.is_file():
+        return False
+    try:
+        return "query_prefix" in json.loads(settings.read_text())
+    except ValueError:
+        return False
+
+
 class ColBERTEncoder:
     """Token vectors of a ColBERT checkpoint (a ``MultiVectorEncoder``).
+
+    The pieces are public because training scores with them (``cormorant train --kind
+    late-interaction``): :meth:`tokenize`, :meth:`vectors` and :meth:`kept` are exactly what
+    search encodes with, so a trained model is scored in training as ``chamfer`` scores it.
 
     Example:
         >>> encoder = ColBERTEncoder("checkpoints/colbertv2.0")  # doctest: +SKIP
@@ -79,33 +105,55 @@ class ColBERTEncoder:
 
     def __init__(self, path: str, batch_size: int = 32, device: str | None = None,
                  doc_maxlen: int | None = None) -> None:
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
-        root = Path(path)
-        state = _state_dict(root)
-        if PROJECTION not in state:
-            raise CormorantError(f"{path}: not a ColBERT checkpoint (no {PROJECTION} in its weights)")
-        self.name, self.path, self.batch_size = path, path, batch_size
-        self.config = {**DEFAULTS, **_metadata(root)}
-        if doc_maxlen is not None:
-            self.config["doc_maxlen"] = doc_maxlen
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        from cormorant.retrieval.tilde import encoder_folder
+
+        weight, config = read_checkpoint(Path(path))
+        folder = str(encoder_folder(path))  # a PyLate folder names its transformer's
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         with _quiet_transformers():  # it would report linear.weight as an unexpected key
-            bert = AutoModel.from_pretrained(path, local_files_only=True)
+            bert = AutoModel.from_pretrained(folder, local_files_only=True)
+        if doc_maxlen is not None:
+            config["doc_maxlen"] = doc_maxlen
+        self.assemble(path, tokenizer, bert, weight, config, batch_size, device)
+
+    @classmethod
+    def from_parts(cls, name: str, tokenizer: Any, bert: Any, weight: Any,
+                   config: dict[str, Any], device: str | None = None) -> ColBERTEncoder:
+        """An encoder from a tokenizer, a transformer and a projection (dim x hidden) that no
+        folder holds yet: how training starts from a plain encoder.
+
+        Example:
+            >>> encoder = ColBERTEncoder.from_parts("start", tokenizer, bert, torch.zeros(128, 384),
+            ...                                     dict(DEFAULTS))  # doctest: +SKIP
+        """
+        encoder = cls.__new__(cls)
+        encoder.assemble(name, tokenizer, bert, weight, {**DEFAULTS, **config}, 32, device)
+        return encoder
+
+    def assemble(self, name: str, tokenizer: Any, bert: Any, weight: Any,
+                 config: dict[str, Any], batch_size: int, device: str | None) -> None:
+        """Set the encoder up from its parts (both constructors end here)."""
+        import torch
+
+        self.name, self.path, self.batch_size = name, name, batch_size
+        self.config = config
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = tokenizer
         self.bert = bert.to(self.device).eval()
-        weight = state[PROJECTION].float()
+        weight = weight.float()
         self.linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
         self.linear.weight.data.copy_(weight)
         self.linear.to(self.device).eval()
         self.dim = int(weight.shape[0])
-        self.fingerprint = model_fingerprint(path)
+        self.fingerprint = model_fingerprint(name) if Path(name).is_dir() else name
         vocab = self.tokenizer.get_vocab()
-        self._markers = {"query": vocab[self.config["query_token_id"]],
-                         "document": vocab[self.config["doc_token_id"]]}
-        self._skip = {vocab[c] for c in string.punctuation if c in vocab} \
-            if self.config["mask_punctuation"] else set()
+        self._markers = {"query": marker_id(vocab, config["query_token_id"], name),
+                         "document": marker_id(vocab, config["doc_token_id"], name)}
+        skipped = config.get("skiplist") or list(string.punctuation)
+        self._skip = sorted({vocab[c] for c in skipped if c in vocab}) \
+            if self.config["mask_punctuation"] else []
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -144,19 +192,37 @@ class ColBERTEncoder:
     def _batch(self, texts: list[str], side: str) -> list[np.ndarray]:
         import torch
 
-        ids, mask = self._tokenize(texts, side)
+        ids, mask = self.tokenize(texts, side)
         with torch.inference_mode():
-            hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-            vectors = torch.nn.functional.normalize(self.linear(hidden).float(), dim=-1)
-        if side == "query":  # query augmentation: every position, [MASK]s included
-            return [row.cpu().numpy() for row in vectors]
-        keep = mask.bool()
-        if self._skip:
-            keep &= ~torch.isin(ids, torch.tensor(sorted(self._skip), device=ids.device))
+            vectors = self.vectors(ids, mask)
+        keep = self.kept(ids, mask, side)
         return [row[k].cpu().numpy() for row, k in zip(vectors, keep, strict=True)]
 
-    def _tokenize(self, texts: list[str], side: str) -> tuple[Any, Any]:
-        """ColBERT's input: a placeholder after [CLS] becomes the [Q]/[D] marker."""
+    def vectors(self, ids: Any, mask: Any) -> Any:
+        """Every position's projected, L2-normalised vector: (texts x positions x dim). Runs
+        under the caller's grad mode (training needs the gradient)."""
+        import torch
+
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        return torch.nn.functional.normalize(self.linear(hidden).float(), dim=-1)
+
+    def kept(self, ids: Any, mask: Any, side: str) -> Any:
+        """Which positions are scored (texts x positions, bool): every position of a query,
+        its [MASK]s included (query augmentation); a document's attended positions minus
+        the skiplist's punctuation."""
+        import torch
+
+        if side == "query":
+            return torch.ones_like(ids, dtype=torch.bool)
+        keep = mask.bool()
+        if self._skip:
+            keep &= ~torch.isin(ids, torch.tensor(self._skip, device=ids.device))
+        return keep
+
+    def tokenize(self, texts: list[str], side: str) -> tuple[Any, Any]:
+        """ColBERT's input (ids, attention mask): a placeholder after [CLS] becomes the
+        [Q]/[D] marker; queries are padded to ``query_maxlen`` with [MASK], documents cut to
+        ``doc_maxlen``."""
         import torch
 
         query = side == "query"
@@ -171,6 +237,81 @@ class ColBERTEncoder:
             if self.config["attend_to_mask_tokens"]:
                 mask = torch.ones_like(mask)
         return ids.to(self.device), mask.to(self.device)
+
+    def save(self, path: str | Path) -> None:
+        """Write a Stanford-layout checkpoint into the folder ``path`` (created): the
+        transformer's config and tokenizer, one ``model.safetensors`` holding its weights
+        under its own prefix (``bert.``) beside ``linear.weight``, and ``artifact.metadata``
+        with the lengths and markers. :class:`ColBERTEncoder` reads it back.
+
+        Example:
+            >>> encoder.save("models/colbert-scifact")  # doctest: +SKIP
+        """
+        from safetensors.torch import save_file
+
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        self.bert.config.save_pretrained(str(root))
+        self.tokenizer.save_pretrained(str(root))
+        prefix = self.bert.base_model_prefix or "bert"
+        state = {f"{prefix}.{k}": v.detach().cpu().contiguous()
+                 for k, v in self.bert.state_dict().items()}
+        state[PROJECTION] = self.linear.weight.detach().cpu().contiguous()
+        save_file(state, str(root / "model.safetensors"))
+        metadata = {k: self.config[k] for k in DEFAULTS}
+        (root / "artifact.metadata").write_text(json.dumps({**metadata, "dim": self.dim},
+                                                            indent=2))
+
+
+def marker_id(vocab: dict[str, int], marker: str, name: str) -> int:
+    """The token id of a marker: as named (PyLate adds its prefix "[Q] ", trailing space
+    included, as one token) or stripped ("[Q]"), or a one-line error.
+
+    Example:
+        >>> marker_id({"[Q] ": 7}, "[Q] ", "model")
+        7
+    """
+    for candidate in (marker, marker.strip()):
+        if candidate in vocab:
+            return vocab[candidate]
+    raise CormorantError(f"{name}: the marker {marker!r} is not in the tokenizer's vocabulary")
+
+
+def read_checkpoint(root: Path) -> tuple[Any, dict[str, Any]]:
+    """The projection weight (dim x hidden) and the settings of a Stanford or PyLate
+    checkpoint, or a one-line error."""
+    if is_pylate_checkpoint(root):
+        return _pylate(root)
+    state = _state_dict(root)
+    if PROJECTION not in state:
+        raise CormorantError(f"{root}: not a ColBERT checkpoint (no {PROJECTION} in its weights)")
+    return state[PROJECTION], {**DEFAULTS, **_metadata(root)}
+
+
+def _pylate(root: Path) -> tuple[Any, dict[str, Any]]:
+    """A PyLate folder's projection (its bias-free Dense module) and settings."""
+    modules = json.loads((root / "modules.json").read_text())
+    dense = [m for m in modules if m.get("type", "").endswith("Dense")]
+    if len(dense) != 1:
+        raise CormorantError(f"{root}: a PyLate checkpoint needs exactly one Dense module in"
+                             f" modules.json, found {len(dense)}")
+    state = _state_dict(root / dense[0]["path"])
+    if PROJECTION not in state or "linear.bias" in state:
+        raise CormorantError(f"{root / dense[0]['path']}: expected a bias-free {PROJECTION}"
+                             " (PyLate's projection)")
+    raw = json.loads((root / PYLATE_SETTINGS).read_text())
+    if raw.get("do_query_expansion", True) is False:
+        raise CormorantError(f"{root}: do_query_expansion false is not supported (queries are"
+                             " always padded with [MASK])")
+    config = {**DEFAULTS,
+              "query_token_id": str(raw["query_prefix"]),
+              "doc_token_id": str(raw.get("document_prefix", "[D] ")),
+              "query_maxlen": int(raw.get("query_length", DEFAULTS["query_maxlen"])),
+              "doc_maxlen": int(raw.get("document_length", DEFAULTS["doc_maxlen"])),
+              "attend_to_mask_tokens": bool(raw.get("attend_to_expansion_tokens", False))}
+    if raw.get("skiplist_words"):
+        config["skiplist"] = list(raw["skiplist_words"])
+    return state[PROJECTION], config
 
 
 @contextmanager

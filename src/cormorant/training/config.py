@@ -52,7 +52,8 @@ class TrainConfig:
     negatives: str = option("in-batch", help=STRATEGIES_HELP, cli=True, short="-n")
     kind: str = option("bi-encoder", cli=True, rule=one_of(*KINDS), help=(
         "bi-encoder, cross-encoder, seal (a generator for the seal stage; default base"
-        " model: SmolLM2-135M-Instruct), or tildev2 (token weights for the tildev2 stage)."))
+        " model: SmolLM2-135M-Instruct), tildev2 (token weights for the tildev2 stage), or"
+        " late-interaction (a ColBERT model for chamfer and muvera)."))
     split: str = option("train", help="Training split.", cli=True)
     base_model: str | None = option(None, cli=True, help=(
         "Model to start from (default: all-MiniLM-L6-v2; for --kind seal,"
@@ -99,7 +100,7 @@ class TrainConfig:
         "Margin-MSE teacher for tas-balanced, gpl and the hard-negative strategies (random,"
         " bm25, dense), and the judge of --denoise: a cross-encoder folder, a bi-encoder folder,"
         " a scores file, or a pipeline such as 'rrf(bm25, chamfer)' (an existing path wins;"
-        " gpl's default: the base model)."))
+        " gpl's default: the base model); late-interaction distils from it (KL)."))
     teacher_norm: str = option("auto", rule=one_of("auto", *NORMS), help=(
         "Per-query scaling of teacher scores before margins (auto: minmax for a pipeline"
         " teacher, none for the others)."))
@@ -167,6 +168,15 @@ class TrainConfig:
     teacher_max_length: int = option(350, rule=at_least(8, " tokens"), help=(
         "gpl: tokens of the query and of each passage, each cut on its own, the teacher"
         " reads."))
+    # late-interaction: ColBERT as PyLate trains it
+    late_negatives: int | None = option(None, rule=Rule(lambda n: n >= 0, "must be 0 or more"),
+                                        help=(
+        "late-interaction: mined negatives per query and step (default 1, PyLate's triplets;"
+        " with --teacher 7, so each query's distillation has 8 candidates; 0: in-batch only)."))
+    query_length: int = option(32, rule=at_least(4, " tokens"), help=(
+        "late-interaction: query tokens, [CLS] and [Q] included, padded with [MASK]."))
+    document_length: int = option(180, rule=at_least(4, " tokens"), help=(
+        "late-interaction: document tokens, [CLS] and [D] included, in training and search."))
     # in-batch
     cached: bool = option(False, help="in-batch: the cached loss (big batches, small memory).")
     mini_batch_size: int = option(16, help="cached: texts per forward pass.")

@@ -147,7 +147,8 @@ def pair_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig) ->
     taking several of each made an epoch 409 steps (over an hour on 2 cores).
     """
     rows: dict[str, list] = {"query": [], "document": [], "label": []}
-    for text, positive, drawn in _draws(data, negatives, per_query, config, fill=False):
+    for qid, positive, drawn in draw_groups(data, negatives, per_query, config, fill=False):
+        text = data.queries[qid]
         for doc, label in [(positive, 1.0), *((doc, 0.0) for doc in drawn)]:
             rows["query"].append(text)
             rows["document"].append(data.texts[doc])
@@ -164,29 +165,29 @@ def group_rows(data: Any, negatives: Any, per_query: int, config: TrainConfig
     """
     rows: dict[str, list] = {"query": [], "positive": []}
     rows.update({f"negative_{i + 1}": [] for i in range(per_query)})
-    for text, positive, drawn in _draws(data, negatives, per_query, config, fill=True):
-        rows["query"].append(text)
+    for qid, positive, drawn in draw_groups(data, negatives, per_query, config, fill=True):
+        rows["query"].append(data.queries[qid])
         rows["positive"].append(data.texts[positive])
         for i, doc in enumerate(drawn):
             rows[f"negative_{i + 1}"].append(data.texts[doc])
     return rows
 
 
-def _draws(data: Any, negatives: Any, per_query: int, config: TrainConfig, fill: bool
-           ) -> Iterator[tuple[str, str, list[str]]]:
-    """(query text, positive id, negative ids) per query and epoch, seeded: one positive and
+def draw_groups(data: Any, negatives: Any, per_query: int, config: TrainConfig, fill: bool
+                ) -> Iterator[tuple[str, str, list[str]]]:
+    """(query id, positive id, negative ids) per query and epoch, seeded: one positive and
     up to ``per_query`` distinct negatives from the mined pool; ``fill`` tops a short pool up
     to ``per_query`` with random documents not judged relevant."""
     rng = random.Random(config.seed)
     doc_ids = list(data.texts)
     for _ in range(passes(config)):
-        for qid, text in data.queries.items():
+        for qid in data.queries:
             positive = rng.choice(data.positives[qid])
             pool = negatives.ids(qid)
             drawn = rng.sample(pool, min(per_query, len(pool)))
             if fill and len(drawn) < per_query:
                 drawn += _top_up(drawn, data.relevant(qid), doc_ids, per_query, rng)
-            yield text, positive, drawn
+            yield qid, positive, drawn
 
 
 def _top_up(drawn: list[str], relevant: set[str], doc_ids: list[str], size: int,

@@ -7,7 +7,7 @@ one line in ``KINDS``. The table names modules rather than importing them, so ch
 
 Example:
     >>> sorted(KINDS)
-    ['bi-encoder', 'cross-encoder', 'seal', 'tildev2']
+    ['bi-encoder', 'cross-encoder', 'late-interaction', 'seal', 'tildev2']
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from cormorant.errors import CormorantError
 KINDS: dict[str, str] = {
     "bi-encoder": "cormorant.training.bi_encoder:BiEncoderKind",
     "cross-encoder": "cormorant.training.cross_encoder:CrossEncoderKind",
+    "late-interaction": "cormorant.training.late_interaction:LateInteractionKind",
     "seal": "cormorant.training.seal:SealKind",
     "tildev2": "cormorant.training.tildev2:TildeKind",
 }
