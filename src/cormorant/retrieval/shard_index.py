@@ -50,9 +50,9 @@ from cormorant.retrieval.assemble import (
     write_index_files,
 )
 from cormorant.retrieval.distributed import InProcess, Runner, prefill_embeddings
+from cormorant.retrieval.fanout import fan_out
 from cormorant.retrieval.live import WriteResult, take_lock
 from cormorant.retrieval.segmented import SegmentedRetriever
-from cormorant.retrieval.fanout import fan_out
 from cormorant.retrieval.sharded import sharded_stage
 from cormorant.types import Corpus, Document
 
