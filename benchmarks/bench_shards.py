@@ -16,9 +16,10 @@ centroids shared). For each S:
   speed-up.
 
 Fan-out (``--part fanout``): searches/s of SciFact ``bm25``, ``dense`` and
-``rrf(bm25, dense)`` sharded S = 1, 2, 4 in this process, one query per search, with the
-router calling its shards at once (``retrieval/fanout.py``) against one after another (the
-loop it had before, patched in here), interleaved, medians of ``--repeats`` runs.
+``rrf(bm25, dense)`` sharded S = 1, 2, 4 in this process, the first ``--requests`` test
+queries (default 60) one query per search, with the router calling its shards at once
+(``retrieval/fanout.py``) against one after another (the loop it had before, patched in
+here), interleaved, medians of ``--repeats`` runs.
 
 Encoding throughput (``--part encoding``): the first ``--docs`` SciFact documents encoded
 with all-MiniLM-L6-v2 in this process (``corpus_embeddings``, what a build does without
@@ -126,7 +127,7 @@ def bench_dataset(name: str, shard_counts: list[int], root: Path, rounds: int) -
 FANOUT_PIPELINES = ["bm25", "dense", "rrf(bm25, dense)"]
 
 
-def bench_fanout(root: Path, shard_counts: list[int], rounds: int) -> dict:
+def bench_fanout(root: Path, shard_counts: list[int], count: int, rounds: int) -> dict:
     """Searches/s of a sharded SciFact index in this process, one query per search (what a
     served search is), the router fanning its shard calls out on its thread pool against the
     loop it had before (every call made one after another), interleaved on the same load."""
@@ -138,7 +139,7 @@ def bench_fanout(root: Path, shard_counts: list[int], rounds: int) -> dict:
         return [call() for call in calls]
 
     dataset = load_dataset(dataset_path("scifact"))
-    texts = list(dataset.split("test").queries.values())
+    texts = list(dataset.split("test").queries.values())[:count]
     results: dict = {"queries": len(texts), "per_search": 1, "shards": {}}
     for shards in shard_counts:
         handle = open_index(save_sharded_index("rrf(bm25, dense)", dataset.corpus,
@@ -332,7 +333,8 @@ def main() -> None:
     args.add_argument("--part", choices=("all", "quality", "encoding", "serving", "fanout"),
                       default="all")
     args.add_argument("--requests", type=int, default=None,
-                      help="searches per serving setting and round (default 150)")
+                      help="searches per serving setting and round (default 150), or per"
+                      " fan-out setting and run (default 60)")
     args.add_argument("--docs", type=int, default=None, help="documents encoded (default 1000)")
     args = args.parse_args()
     rounds = repeats(args)
@@ -346,7 +348,7 @@ def main() -> None:
         out["encoding"] = bench_encoding(args.docs or (200 if args.quick else 1000), rounds)
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("all", "fanout"):
-            out["fanout"] = bench_fanout(Path(tmp), [1, 2, 4], rounds)
+            out["fanout"] = bench_fanout(Path(tmp), [1, 2, 4], args.requests or 60, rounds)
         if args.part in ("all", "serving"):
             out["serving"] = bench_serving(Path(tmp), args.requests or (60 if args.quick
                                                                         else 150), rounds)
