@@ -129,3 +129,24 @@ def test_fan_out_from_inside_the_pool_runs_inline() -> None:
                              for _ in range(2)])
     for inner in outer_threads:
         assert inner[0] == inner[1]  # the inner calls ran in the calling pool thread
+
+
+def test_in_process_bm25_shards_are_called_in_this_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # BM25's scoring holds the GIL: the router skips the pool for it (overlaps = False),
+    # while a part that does not say so (a served shard, SlowPart) is fanned out.
+    import cormorant.retrieval.sharded as sharded
+
+    asked: list[bool] = []
+
+    def recording(calls: Any, parallel: bool = True) -> list[Any]:
+        asked.append(parallel)
+        return fan_out(calls, parallel)
+
+    monkeypatch.setattr(sharded, "fan_out", recording)
+    whole, slow, _ = shards(2)
+    plain = ShardedStage([p.part for p in slow.parts])
+    assert plain.search({"q": "cats"}, k=3) == whole.search({"q": "cats"}, k=3)
+    assert asked and not any(asked)
+    asked.clear()
+    slow.search({"q": "cats"}, k=3)
+    assert asked and all(asked)

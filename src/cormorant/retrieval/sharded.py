@@ -17,9 +17,10 @@ shard's (fusing per shard would mix local ranks).
   (:func:`cormorant.index.sharding.shard_of`).
 
 Each step calls every shard at once (:func:`cormorant.retrieval.fanout.fan_out`: a shared
-thread pool; one after another where the parts are not ``thread_safe``) and gathers the
-answers, in process and for shards served on Ray Serve alike: a search waits for the slowest
-shard at each step, not for the sum of them.
+thread pool; one after another where the parts are not ``thread_safe`` or their work holds
+the GIL, as in-process ``bm25``'s does) and gathers the answers, in process and for shards
+served on Ray Serve alike: a search waits for the slowest shard at each step, not for the
+sum of them.
 
 Example:
     >>> handle = open_index("indexes/scifact-4")  # a sharded index  # doctest: +SKIP
@@ -90,8 +91,10 @@ class ShardedStage(Stage):
 
     def each(self, calls: list[Any]) -> list[Any]:
         """``calls`` (one per shard) made at once; one after another where a part is not
-        safe to call from another thread."""
-        return fan_out(calls, parallel=self.thread_safe)
+        safe to call from another thread, or says (``overlaps = False``) that its work
+        holds the GIL, so threads would only add hand-offs (in-process ``bm25``)."""
+        parallel = self.thread_safe and all(getattr(p, "overlaps", True) for p in self.parts)
+        return fan_out(calls, parallel=parallel)
 
     def scoring(self, queries: Queries) -> list[Any]:
         """Each shard's part, scoring with the whole collection's statistics where its scores
