@@ -17,7 +17,7 @@ centroids shared). For each S:
 
 Fan-out (``--part fanout``): searches/s of SciFact ``bm25``, ``dense`` and
 ``rrf(bm25, dense)`` sharded S = 1, 2, 4 in this process, the first ``--requests`` test
-queries (default 60) one query per search, with the router calling its shards at once
+queries (default 20) one query per search, with the router calling its shards at once
 (``retrieval/fanout.py``) against one after another (the loop it had before, patched in
 here), interleaved, medians of ``--repeats`` runs.
 
@@ -334,7 +334,7 @@ def main() -> None:
                       default="all")
     args.add_argument("--requests", type=int, default=None,
                       help="searches per serving setting and round (default 150), or per"
-                      " fan-out setting and run (default 60)")
+                      " fan-out setting and run (default 20)")
     args.add_argument("--docs", type=int, default=None, help="documents encoded (default 1000)")
     args = args.parse_args()
     rounds = repeats(args)
@@ -348,7 +348,7 @@ def main() -> None:
         out["encoding"] = bench_encoding(args.docs or (200 if args.quick else 1000), rounds)
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("all", "fanout"):
-            out["fanout"] = bench_fanout(Path(tmp), [1, 2, 4], args.requests or 60, rounds)
+            out["fanout"] = bench_fanout(Path(tmp), [1, 2, 4], args.requests or 20, rounds)
         if args.part in ("all", "serving"):
             out["serving"] = bench_serving(Path(tmp), args.requests or (60 if args.quick
                                                                         else 150), rounds)
