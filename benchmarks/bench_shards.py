@@ -12,8 +12,14 @@ centroids shared). For each S:
 - for the approximate kinds (``dense(index=ivf)``, ``dense(index=hnsw)``), recall of the exact
   (flat, single index) top 10, sharded and single;
 - search time for all test queries (batches of 64, median of ``--repeats`` interleaved runs):
-  the router searches its shards one after another in one process, so this measures the
-  router's overhead, not a speed-up.
+  all shards share this process's cores, so this measures the router's overhead, not a
+  speed-up.
+
+Fan-out (``--part fanout``): searches/s of SciFact ``bm25``, ``dense`` and
+``rrf(bm25, dense)`` sharded S = 1, 2, 4 in this process, the first ``--requests`` test
+queries (default 20) one query per search, with the router calling its shards at once
+(``retrieval/fanout.py``) against one after another (the loop it had before, patched in
+here), interleaved, medians of ``--repeats`` runs.
 
 Encoding throughput (``--part encoding``): the first ``--docs`` SciFact documents encoded
 with all-MiniLM-L6-v2 in this process (``corpus_embeddings``, what a build does without
@@ -128,6 +134,48 @@ def bench_dataset(name: str, shard_counts: list[int], root: Path, rounds: int) -
         result["sharded"][str(shards)] = rows
         print(name, shards, json.dumps(rows, default=float), flush=True)
     return result
+
+
+FANOUT_PIPELINES = ["bm25", "dense", "rrf(bm25, dense)"]
+
+
+def bench_fanout(root: Path, shard_counts: list[int], count: int, rounds: int) -> dict:
+    """Searches/s of a sharded SciFact index in this process, one query per search (what a
+    served search is), the router fanning its shard calls out on its thread pool against the
+    loop it had before (every call made one after another), interleaved on the same load."""
+    import cormorant.retrieval.shard_index as shard_index
+    import cormorant.retrieval.sharded as sharded
+    from cormorant.retrieval.fanout import fan_out
+
+    def one_after_another(calls, parallel=True):  # noqa: ANN001, ANN202, ARG001
+        return [call() for call in calls]
+
+    dataset = load_dataset(dataset_path("scifact"))
+    texts = list(dataset.split("test").queries.values())[:count]
+    results: dict = {"queries": len(texts), "per_search": 1, "shards": {}}
+    for shards in shard_counts:
+        handle = open_index(save_sharded_index("rrf(bm25, dense)", dataset.corpus,
+                                               root / f"fanout-{shards}", shards))
+        pipes = {text: handle.open_pipeline(text) for text in FANOUT_PIPELINES}
+
+        def run(pipe, fan) -> None:  # noqa: ANN001
+            sharded.fan_out = shard_index.fan_out = fan
+            try:
+                for text in texts:
+                    pipe.search(text, k=10)
+            finally:
+                sharded.fan_out = shard_index.fan_out = fan_out
+
+        row = {}
+        for text, pipe in pipes.items():
+            times = interleaved({"parallel": lambda p=pipe: run(p, fan_out),
+                                 "sequential": lambda p=pipe: run(p, one_after_another)},
+                                rounds)
+            row[text] = {k: len(texts) / statistics.median(v) for k, v in times.items()}
+        handle.close()
+        results["shards"][str(shards)] = row
+        print("fanout", shards, json.dumps(row), flush=True)
+    return results
 
 
 def bench_encoding(count: int, rounds: int) -> dict:
@@ -378,10 +426,11 @@ def write_summary(latencies: list[float]) -> dict:
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "shards.json")
-    args.add_argument("--part", choices=("all", "quality", "encoding", "serving", "synthetic"),
-                      default="all")
+    args.add_argument("--part", choices=("all", "quality", "encoding", "serving", "synthetic",
+                                         "fanout"), default="all")
     args.add_argument("--requests", type=int, default=None,
-                      help="searches per serving setting and round (default 150)")
+                      help="searches per serving setting and round (default 150), or per"
+                      " fan-out setting and run (default 20)")
     args.add_argument("--docs", type=int, default=None,
                       help="documents encoded (default 1000), or synthetic (default 1000000)")
     args.add_argument("--shard-counts", type=int, nargs="+", default=[0, 1, 2, 4, 8],
@@ -407,6 +456,8 @@ def main() -> None:
     if args.part in ("all", "encoding"):
         out["encoding"] = bench_encoding(args.docs or (200 if args.quick else 1000), rounds)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.part in ("all", "fanout"):
+            out["fanout"] = bench_fanout(Path(tmp), [1, 2, 4], args.requests or 20, rounds)
         if args.part in ("all", "serving"):
             out["serving"] = bench_serving(Path(tmp), args.requests or (60 if args.quick
                                                                         else 150), rounds)

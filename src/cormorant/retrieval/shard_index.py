@@ -51,6 +51,7 @@ from cormorant.retrieval.assemble import (
     write_index_files,
 )
 from cormorant.retrieval.distributed import InProcess, Runner, prefill_embeddings
+from cormorant.retrieval.fanout import fan_out
 from cormorant.retrieval.live import WriteResult, take_lock
 from cormorant.retrieval.multivector import SharedQueries
 from cormorant.retrieval.segmented import SegmentedRetriever
@@ -425,10 +426,11 @@ class ShardedLive:
         return self.shards[shard_of(doc_id, len(self.shards))].live.get(doc_id)
 
     def get_many(self, doc_ids: list[str]) -> dict[str, Document]:
+        # Every owning shard asked at once: a search's hits' text is one round, not S.
+        asked = [(s, g) for s, g in zip(self.shards, self._split(doc_ids), strict=True) if g]
         found: dict[str, Document] = {}
-        for shard, group in zip(self.shards, self._split(doc_ids), strict=True):
-            if group:
-                found.update(shard.live.get_many(group))
+        for part in fan_out([lambda s=s, g=g: s.live.get_many(g) for s, g in asked]):
+            found.update(part)
         return found
 
     def documents(self) -> Iterator[Document]:

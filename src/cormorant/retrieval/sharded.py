@@ -16,8 +16,11 @@ shard's (fusing per shard would mix local ranks).
 - Re-scoring (``a >> b``), each candidate goes to the shard that holds it
   (:func:`cormorant.index.sharding.shard_of`).
 
-Shards are searched one after another in this process; the stage is written so that a
-distributed runner can call each shard's part in its own process.
+Each step calls every shard at once (:func:`cormorant.retrieval.fanout.fan_out`: a shared
+thread pool; one after another where the parts are not ``thread_safe`` or their work holds
+the GIL, as in-process ``bm25``'s does) and gathers the answers, in process and for shards
+served on Ray Serve alike: a search waits for the slowest shard at each step, not for the
+sum of them.
 
 Example:
     >>> handle = open_index("indexes/scifact-4")  # a sharded index  # doctest: +SKIP
@@ -36,6 +39,7 @@ from cormorant import pipeline_syntax as syntax
 from cormorant.errors import PipelineError
 from cormorant.index.sharding import shard_of
 from cormorant.pipeline import Flow, Stage
+from cormorant.retrieval.fanout import fan_out
 from cormorant.types import Queries, Run
 
 
@@ -77,17 +81,25 @@ class ShardedStage(Stage):
         scoring = self.scoring(flow.queries)
         if flow.run is None:
             k = flow.depth(self.depth)
-            runs = [p.transform(flow.with_k(k)).ranking(p) for p in scoring]
+            ranked = flow.with_k(k)
+            runs = self.each([lambda p=p: p.transform(ranked).ranking(p) for p in scoring])
             return flow.with_run(merge(runs, k))
         routed = self.route(flow.run)
-        runs = [p.transform(flow.with_run(part)).ranking(p)
-                for p, part in zip(scoring, routed, strict=True)]
+        runs = self.each([lambda p=p, part=part: p.transform(flow.with_run(part)).ranking(p)
+                          for p, part in zip(scoring, routed, strict=True)])
         return flow.with_run(merge(runs))
+
+    def each(self, calls: list[Any]) -> list[Any]:
+        """``calls`` (one per shard) made at once; one after another where a part is not
+        safe to call from another thread, or says (``overlaps = False``) that its work
+        holds the GIL, so threads would only add hand-offs (in-process ``bm25``)."""
+        parallel = self.thread_safe and all(getattr(p, "overlaps", True) for p in self.parts)
+        return fan_out(calls, parallel=parallel)
 
     def scoring(self, queries: Queries) -> list[Any]:
         """Each shard's part, scoring with the whole collection's statistics where its scores
         need them (BM25), as is where they do not (dense)."""
-        found = [p.statistics(queries) for p in self.parts]
+        found = self.each([lambda p=p: p.statistics(queries) for p in self.parts])
         if any(s is None for s in found):
             return list(self.parts)
         total = functools.reduce(operator.add, found)
@@ -138,24 +150,28 @@ class ShardedVectorStage(ShardedStage):
     def document_vectors(self, doc_ids: list[str]) -> np.ndarray:
         count = len(self.parts)
         owners = [shard_of(d, count) for d in doc_ids]
-        out: np.ndarray | None = None
-        for number, part in enumerate(self.parts):
-            rows = [i for i, owner in enumerate(owners) if owner == number]
-            if not rows:
-                continue
-            vectors = part.document_vectors([doc_ids[i] for i in rows])
-            if out is None:
-                out = np.zeros((len(doc_ids), vectors.shape[1]), np.float32)
+        groups = [(part, [i for i, owner in enumerate(owners) if owner == number])
+                  for number, part in enumerate(self.parts)]
+        groups = [(part, rows) for part, rows in groups if rows]
+        found = self.each([lambda p=p, rows=rows: p.document_vectors([doc_ids[i] for i in rows])
+                           for p, rows in groups])
+        if not found:
+            return np.zeros((0, 0), np.float32)
+        out = np.zeros((len(doc_ids), found[0].shape[1]), np.float32)
+        for (_, rows), vectors in zip(groups, found, strict=True):
             out[rows] = vectors
-        return out if out is not None else np.zeros((0, 0), np.float32)
+        return out
 
     def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
-        return merge([p.search_vectors(qids, vectors, k) for p in self.parts], k)
+        return merge(self.each([lambda p=p: p.search_vectors(qids, vectors, k)
+                                for p in self.parts]), k)
 
     def score_candidates(self, qids: list[str], query_vectors: np.ndarray,
                          candidates: Run) -> Run:
-        return merge([p.score_candidates(qids, query_vectors, part)
-                      for p, part in zip(self.parts, self.route(candidates), strict=True)])
+        return merge(self.each([lambda p=p, part=part: p.score_candidates(qids, query_vectors,
+                                                                          part)
+                                for p, part in zip(self.parts, self.route(candidates),
+                                                   strict=True)]))
 
 
 def sharded_stage(parts: list[Any]) -> ShardedStage:
