@@ -8,11 +8,12 @@ On SciFact and NFCorpus test, all-MiniLM-L6-v2 (``dense``, flat index):
   (title and special tokens included), 64 apart, scores aggregated per document.
 
 Quality: nDCG@10 and R@100, paired significance of MaxP against each truncation (two-sided
-randomization and paired t tests, Holm-corrected together), and the share of the 128 -> 256 truncation gap the windows win back
-((windows - trunc128) / (trunc256 - trunc128)). Cost: the number of windows (index entries) and
-the wall time of the build, which is the encoding when the embedding cache does not have it
-(a first run; FirstP and SumP reuse MaxP's windows, so they build from the cache; reruns are
-cheap and their build times say nothing about encoding).
+randomization and paired t tests, Holm-corrected together), and the share of the 128 -> 256
+truncation gap the windows win back ((windows - trunc128) / (trunc256 - trunc128)). Cost:
+the number of windows (index entries) and the wall time of the build, which is the encoding
+when the embedding cache does not have it (a first run; FirstP and SumP reuse MaxP's windows,
+so they build from the cache; reruns are cheap and their build times say nothing about
+encoding).
 
 SciFact abstracts and NFCorpus documents are mostly short (a few hundred tokens), so the text
 truncation loses, and the windows can win back, is bounded.
