@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -147,25 +148,26 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+# Ray reads its settings into its config once, when it is first imported, and it is imported
+# long before the Ray tests run: transformers' Trainer probes for ``ray.tune`` (which imports
+# ray) in every training test. So the session's Ray settings are in the environment from the
+# start, not set by the fixture; a fixture that set them came too late and its driver ran with
+# authentication off against a cluster that required it. Token authentication is on, set
+# explicitly as Ray 2.60 asks (left unset, a new local cluster turns it on and writes a token
+# into ~/.ray). Ray's driver otherwise installs a SIGSEGV handler over the JVM's, and the JVM
+# (the Lucene tests, in this same process) raises SIGSEGV on purpose: Pyserini's next search
+# would then crash the whole run ("Fatal Python error: Segmentation fault").
+os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                   "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1"})
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray cluster for the whole test session (``ray.init(num_cpus=2)``), with token
-    authentication on, set explicitly as Ray 2.60 asks (left unset, a new local cluster turns
-    it on and writes a token into ~/.ray)."""
-    import secrets
-
-    with pytest.MonkeyPatch.context() as env:
-        # Before Ray is imported: it reads the mode into its config once, at import.
-        env.setenv("RAY_AUTH_MODE", "token")
-        env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
-        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        # Ray's driver otherwise installs a SIGSEGV handler over the JVM's, and the JVM (the
-        # Lucene tests, in this same process) raises SIGSEGV on purpose: Pyserini's next
-        # search then crashes the whole run ("Fatal Python error: Segmentation fault").
-        env.setenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-        ray = pytest.importorskip("ray")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+    authentication on (the environment set above)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
