@@ -60,6 +60,26 @@ def encoder_folder(path: str | Path) -> Path:
     return root
 
 
+def load_transformer(path: str, purpose: str) -> tuple[Any, Any]:
+    """(transformer, tokenizer) of the encoder in ``path`` (a sentence-transformers or BERT
+    folder, or a model name), or a one-line CormorantError naming ``purpose``.
+
+    Example:
+        >>> body, tokenizer = load_transformer("all-MiniLM-L6-v2", "tildev2")  # doctest: +SKIP
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    if not Path(path).exists() and (Path(path).is_absolute() or path.startswith(".")):
+        raise CormorantError(f"cannot load encoder {path!r} for {purpose}: no such folder")
+    folder = encoder_folder(path)
+    try:
+        return (AutoModel.from_pretrained(str(folder)),
+                AutoTokenizer.from_pretrained(str(folder)))
+    except (OSError, ValueError) as exc:
+        raise CormorantError(f"cannot load encoder {path!r} for {purpose}:"
+                             f" {str(exc).splitlines()[0]}") from None
+
+
 def stop_ids(tokenizer: Any) -> frozenset[int]:
     """Token ids of English stop words that are whole tokens (bm25s's list, the one ``bm25``
     drops): never query tokens, never stored."""
@@ -154,19 +174,9 @@ class TildeModel(torch.nn.Module):
     def from_encoder(cls, path: str, seed: int = 42) -> TildeModel:
         """A fresh head on the encoder in ``path`` (a sentence-transformers or BERT folder),
         initialised as BERT initialises its linear layers (normal, std 0.02; zero bias)."""
-        from transformers import AutoModel, AutoTokenizer
-
-        if not Path(path).exists() and (Path(path).is_absolute() or path.startswith(".")):
-            raise CormorantError(f"cannot load encoder {path!r} for tildev2: no such folder")
-        folder = encoder_folder(path)
-        try:
-            body = AutoModel.from_pretrained(str(folder))
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as exc:
-            raise CormorantError(f"cannot load encoder {path!r} for tildev2:"
-                                 f" {str(exc).splitlines()[0]}") from None
+        body, tokenizer = load_transformer(path, "tildev2")
         torch.manual_seed(seed)
-        model = cls(body, tokenizer, _length(body, folder))
+        model = cls(body, tokenizer, _length(body, encoder_folder(path)))
         torch.nn.init.normal_(model.head.weight, std=getattr(body.config, "initializer_range",
                                                              0.02))
         torch.nn.init.zeros_(model.head.bias)

@@ -89,18 +89,10 @@ def negatives_per_query(config: TrainConfig) -> int:
 def start_encoder(base: str, config: TrainConfig) -> Any:
     """The untrained ColBERT encoder: ``base``'s transformer and tokenizer, its markers, a
     seeded orthogonal projection to 128 dimensions, and the training lengths."""
-    from transformers import AutoModel, AutoTokenizer
-
     from cormorant.retrieval.colbert import ColBERTEncoder
-    from cormorant.retrieval.tilde import encoder_folder
+    from cormorant.retrieval.tilde import load_transformer
 
-    folder = encoder_folder(base)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        bert = AutoModel.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
-        raise CormorantError(f"cannot load encoder {base!r} for late-interaction:"
-                             f" {str(exc).splitlines()[0]}") from None
+    bert, tokenizer = load_transformer(base, "late-interaction")
     if tokenizer.mask_token_id is None:
         raise CormorantError(f"{base}: its tokenizer has no [MASK] token to expand queries with")
     markers = STANFORD_MARKERS
@@ -152,10 +144,11 @@ class LateJob(Job):
         self.negatives = Negatives({}, {}, "in-batch") if self.per_query == 0 else \
             negatives_for(Context(config, data, session.base_model, session.work), self.method)
         draws = list(draw_groups(data, self.negatives, self.per_query, config, fill=True))
-        teacher = teacher_scores(config, data, draws)
+        teacher = row_teacher_scores(config, data, draws)
+        # A row the teacher did not score whole has no distillation target: left out.
         self.rows = [{"query": data.queries[q], "documents": [data.texts[d] for d in [p, *n]],
                       "teacher": teacher[i] if teacher else None}
-                     for i, (q, p, n) in enumerate(draws)]
+                     for i, (q, p, n) in enumerate(draws) if not teacher or teacher[i]]
         log.info("late-interaction: %d rows of 1 + %d documents from %d queries (%s negatives,"
                  " %s loss)", len(self.rows), self.per_query, len(data.queries), self.method,
                  "distillation" if teacher else "contrastive")
@@ -176,7 +169,7 @@ class LateJob(Job):
               "weight_decay": config.weight_decay},
              {"params": head, "lr": config.head_learning_rate, "weight_decay": 0.0}])
         self.model.train()
-        return MaxSimTrainer(model=self.model, args=args, train_dataset=Rows(self.rows),
+        return MaxSimTrainer(model=self.model, args=args, train_dataset=self.rows,
                              data_collator=LateCollator(self.model.encoder),
                              optimizers=(optimizer, None), callbacks=callbacks)
 
@@ -196,31 +189,22 @@ class LateJob(Job):
                 "time_budget": outcome.time_budget}
 
 
-def teacher_scores(config: TrainConfig, data: Any, draws: list[tuple[str, str, list[str]]]
-                   ) -> list[list[float]] | None:
-    """The teacher's score of each row's candidates (positive first), or None without
-    ``--teacher``."""
+def row_teacher_scores(config: TrainConfig, data: Any,
+                       draws: list[tuple[str, str, list[str]]]) -> list[list[float] | None] | None:
+    """The teacher's score of each row's candidates (positive first), None for a row with a
+    pair the teacher left unscored (a pipeline's ranking may leave one out), or None without
+    ``--teacher``. Through :func:`~cormorant.training.teacher.teacher_scores`, the one path every
+    strategy takes to ``--teacher`` (cached, scaled per ``teacher_norm``; the KL loss min-max
+    normalises per query anyway)."""
     if not config.teacher:
         return None
-    from cormorant.training.teacher import cached_scores, load_teacher
+    from cormorant.training.teacher import teacher_scores
 
     pairs = [(q, d) for q, p, negs in draws for d in [p, *negs]]
-    flat = cached_scores(load_teacher(config.teacher), data, pairs).tolist()
-    width = 1 + len(draws[0][2]) if draws else 1
-    return [flat[i:i + width] for i in range(0, len(flat), width)]
-
-
-class Rows:
-    """The rows as a map-style dataset."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
+    found = teacher_scores(str(config.teacher), data, pairs, norm=config.teacher_norm,
+                           factor=config.teacher_range)
+    rows = [[found.get((q, d)) for d in [p, *negs]] for q, p, negs in draws]
+    return [None if None in row else row for row in rows]
 
 
 class LateCollator:

@@ -124,7 +124,7 @@ class TildeJob(Job):
               "weight_decay": config.weight_decay},
              {"params": head, "lr": config.head_learning_rate, "weight_decay": 0.0}])
         self.model.train()
-        return GroupTrainer(model=self.model, args=args, train_dataset=Groups(self.rows),
+        return GroupTrainer(model=self.model, args=args, train_dataset=self.rows,
                             data_collator=GroupCollator(self.model, config.max_length),
                             optimizers=(optimizer, None), callbacks=callbacks)
 
@@ -209,19 +209,6 @@ class GroupCollator:
         query_ids = torch.tensor([q + [-1] * (longest - len(q)) for q in queries])
         return {"input_ids": features["input_ids"], "attention_mask": features["attention_mask"],
                 "query_ids": query_ids}
-
-
-class Groups:
-    """The groups as a map-style dataset."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
 
 
 class DeadHeadGuard:
