@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cormorant.errors import CormorantError
-from cormorant.retrieval.encoders import model_fingerprint
+from cormorant.retrieval.encoders import model_fingerprint, quiet_transformers
 
 PROJECTION = "linear.weight"
 PYLATE_SETTINGS = "config_sentence_transformers.json"
@@ -112,7 +110,7 @@ class ColBERTEncoder:
         weight, config = read_checkpoint(Path(path))
         folder = str(encoder_folder(path))  # a PyLate folder names its transformer's
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        with _quiet_transformers():  # it would report linear.weight as an unexpected key
+        with quiet_transformers():  # it would report linear.weight as an unexpected key
             bert = AutoModel.from_pretrained(folder, local_files_only=True)
         if doc_maxlen is not None:
             config["doc_maxlen"] = doc_maxlen
@@ -312,18 +310,6 @@ def _pylate(root: Path) -> tuple[Any, dict[str, Any]]:
     if raw.get("skiplist_words"):
         config["skiplist"] = list(raw["skiplist_words"])
     return state[PROJECTION], config
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def _metadata(root: Path) -> dict[str, Any]:

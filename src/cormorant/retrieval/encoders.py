@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -235,3 +237,26 @@ def load_sentence_transformer(path: str, device: str | None = None,
         where = "local path" if local else "name (no such local path, and no hub reachable?)"
         raise CormorantError(f"cannot load encoder {path!r} as a {where}: "
                              f"{str(exc).splitlines()[0]}") from None
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Transformers' warnings and its "Loading weights" bar off while loading a model, and
+    put back as they were after: a checkpoint's expected oddities (a ColBERT projection it
+    does not know) are not the user's business, and a CLI stays quiet unless asked.
+
+    Example:
+        >>> with quiet_transformers():
+        ...     pass
+    """
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -71,10 +71,13 @@ def load_transformer(path: str, purpose: str) -> tuple[Any, Any]:
 
     if not Path(path).exists() and (Path(path).is_absolute() or path.startswith(".")):
         raise CormorantError(f"cannot load encoder {path!r} for {purpose}: no such folder")
+    from cormorant.retrieval.encoders import quiet_transformers
+
     folder = encoder_folder(path)
     try:
-        return (AutoModel.from_pretrained(str(folder)),
-                AutoTokenizer.from_pretrained(str(folder)))
+        with quiet_transformers():
+            return (AutoModel.from_pretrained(str(folder)),
+                    AutoTokenizer.from_pretrained(str(folder)))
     except (OSError, ValueError) as exc:
         raise CormorantError(f"cannot load encoder {path!r} for {purpose}:"
                              f" {str(exc).splitlines()[0]}") from None
