@@ -133,17 +133,19 @@ def late_pipelines(models: Path) -> dict[str, str]:
             "chamfer(model=START)": f"chamfer(model={models / START_MODEL})"}
 
 
-def save_late_start(models: Path) -> None:
+def save_late_start(models: Path, name: str) -> None:
     """The kind's untrained model (what training starts from) as a checkpoint, so its row
     says how much of the gap to untrained chamfer the conversion itself costs."""
     from cormorant.retrieval.encoders import resolve_model
     from cormorant.training.config import TrainConfig
-    from cormorant.training.late_interaction import start_encoder
+    from cormorant.training.data import TrainingSet
+    from cormorant.training.late_interaction import projection_sample, start_encoder
 
     out = models / START_MODEL
     if not (out / "artifact.metadata").is_file():
         config = TrainConfig(dataset=Path("d"), out=Path("o"), kind=LATE)
-        start_encoder(resolve_model(None), config).save(out)
+        data = TrainingSet.load(dataset_path(name), config.split)
+        start_encoder(resolve_model(None), config, projection_sample(data, config)).save(out)
 
 
 def measure_late(name: str, path: Path = RESULTS) -> None:
@@ -160,7 +162,7 @@ def measure_late(name: str, path: Path = RESULTS) -> None:
     late["training"].update({k: summary.get(k) for k in ("time_budget", "hardware", "rows",
                                                           "negatives", "loss")})
     write_json(path, results)
-    save_late_start(models)
+    save_late_start(models, name)
     base = late["rows"].get(UNTRAINED_CHAMFER)
     for label, pipeline in late_pipelines(models).items():
         if label == UNTRAINED_CHAMFER and base is not None:

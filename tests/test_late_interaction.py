@@ -19,13 +19,20 @@ from cormorant.retrieval.colbert import ColBERTEncoder
 from cormorant.retrieval.multivector import load_token_encoder
 from cormorant.retrieval.muvera import MuveraRetriever
 from cormorant.training.config import TrainConfig
-from cormorant.training.late_interaction import LateCollator, own_scores, start_encoder
+from cormorant.training.late_interaction import (
+    LateCollator,
+    own_scores,
+    principal_directions,
+    start_encoder,
+)
 from cormorant.training.late_losses import contrastive_loss, distillation_loss, maxsim
 from cormorant.types import Corpus, Document
 from tests.conftest import DOCS, QUERIES, write_beir
 
 
 def config(**changes) -> TrainConfig:
+    # The tiny encoder has 32 dimensions, fewer than the 128 a pca start keeps.
+    changes.setdefault("projection_start", "orthogonal")
     return TrainConfig(dataset=Path("d"), out=Path("o"), kind="late-interaction", **changes)
 
 
@@ -44,7 +51,8 @@ def trained(tiny_encoder, tmp_path_factory):
     out = root / "model"
     result = train(TrainConfig(dataset=data, out=out, kind="late-interaction",
                                base_model=str(tiny_encoder), epochs=2, batch_size=2,
-                               dev_fraction=0, learning_rate=1e-3))
+                               dev_fraction=0, learning_rate=1e-3,
+                               projection_start="orthogonal"))
     return out, result
 
 
@@ -219,19 +227,45 @@ def test_distillation_run_and_bad_input(tiny_encoder, tmp_path) -> None:
     out = tmp_path / "distilled"
     result = train(TrainConfig(dataset=data, out=out, kind="late-interaction",
                                base_model=str(tiny_encoder), teacher=str(tiny_encoder),
-                               late_negatives=2, batch_size=2, max_steps=2, dev_fraction=0))
+                               late_negatives=2, batch_size=2, max_steps=2, dev_fraction=0,
+                               projection_start="orthogonal"))
     assert result.steps == 2 and all(np.isfinite(result.losses))
     summary = json.loads((out / "training" / "summary.json").read_text())
     assert summary["loss"] == "distillation" and summary["negatives_per_query"] == 2
     with pytest.raises(CormorantError, match="needs late_negatives of at least 1"):
         train(TrainConfig(dataset=data, out=tmp_path / "x", kind="late-interaction",
                           base_model=str(tiny_encoder), teacher=str(tiny_encoder),
-                          late_negatives=0, max_steps=1, dev_fraction=0))
+                          late_negatives=0, max_steps=1, dev_fraction=0,
+                          projection_start="orthogonal"))
     bad = run_cli("train", "-d", str(data), "-o", str(tmp_path / "y"), "--kind",
                   "late-interaction", "--base-model", str(tmp_path / "nothing"),
                   "--max-steps", "1")
     assert_one_error_line(bad, "cannot load encoder")
+    narrow = run_cli("train", "-d", str(data), "-o", str(tmp_path / "n"), "--kind",
+                     "late-interaction", "--base-model", str(tiny_encoder), "--max-steps", "1")
+    assert_one_error_line(narrow, "use projection_start orthogonal")
+    assert not (tmp_path / "n").exists()
+    orthogonal = tmp_path / "orthogonal.json"
+    orthogonal.write_text(json.dumps({"projection_start": "orthogonal"}))
     ok = run_cli("train", "-d", str(data), "-o", str(tmp_path / "z"), "--kind",
-                 "late-interaction", "--base-model", str(tiny_encoder), "--max-steps", "1")
+                 "late-interaction", "--base-model", str(tiny_encoder), "--max-steps", "1",
+                 "--config", str(orthogonal))
     assert ok.code == 0 and ok.traceback is None, (ok.err, ok.traceback)
     assert (tmp_path / "z" / "artifact.metadata").is_file()
+
+
+def test_pca_start_keeps_more_of_the_token_dot_products_than_a_random_start(start) -> None:
+    texts = [d[2] for d in DOCS]
+    directions = principal_directions(start, texts, 8)
+    assert directions.shape == (8, start.bert.config.hidden_size)
+    assert torch.allclose(directions @ directions.T, torch.eye(8), atol=1e-5)  # orthonormal
+    ids, mask = start.tokenize(texts, "document")
+    with torch.inference_mode():
+        hidden = start.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    tokens = hidden[start.kept(ids, mask, "document")]
+    random = torch.empty(8, tokens.shape[1])
+    torch.nn.init.orthogonal_(random, generator=torch.Generator().manual_seed(1))
+    # The leading directions hold the most energy of any 8 orthonormal ones (Eckart-Young).
+    assert (tokens @ directions.T).norm() > (tokens @ random.T).norm()
+    with pytest.raises(CormorantError, match="use projection_start orthogonal"):
+        principal_directions(start, texts, 64)
