@@ -602,12 +602,13 @@ def test_data_negatives_command_writes_a_file_train_reads(train_dir, tiny_encode
 
 
 
-def test_adore_defaults_to_ten_epochs_and_an_explicit_count_wins(tmp_path) -> None:
+def test_adore_and_late_interaction_default_epochs_and_an_explicit_count_wins(tmp_path) -> None:
     def epochs(**changes) -> float:
         return TrainConfig(dataset=tmp_path, out=tmp_path / "o", **changes).epochs
 
     assert epochs() == 1.0 and epochs(negatives="bm25") == 1.0
     assert epochs(negatives="adore") == 10.0  # query-only steps: ten passes cost one pair pass
     assert epochs(negatives="adore", epochs=2) == 2
+    assert epochs(kind="late-interaction") == 3.0
     assert TrainConfig(dataset=tmp_path, out=tmp_path / "o",
                        negatives="adore").to_dict()["epochs"] == 10.0

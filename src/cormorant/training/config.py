@@ -31,21 +31,29 @@ STRATEGIES_HELP = ("Strategy: in-batch, random, bm25, dense (hard negatives), st
 PSEUDO_QUERIES = ("span", "title", "lm")
 
 
-# adore's steps encode only queries against a fixed document index (~60 s an epoch on SciFact
-# on 2 cores against ~7 min for a pair strategy), and one pass is far from converged: on
+# adore's steps encode only queries against a fixed document index (~20 s an epoch on SciFact
+# on 2 cores against ~4-7 min for a pair strategy), and one pass is far from converged: on
 # SciFact dev nDCG@10 still rose at epoch 9 of 10 (0.774 -> 0.831), test 0.670 after 1 epoch,
 # 0.712 after 10 (docs/training.md).
 ADORE_EPOCHS = 10.0
+# late-interaction: SciFact's one epoch is 26 steps; three (13 min on 2 idle cores) took the
+# trained model past untrained chamfer (0.721 against 0.712), one at a random start did not.
+LATE_INTERACTION_EPOCHS = 3.0
 
 
-def default_epochs(negatives: str) -> float:
-    """Passes when ``--epochs`` is not given: 1, or :data:`ADORE_EPOCHS` for ``adore``.
+def default_epochs(negatives: str, kind: str = "bi-encoder") -> float:
+    """Passes when ``--epochs`` is not given: 1, :data:`ADORE_EPOCHS` for ``adore``,
+    :data:`LATE_INTERACTION_EPOCHS` for ``--kind late-interaction``.
 
     Example:
         >>> default_epochs("bm25"), default_epochs("adore")
         (1.0, 10.0)
+        >>> default_epochs("in-batch", "late-interaction")
+        3.0
     """
-    return ADORE_EPOCHS if negatives == "adore" else 1.0
+    if kind == "late-interaction":
+        return LATE_INTERACTION_EPOCHS
+    return ADORE_EPOCHS if negatives == "adore" and kind == "bi-encoder" else 1.0
 
 
 @dataclass
@@ -79,7 +87,7 @@ class TrainConfig:
         "Negatives JSONL from 'cormorant data negatives' (instead of mining)."))
     epochs: float | None = option(None, cli=True, rule=POSITIVE, help=(
         "Passes over the training queries; a fraction trains that share of a pass (default:"
-        " 1; adore 10, its steps encode queries only)."))
+        " 1; adore 10, its steps encode queries only; --kind late-interaction 3)."))
     max_steps: int = option(-1, help="Stop after this many steps (-1: no limit).", cli=True)
     max_time: float | None = option(None, cli=True, rule=Rule(
         lambda minutes: minutes >= 0, "must be 0 (no limit) or a positive number of minutes"),
@@ -221,7 +229,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checked(self)
         if self.epochs is None:
-            self.epochs = default_epochs(self.negatives)
+            self.epochs = default_epochs(self.negatives, self.kind)
         if self.unsupervised:
             self._check_unsupervised()
         if self.teacher:
