@@ -36,7 +36,7 @@ PSEUDO_QUERIES = ("span", "title", "lm")
 # SciFact dev nDCG@10 still rose at epoch 9 of 10 (0.774 -> 0.831), test 0.670 after 1 epoch,
 # 0.712 after 10 (docs/training.md).
 ADORE_EPOCHS = 10.0
-# late-interaction: SciFact's one epoch is 26 steps; three (13 min on 2 idle cores) took the
+# late-interaction: SciFact's one epoch is 26 steps; three (13 min on 2 cores) took the
 # trained model past untrained chamfer (0.721 against 0.712), one at a random start did not.
 LATE_INTERACTION_EPOCHS = 3.0
 
@@ -200,10 +200,10 @@ class TrainConfig:
         "late-interaction: mined negatives per query and step (default 1, PyLate's triplets;"
         " with --teacher 7, so each query's distillation has 8 candidates; 0: in-batch only)."))
     projection_start: str = option("pca", rule=one_of("pca", "orthogonal"), help=(
-        "late-interaction: how the 128-d projection starts: pca (the top principal directions"
-        " of the base model's token vectors over a sample of the corpus, so the untrained"
-        " model's MaxSim is close to the base model's exact Chamfer) or orthogonal (seeded"
-        " random, as ColBERT and PyLate start)."))
+        "late-interaction: how the 128-d projection starts: pca (the leading principal"
+        " directions of the base model's token vectors over a sample of the corpus: the"
+        " linear map that keeps the most of their dot products) or orthogonal (seeded random,"
+        " as ColBERT and PyLate start)."))
     projection_sample: int = option(256, rule=at_least(1), help=(
         "late-interaction, pca: documents whose token vectors the directions come from."))
     query_length: int = option(32, rule=at_least(4, " tokens"), help=(
