@@ -13,7 +13,7 @@ import numpy as np
 
 from cormorant.errors import CormorantError, IndexFormatError, PipelineError
 from cormorant.index.binary_index import BinaryIndex
-from cormorant.index.embeddings import corpus_embeddings
+from cormorant.index.embeddings import corpus_embeddings, read_rows
 from cormorant.index.faiss_index import TRAIN_SAMPLE, FaissIndex, sample_rows
 from cormorant.index.format import read_meta
 from cormorant.index.segments import BASE, Segment, Segments, by_segment
@@ -131,7 +131,7 @@ class DenseRetriever(LongQueries, SegmentedRetriever):
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
         encoder, ids, vectors = corpus_rows(corpus, settings, cls.name)
-        segment = _vector_segment(new_index(settings, encoder.dim), ids, vectors)
+        segment = _vector_segment(new_index(settings, encoder.dim), ids, np.asarray(vectors))
         trained = len(ids) if segment.index.needs_training else None
         return cls(encoder, Segments((Segment.made(ids, segment, BASE),)), settings,
                    cls.towers(encoder, settings), trained)
@@ -158,20 +158,23 @@ class DenseRetriever(LongQueries, SegmentedRetriever):
         encoder, _, vectors = corpus_rows(corpus, settings, cls.name)
         index = FaissIndex(encoder.dim, kind=index_kind(settings), metric="ip",
                            expected_count=len(vectors))
-        index.train(np.asarray(vectors[sample_rows(len(vectors), TRAIN_SAMPLE)]))
+        index.train(read_rows(vectors, sample_rows(len(vectors), TRAIN_SAMPLE)))
         return index
 
     @classmethod
     def create_part(cls, corpus: Corpus, settings: dict[str, Any], keep: Callable[[str], bool],
                     shared: FaissIndex | None) -> DenseRetriever | None:
         encoder, ids, vectors = corpus_rows(corpus, settings, cls.name)
+        rows = np.flatnonzero(np.fromiter(map(keep, ids), dtype=bool, count=len(ids)))
+        if not len(rows):
+            return None
+        own = [ids[r] for r in rows.tolist()]
+        # Coded as part() codes a shard's rows of the whole stage: into the template's copy.
         template = shared if shared is not None else new_index(settings, encoder.dim)
-        # The whole collection as one segment that holds no index, only the cached vectors'
-        # memory map: part() reads the shard's rows of it and codes them with the template.
-        whole = Segment.made(ids, VectorSegment(template, vectors), BASE)
+        segment = _vector_segment(template.template(), own, read_rows(vectors, rows))
         trained = len(ids) if shared is not None else None
-        return cls(encoder, Segments((whole,)), settings, cls.towers(encoder, settings),
-                   trained).part(keep)
+        return cls(encoder, Segments((Segment.made(own, segment, BASE),)), settings,
+                   cls.towers(encoder, settings), trained)
 
     @classmethod
     def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
@@ -485,15 +488,16 @@ def corpus_rows(corpus: Corpus, settings: dict[str, Any], stage: str = "dense"
                 ) -> tuple[SentenceTransformerEncoder, list[str], np.ndarray]:
     """(document encoder, row ids, row vectors) of a dense stage's ``corpus``: a row per
     document, or per window with ``passages`` (under its document's id); the vectors from the
-    embedding cache (a read-only memory map) when ``cache`` is on, encoded into it if missing."""
+    embedding cache (a read-only memory map: read a shard's rows with
+    :func:`~cormorant.index.embeddings.read_rows`) when ``cache`` is on, encoded into it if
+    missing."""
     encoder = corpus_encoder(settings)
     splitter = splitter_of(encoder, settings["passages"], stage)
     if splitter is not None:
         corpus, ids = window_corpus(splitter, corpus)
     else:
         ids = [d.doc_id for d in corpus]
-    return encoder, ids, np.asarray(corpus_embeddings(encoder, corpus,
-                                                      use_cache=settings["cache"]))
+    return encoder, ids, corpus_embeddings(encoder, corpus, use_cache=settings["cache"])
 
 
 def corpus_encoder(settings: dict[str, Any]) -> SentenceTransformerEncoder:

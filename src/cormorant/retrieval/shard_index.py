@@ -1,12 +1,16 @@
-"""Sharded indexes: built once, written as one ordinary index per shard, opened as one.
+"""Sharded indexes: each shard built from its own documents, written as one ordinary index per
+shard, opened as one.
 
-Building: the pipeline is built once over the whole corpus (through the embedding cache), so
-what the shards must share is learnt once: IVF centroids and PQ codebooks, MUVERA's FDE
-settings and seed, the encoder. Each shard's copy of a stored stage is then that stage
-restricted to the shard's documents (:meth:`SegmentedRetriever.part`: the shard's rows, coded
-with the shared codebooks; nothing encoded again) and written as an ordinary index of the
-shard's documents. BM25's collection statistics are not stored: the router adds every shard's
-up at query time (:mod:`cormorant.retrieval.sharded`), which stays exact after writes.
+Building: no stage is built over the whole corpus. What the shards must share is learnt once
+here (:meth:`SegmentedRetriever.learn_shared`: IVF centroids and PQ codebooks trained on a
+seeded sample of the cached vectors; MUVERA's FDE settings and seed and the encoder come from
+the build settings). Then one task per shard (:class:`~cormorant.retrieval.distributed.Runner`
+``tasks``: a Ray task, or in process one after another) builds each stored stage from the
+shard's documents with them (:meth:`SegmentedRetriever.create_part`: the shard's rows of the
+embedding cache, nothing encoded again) and writes it as an ordinary index of the shard's
+documents. BM25's collection statistics are not stored: the router adds every shard's up at
+query time (:mod:`cormorant.retrieval.sharded`), which stays exact after writes. A stage that
+cannot build a shard alone (``tildev2``, ``dense(cache=false)``) is built whole and split.
 
 Opening gives a :class:`ShardedHandle`, the same API as an
 :class:`~cormorant.retrieval.assemble.IndexHandle`: ``pipeline``, ``open_pipeline``, ``live``
