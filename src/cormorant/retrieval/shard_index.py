@@ -189,9 +189,9 @@ def shard_task(task: ShardTask) -> dict[str, Any]:
         >>> shard_task(ShardTask("idx", uid, 0, 4, "bm25", corpus, (None,), "/cache"))  # doctest: +SKIP
         {'dir': 'shard-000', 'count': 1290}
     """
-    def mine(doc_id: str) -> bool:
-        return shard_of(doc_id, task.shards) == task.number
-
+    # The shard's ids, hashed once: every stage and the document store ask again and again.
+    own = {d.doc_id for d in task.corpus if shard_of(d.doc_id, task.shards) == task.number}
+    mine = own.__contains__
     made: dict[str, Stage] = {}
     with cache.rooted(task.cache):
         for (leaf, cls, settings), shared in zip(stored_stages(task.text), task.shared,
