@@ -100,6 +100,27 @@ def machine() -> dict[str, Any]:
             "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()]}
 
 
+def memory_gb(field: str = "VmHWM") -> float | None:
+    """This process's resident memory from /proc/self/status, in GB: ``VmHWM`` (the peak
+    since the last :func:`reset_peak_memory`) or ``VmRSS`` (now); None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_memory() -> None:
+    """Restart ``VmHWM`` from the current resident size (Linux: ``5`` into clear_refs), so
+    several builds in one process each get their own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def earlier(path: Path) -> dict[str, Any]:
     """What an earlier run wrote to ``path`` (empty when there is none), so that a run over some
     datasets or parts keeps the others' results."""

@@ -64,7 +64,16 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dataset_path, earlier, interleaved, machine, parser, repeats  # noqa: E402
+from _common import (  # noqa: E402
+    dataset_path,
+    earlier,
+    interleaved,
+    machine,
+    memory_gb,
+    parser,
+    repeats,
+    reset_peak_memory,
+)
 
 from cormorant.data import load_dataset  # noqa: E402
 from cormorant.eval.measures import evaluate  # noqa: E402
@@ -286,12 +295,17 @@ def bench_synthetic(count: int, shard_counts: list[int], root: Path, queries: in
     rows: dict = {}
     for shards in shard_counts:
         out = root / f"synthetic-{shards}"
+        reset_peak_memory()
+        before = memory_gb("VmRSS")
         began = time.perf_counter()
         if shards == 0:
             save_index(SYNTHETIC, corpus, out)
         else:
             save_sharded_index(SYNTHETIC, corpus, out, shards)
-        row: dict = {"build_seconds": time.perf_counter() - began}
+        # The build's own peak (resident, file-backed pages of the mapped cache included),
+        # from what the process held before it (the corpus, in memory here).
+        row: dict = {"build_seconds": time.perf_counter() - began,
+                     "rss_before_build_gb": before, "build_peak_rss_gb": memory_gb()}
         handle = open_index(out)
         bm25 = handle.open_pipeline("bm25")
         row["bm25"] = latencies(lambda text, p=bm25: p.search(text, k=10), list(asked.values()))

@@ -121,22 +121,29 @@ def shard_checksums(path) -> list[dict[str, str]]:  # noqa: ANN001
     return found
 
 
-class StagedInProcess(InProcess):
-    """The remote shard-task path (the whole index staged, each task opening it) run here."""
+class PickledInProcess(InProcess):
+    """A remote runner's shard tasks, run here: each item goes through cloudpickle as Ray
+    ships it (the corpus with its source, a shared trained FAISS template as its bytes)."""
 
     remote = True
+
+    def tasks(self, fn, items):  # noqa: ANN001, ANN201
+        cloudpickle = pytest.importorskip("ray.cloudpickle")
+        return super().tasks(fn, [cloudpickle.loads(cloudpickle.dumps(i)) for i in items])
 
 
 def test_shard_tasks_write_the_in_process_shards_byte_for_byte(tiny_encoder, tmp_path,
                                                               isolated_cache):
-    text = f"rrf(bm25, dense(model={tiny_encoder}), chamfer(model={tiny_encoder}))"
+    model = f"model={tiny_encoder}"
+    text = f"rrf(bm25, dense({model}), dense({model}, index=ivf), chamfer({model}))"
     corpus = corpus_of(50)
     local = save_sharded_index(text, corpus, tmp_path / "local", 3)
-    staged = save_sharded_index(text, corpus, tmp_path / "staged", 3, runner=StagedInProcess(2))
-    assert shard_checksums(staged) == shard_checksums(local)
-    assert len(shard_checksums(local)[0]) > 6  # docs, meta and every stage's files compared
-    assert sorted(p.name for p in staged.iterdir()) == ["meta.json", "shard-000", "shard-001",
-                                                          "shard-002"]  # no staged copy left
+    shipped = save_sharded_index(text, corpus, tmp_path / "shipped", 3,
+                                 runner=PickledInProcess(2))
+    assert shard_checksums(shipped) == shard_checksums(local)
+    assert len(shard_checksums(local)[0]) > 8  # docs, meta and every stage's files compared
+    assert sorted(p.name for p in shipped.iterdir()) == ["meta.json", "shard-000", "shard-001",
+                                                           "shard-002"]  # nothing staged left
 
 
 def test_shards_are_built_as_ray_tasks(ray_local, tiny_encoder, tmp_path, isolated_cache):

@@ -98,6 +98,31 @@ def root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or Path.home() / ".cache" / "cormorant")
 
 
+@contextmanager
+def rooted(path: str | Path) -> Iterator[None]:
+    """Use ``path`` as the cache root inside the block, where it is not already: a Ray shard
+    task reads the entries its driver filled, on a file system the cluster shares, whatever
+    the worker's own environment says.
+
+    Example:
+        >>> with rooted("/shared/cache"):  # doctest: +SKIP
+        ...     root()
+        PosixPath('/shared/cache')
+    """
+    if root() == Path(path):  # in process: nothing to change (threads share os.environ)
+        yield
+        return
+    before = os.environ.get(ROOT_ENV)
+    os.environ[ROOT_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ROOT_ENV, None)
+        else:
+            os.environ[ROOT_ENV] = before
+
+
 def size_limit() -> int | None:
     """The size limit in bytes (``$CORMORANT_CACHE_LIMIT``, read at each call), None for none.
 

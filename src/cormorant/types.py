@@ -84,6 +84,17 @@ class Corpus:
             self._size = sum(1 for _ in self)
         return self._size
 
+    def filtered(self, keep: Callable[[str], bool]) -> Corpus:
+        """The documents whose id ``keep`` accepts, streamed from this corpus in its order
+        (one shard's documents: the source is read again, nothing is held).
+
+        Example:
+            >>> corpus = Corpus.from_documents([Document("a", "x"), Document("b", "y")])
+            >>> [d.doc_id for d in corpus.filtered(lambda doc_id: doc_id == "b")]
+            ['b']
+        """
+        return Corpus(lambda: (d for d in self if keep(d.doc_id)), name=self.name)
+
     def batches(self, size: int) -> Iterator[list[Document]]:
         """Documents in lists of at most ``size``, in corpus order."""
         batch: list[Document] = []

@@ -70,6 +70,35 @@ def corpus_embeddings(encoder: Any, corpus: Corpus, use_cache: bool = True) -> n
     return np.load(cache.entry(KIND, name), mmap_mode="r")
 
 
+def read_rows(vectors: np.ndarray, rows: np.ndarray, block: int = STEP) -> np.ndarray:
+    """``vectors[rows]`` (``rows`` increasing), from a cached memory map one block of ``block``
+    file rows at a time, each block's mapping closed once read: a 384-d row is smaller than a
+    page, so one shard's rows, read through one mapping, would leave nearly every page of the
+    whole file resident in this process.
+
+    Example:
+        >>> read_rows(np.eye(4, dtype=np.float32), np.array([1, 3]))[:, :2].tolist()
+        [[0.0, 1.0], [0.0, 0.0]]
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not isinstance(vectors, np.memmap) or vectors.filename is None:
+        return np.asarray(vectors[rows], dtype=np.float32)
+    count, dim = vectors.shape
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    starts = np.arange(0, count + block, block)
+    bounds = np.searchsorted(rows, starts)
+    for start, low, high in zip(starts[:-1].tolist(), bounds[:-1].tolist(), bounds[1:].tolist(),
+                                strict=True):
+        if low == high:
+            continue
+        part = np.memmap(vectors.filename, dtype=vectors.dtype, mode="r",
+                         offset=vectors.offset + start * dim * vectors.itemsize,
+                         shape=(min(block, count - start), dim))
+        out[low:high] = part[rows[low:high] - start]
+        del part  # unmapped here: its pages leave this process's resident set
+    return out
+
+
 def _encode_all(encoder: Any, corpus: Corpus, out_path: Path | None) -> np.ndarray:
     """Encode in chunks into memory, or into a memory-mapped ``.npy`` at ``out_path``.
 

@@ -26,6 +26,9 @@ RETRAIN_GROWTH = 4
 """A merge retrains a trained kind (IVF, PQ) once the collection is this many times the size
 it was trained on (docs/benchmarks.md measures recall before and after)."""
 IDS_FILE = "ids.json"
+TRAIN_SAMPLE = 160_000
+"""Vectors a sharded build trains shared IVF centroids / PQ codebooks on, at most: 40 per list
+at a million documents' 4,000 lists (FAISS asks for 39), a fraction of the collection."""
 
 
 def _faiss() -> Any:
@@ -48,6 +51,20 @@ def factory_string(kind: str, count: int, dim: int) -> str:
                  "ivfpq": f"IVF{nlist},PQ{pq_m}x8np",  # np: skip polysemous training, unused
                  "pqfs": f"PQ{fs_m}x4fs"}
     return shortcuts.get(kind.lower(), kind)
+
+
+def sample_rows(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` of ``count`` rows drawn with ``seed``, in increasing order (every row when
+    ``count`` is no more than ``size``, so a small collection trains on all of it, in order,
+    as a build of the whole index does).
+
+    Example:
+        >>> sample_rows(5, 10).tolist(), len(sample_rows(1000, 10))
+        ([0, 1, 2, 3, 4], 10)
+    """
+    if count <= size:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size, replace=False))
 
 
 class FaissIndex:
@@ -89,25 +106,51 @@ class FaissIndex:
         vectors = self._check(vectors)
         if len(ids) != vectors.shape[0]:
             raise CormorantError(f"{len(ids)} ids for {vectors.shape[0]} vectors")
-        faiss = _faiss()
         if self._index is None:
-            factory = factory_string(self.kind, self.expected_count or vectors.shape[0], self.dim)
-            try:
-                self._index = faiss.index_factory(self.dim, factory, getattr(faiss, METRICS[self.metric]))
-            except RuntimeError as exc:
-                raise CormorantError(f"FAISS cannot build index {factory!r}: {exc}") from None
-            self._built_factory = factory
-            hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
-            if hnsw is not None:
-                # FAISS's default of 40 builds graphs that miss ~10% of the true top-10 on
-                # clustered embeddings; 200 costs build time once and recovers it.
-                hnsw.efConstruction = self.ef_construction
-            if not self._index.is_trained:
-                log.info("training %s on %d vectors", factory, vectors.shape[0])
-                self._index.train(vectors)
+            self.train(vectors)
         self._index.add(vectors)
         self.ids.extend(ids)
         self._search_index = None
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Build the index, sized for ``expected_count`` (else for ``vectors``), and train a
+        trained kind on ``vectors`` without adding them: what the shards of a sharded index
+        share, learnt once from a sample (see :func:`sample_rows`).
+
+        Example:
+            >>> index = FaissIndex(dim=8, kind="IVF2,Flat", expected_count=1000)
+            >>> index.train(np.random.default_rng(0).standard_normal((64, 8)).astype("float32"))
+            >>> len(index.ids), index.empty_like().factory
+            (0, 'IVF2,Flat')
+        """
+        vectors = self._check(vectors)
+        faiss = _faiss()
+        factory = factory_string(self.kind, self.expected_count or vectors.shape[0], self.dim)
+        try:
+            self._index = faiss.index_factory(self.dim, factory, getattr(faiss, METRICS[self.metric]))
+        except RuntimeError as exc:
+            raise CormorantError(f"FAISS cannot build index {factory!r}: {exc}") from None
+        self._built_factory = factory
+        hnsw = getattr(faiss.downcast_index(self._index), "hnsw", None)
+        if hnsw is not None:
+            # FAISS's default of 40 builds graphs that miss ~10% of the true top-10 on
+            # clustered embeddings; 200 costs build time once and recovers it.
+            hnsw.efConstruction = self.ef_construction
+        if not self._index.is_trained:
+            log.info("training %s on %d vectors", factory, vectors.shape[0])
+            self._index.train(vectors)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A trained template travels to a Ray shard task: FAISS's own bytes, not its handle.
+        state = {**self.__dict__, "_search_index": None, "_template": None}
+        if self._index is not None:
+            state["_index"] = _faiss().serialize_index(self._index)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["_index"] is not None:
+            state = {**state, "_index": _faiss().deserialize_index(state["_index"])}
+        self.__dict__.update(state)
 
     def search(self, vectors: np.ndarray, k: int, nprobe: int | None = None,
                ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -96,6 +97,18 @@ class BM25Retriever(SegmentedRetriever):
         whole = chunks[0] if len(chunks) == 1 else TermIndex.combine(
             [(c, np.arange(len(c.lengths))) for c in chunks])
         return cls(Segments((Segment.made(doc_ids, whole, BASE),)), settings)
+
+    @classmethod
+    def builds_parts(cls, settings: dict[str, Any]) -> bool:
+        return True  # it learns nothing: the router adds the shards' statistics up
+
+    @classmethod
+    def create_part(cls, corpus: Corpus, settings: dict[str, Any], keep: Callable[[str], bool],
+                    shared: Any) -> BM25Retriever | None:
+        own = corpus.filtered(keep)
+        if next(iter(own), None) is None:
+            return None
+        return cls.create(own, settings)
 
     # -- segments ------------------------------------------------------------------------
 

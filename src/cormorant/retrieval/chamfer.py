@@ -194,6 +194,16 @@ class ChamferRetriever(LongQueries, SegmentedRetriever):
     def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
         return {**settings, "fingerprint": model_fingerprint(resolve_model(settings["model"]))}
 
+    @classmethod
+    def builds_parts(cls, settings: dict[str, Any]) -> bool:
+        return True  # the token store is always cached; it learns nothing
+
+    @classmethod
+    def create_part(cls, corpus: Corpus, settings: dict[str, Any], keep: Callable[[str], bool],
+                    shared: Any) -> SegmentedRetriever | None:
+        # The whole stage is the cached store's memory map: only the shard's rows are read.
+        return cls.create(corpus, settings).part(keep)
+
     @staticmethod
     def store_of(data: Any) -> TokenStore:
         """The token store in a segment's data."""

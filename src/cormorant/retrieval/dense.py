@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,8 +13,8 @@ import numpy as np
 
 from cormorant.errors import CormorantError, IndexFormatError, PipelineError
 from cormorant.index.binary_index import BinaryIndex
-from cormorant.index.embeddings import corpus_embeddings
-from cormorant.index.faiss_index import FaissIndex
+from cormorant.index.embeddings import corpus_embeddings, read_rows
+from cormorant.index.faiss_index import TRAIN_SAMPLE, FaissIndex, sample_rows
 from cormorant.index.format import read_meta
 from cormorant.index.segments import BASE, Segment, Segments, by_segment
 from cormorant.params import BUILD, Param, Params
@@ -129,19 +130,51 @@ class DenseRetriever(LongQueries, SegmentedRetriever):
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> DenseRetriever:
-        encoder = corpus_encoder(settings)
-        queries = query_encoder(split_towers(settings["model"], settings["query_model"])[1],
-                                encoder, settings)
-        splitter = splitter_of(encoder, settings["passages"], cls.name)
-        if splitter is not None:
-            corpus, ids = window_corpus(splitter, corpus)
-        else:
-            ids = [d.doc_id for d in corpus]
-        vectors = np.asarray(corpus_embeddings(encoder, corpus, use_cache=settings["cache"]))
-        segment = _vector_segment(new_index(settings, encoder.dim), ids, vectors)
+        encoder, ids, vectors = corpus_rows(corpus, settings, cls.name)
+        segment = _vector_segment(new_index(settings, encoder.dim), ids, np.asarray(vectors))
         trained = len(ids) if segment.index.needs_training else None
-        return cls(encoder, Segments((Segment.made(ids, segment, BASE),)), settings, queries,
-                   trained)
+        return cls(encoder, Segments((Segment.made(ids, segment, BASE),)), settings,
+                   cls.towers(encoder, settings), trained)
+
+    @staticmethod
+    def towers(encoder: SentenceTransformerEncoder, settings: dict[str, Any]
+               ) -> SentenceTransformerEncoder:
+        """The query encoder beside the document ``encoder`` (itself unless another is asked)."""
+        return query_encoder(split_towers(settings["model"], settings["query_model"])[1],
+                             encoder, settings)
+
+    @classmethod
+    def builds_parts(cls, settings: dict[str, Any]) -> bool:
+        return bool(settings["cache"])  # a shard's rows are read from the cached embeddings
+
+    @classmethod
+    def learn_shared(cls, corpus: Corpus, settings: dict[str, Any]) -> FaissIndex | None:
+        """A trained kind's (IVF, PQ, int8) empty index, sized for the whole collection and
+        trained on a seeded sample of at most TRAIN_SAMPLE of its cached vectors; None for a
+        kind that learns nothing (flat, HNSW, binary)."""
+        encoder = corpus_encoder(settings)
+        if not new_index(settings, encoder.dim).needs_training:
+            return None
+        encoder, _, vectors = corpus_rows(corpus, settings, cls.name)
+        index = FaissIndex(encoder.dim, kind=index_kind(settings), metric="ip",
+                           expected_count=len(vectors))
+        index.train(read_rows(vectors, sample_rows(len(vectors), TRAIN_SAMPLE)))
+        return index
+
+    @classmethod
+    def create_part(cls, corpus: Corpus, settings: dict[str, Any], keep: Callable[[str], bool],
+                    shared: FaissIndex | None) -> DenseRetriever | None:
+        encoder, ids, vectors = corpus_rows(corpus, settings, cls.name)
+        rows = np.flatnonzero(np.fromiter(map(keep, ids), dtype=bool, count=len(ids)))
+        if not len(rows):
+            return None
+        own = [ids[r] for r in rows.tolist()]
+        # Coded as part() codes a shard's rows of the whole stage: into the template's copy.
+        template = shared if shared is not None else new_index(settings, encoder.dim)
+        segment = _vector_segment(template.template(), own, read_rows(vectors, rows))
+        trained = len(ids) if shared is not None else None
+        return cls(encoder, Segments((Segment.made(own, segment, BASE),)), settings,
+                   cls.towers(encoder, settings), trained)
 
     @classmethod
     def identity(cls, settings: dict[str, Any]) -> dict[str, Any]:
@@ -449,6 +482,22 @@ def split_towers(model: str | None, query_model: str | None) -> tuple[str | None
     if spec.get("role") != "query-encoder":
         return model, None
     return str(Path(resolve_model(model)) / spec["document_encoder"]), model
+
+
+def corpus_rows(corpus: Corpus, settings: dict[str, Any], stage: str = "dense"
+                ) -> tuple[SentenceTransformerEncoder, list[str], np.ndarray]:
+    """(document encoder, row ids, row vectors) of a dense stage's ``corpus``: a row per
+    document, or per window with ``passages`` (under its document's id); the vectors from the
+    embedding cache (a read-only memory map: read a shard's rows with
+    :func:`~cormorant.index.embeddings.read_rows`) when ``cache`` is on, encoded into it if
+    missing."""
+    encoder = corpus_encoder(settings)
+    splitter = splitter_of(encoder, settings["passages"], stage)
+    if splitter is not None:
+        corpus, ids = window_corpus(splitter, corpus)
+    else:
+        ids = [d.doc_id for d in corpus]
+    return encoder, ids, corpus_embeddings(encoder, corpus, use_cache=settings["cache"])
 
 
 def corpus_encoder(settings: dict[str, Any]) -> SentenceTransformerEncoder:

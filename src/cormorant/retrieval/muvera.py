@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cormorant.errors import IndexFormatError, PipelineError
-from cormorant.index.faiss_index import FaissIndex
+from cormorant.index.faiss_index import FaissIndex, sample_rows
 from cormorant.index.muvera import FDEConfig, encode_sets
 from cormorant.index.segments import BASE, Segment, Segments
 from cormorant.index.token_store import TokenStore
@@ -43,6 +43,7 @@ AUTO_FLAT_BELOW = 2000
 DEFAULT_CANDIDATES = 300
 DEFAULT_FDE = {"repetitions": 20, "k_sim": 4, "d_proj": 32}
 TRAIN_BLOCK = 10_000  # documents whose FDEs train a PQ/IVF index kind
+FDE_BLOCK = 1024  # documents whose token vectors are read at once to make their FDEs
 
 
 class MuveraEncoder:
@@ -72,7 +73,7 @@ class MuveraEncoder:
     def documents_from_tokens(self, matrices: list[np.ndarray]) -> np.ndarray:
         return self._from_tokens(matrices, document=True)
 
-    def documents_from_store(self, store: TokenStore, batch: int = 1024,
+    def documents_from_store(self, store: TokenStore, batch: int = FDE_BLOCK,
                              progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
         """Every stored document's FDE, a block of ``batch`` documents at a time, with the
         block's first row: a corpus's FDEs never need to be in memory all at once."""
@@ -85,6 +86,11 @@ class MuveraEncoder:
                 yield start, encode_sets(tokens, np.append(starts, len(tokens)), self.config,
                                          document=True)
                 bar.update(stop - start)
+
+    def documents_of(self, store: TokenStore, rows: np.ndarray) -> np.ndarray:
+        """The FDEs of the stored documents ``rows`` (one gather: keep ``rows`` a block)."""
+        tokens, starts = store.gather(rows)
+        return encode_sets(tokens, np.append(starts, len(tokens)), self.config, document=True)
 
     def _from_tokens(self, matrices: list[np.ndarray], document: bool) -> np.ndarray:
         if not matrices:
@@ -196,22 +202,38 @@ class MuveraRetriever(ChamferRetriever):
 
     @classmethod
     def create(cls, corpus: Corpus, settings: dict[str, Any]) -> MuveraRetriever:
-        encoder = token_encoder(settings)
-        try:
-            config = FDEConfig(encoder.dim, settings["repetitions"], settings["k_sim"],
-                               settings["d_proj"], True, settings["final_dim"], settings["seed"])
-        except ValueError as exc:
-            raise PipelineError(f"muvera: {exc}") from None
-        store_dir, doc_ids = windowed_token_store(encoder, corpus, settings, cls.name)
-        fde = MuveraEncoder(encoder, config)
-        store = TokenStore(store_dir)
-        kind = fde_index_kind(settings["index"], len(doc_ids))
-        index = fde_index(fde, store, doc_ids, FaissIndex(config.output_dim, kind=kind,
-                                                          metric="ip",
+        fde, store, doc_ids, kind = muvera_rows(corpus, settings, cls.name)
+        index = fde_index(fde, store, doc_ids, FaissIndex(fde.dim, kind=kind, metric="ip",
                                                           expected_count=len(doc_ids)))
         trained = len(doc_ids) if index.needs_training else None
         segment = Segment.made(doc_ids, MuveraSegment(store, index), BASE)
-        return cls(encoder, Segments((segment,)), settings, fde, kind, trained)
+        return cls(fde.inner, Segments((segment,)), settings, fde, kind, trained)
+
+    @classmethod
+    def learn_shared(cls, corpus: Corpus, settings: dict[str, Any]) -> FaissIndex | None:
+        """A trained FDE index kind's (PQ, the default ``pqfs`` from 2,000 documents) empty
+        index, trained on the FDEs of a seeded sample of TRAIN_BLOCK documents (as many as a
+        whole build trains on: its first ones); None for flat and HNSW. The FDE settings and
+        seed need no learning: every shard task makes them from the same build settings."""
+        fde, store, doc_ids, kind = muvera_rows(corpus, settings, cls.name)
+        index = FaissIndex(fde.dim, kind=kind, metric="ip", expected_count=len(doc_ids))
+        if not index.needs_training:
+            return None
+        rows = sample_rows(len(store), TRAIN_BLOCK)
+        index.train(np.vstack([fde.documents_of(store, rows[i:i + FDE_BLOCK])
+                               for i in range(0, len(rows), FDE_BLOCK)]))
+        return index
+
+    @classmethod
+    def create_part(cls, corpus: Corpus, settings: dict[str, Any], keep: Callable[[str], bool],
+                    shared: FaissIndex | None) -> MuveraRetriever | None:
+        fde, store, doc_ids, kind = muvera_rows(corpus, settings, cls.name)
+        template = shared if shared is not None else FaissIndex(fde.dim, kind=kind, metric="ip")
+        # The whole collection as one segment holding the cached token store's memory map and
+        # no FDE: part() gathers the shard's rows and codes their FDEs with the template.
+        whole = Segment.made(doc_ids, MuveraSegment(store, template), BASE)
+        trained = len(doc_ids) if shared is not None else None
+        return cls(fde.inner, Segments((whole,)), settings, fde, kind, trained).part(keep)
 
     @staticmethod
     def store_of(data: Any) -> TokenStore:
@@ -334,6 +356,21 @@ class MuveraRetriever(ChamferRetriever):
                "candidates": meta["candidates"], "carve": meta.get("carve")}
         meta = {**meta, "params": {**old, **meta.get("params", {})}}
         return super().load(directory, meta, **params)  # type: ignore[return-value]
+
+
+def muvera_rows(corpus: Corpus, settings: dict[str, Any], stage: str = "muvera"
+                ) -> tuple[MuveraEncoder, TokenStore, list[str], str]:
+    """(FDE encoder, the cached token store, its row ids, the FAISS kind for FDEs) of a
+    ``muvera`` stage's ``corpus``; the kind chosen for the whole collection's size."""
+    encoder = token_encoder(settings)
+    try:
+        config = FDEConfig(encoder.dim, settings["repetitions"], settings["k_sim"],
+                           settings["d_proj"], True, settings["final_dim"], settings["seed"])
+    except ValueError as exc:
+        raise PipelineError(f"muvera: {exc}") from None
+    store_dir, doc_ids = windowed_token_store(encoder, corpus, settings, stage)
+    return (MuveraEncoder(encoder, config), TokenStore(store_dir), doc_ids,
+            fde_index_kind(settings["index"], len(doc_ids)))
 
 
 def fde_index(fde: MuveraEncoder, store: TokenStore, doc_ids: list[str], index: FaissIndex,

@@ -33,7 +33,7 @@ from cormorant.index.faiss_index import RETRAIN_GROWTH
 from cormorant.index.format import atomic_directory, fsync_dir, read_meta, write_meta
 from cormorant.index.segments import BASE, Segment, SegmentBox, Segments
 from cormorant.retrieval.base import Retriever
-from cormorant.types import Document
+from cormorant.types import Corpus, Document
 
 SEGMENT_IDS = "doc_ids.json"
 MAX_BUFFERED = 8
@@ -152,6 +152,30 @@ class SegmentedRetriever(Retriever):
         piece = copy.copy(self)
         piece.box = SegmentBox(Segments((merged,)))
         return piece
+
+    # -- one shard built from its own documents ---------------------------------------------
+
+    @classmethod
+    def builds_parts(cls, settings: dict[str, Any]) -> bool:
+        """Whether a shard's copy of this stage can be built by :meth:`create_part` from the
+        shard's documents and what :meth:`learn_shared` learnt once; a sharded build of a
+        stage that cannot builds it whole and splits it (:meth:`part`)."""
+        return False
+
+    @classmethod
+    def learn_shared(cls, corpus: Corpus, settings: dict[str, Any]) -> Any:
+        """What every shard's copy must share, learnt once over ``corpus`` (IVF centroids, PQ
+        codebooks: a trained empty index), picklable for a Ray task; None if nothing."""
+        return None
+
+    @classmethod
+    def create_part(cls, corpus: Corpus, settings: dict[str, Any], keep: Callable[[str], bool],
+                    shared: Any) -> SegmentedRetriever | None:
+        """The stage over the documents of ``corpus`` whose id ``keep`` accepts, built with
+        ``shared`` (from :meth:`learn_shared`), holding about one shard in memory and
+        encoding nothing (vectors come from the embedding cache): what :meth:`part` of the
+        whole stage would hold. None if it would hold no document."""
+        raise NotImplementedError(f"{cls.name} builds no shard on its own")
 
     def ready_for_writes(self) -> None:
         for segment in self.segments:

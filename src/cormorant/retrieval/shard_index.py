@@ -1,12 +1,16 @@
-"""Sharded indexes: built once, written as one ordinary index per shard, opened as one.
+"""Sharded indexes: each shard built from its own documents, written as one ordinary index per
+shard, opened as one.
 
-Building: the pipeline is built once over the whole corpus (through the embedding cache), so
-what the shards must share is learnt once: IVF centroids and PQ codebooks, MUVERA's FDE
-settings and seed, the encoder. Each shard's copy of a stored stage is then that stage
-restricted to the shard's documents (:meth:`SegmentedRetriever.part`: the shard's rows, coded
-with the shared codebooks; nothing encoded again) and written as an ordinary index of the
-shard's documents. BM25's collection statistics are not stored: the router adds every shard's
-up at query time (:mod:`cormorant.retrieval.sharded`), which stays exact after writes.
+Building: no stage is built over the whole corpus. What the shards must share is learnt once
+here (:meth:`SegmentedRetriever.learn_shared`: IVF centroids and PQ codebooks trained on a
+seeded sample of the cached vectors; MUVERA's FDE settings and seed and the encoder come from
+the build settings). Then one task per shard (:class:`~cormorant.retrieval.distributed.Runner`
+``tasks``: a Ray task, or in process one after another) builds each stored stage from the
+shard's documents with them (:meth:`SegmentedRetriever.create_part`: the shard's rows of the
+embedding cache, nothing encoded again) and writes it as an ordinary index of the shard's
+documents. BM25's collection statistics are not stored: the router adds every shard's up at
+query time (:mod:`cormorant.retrieval.sharded`), which stays exact after writes. A stage that
+cannot build a shard alone (``tildev2``, ``dense(cache=false)``) is built whole and split.
 
 Opening gives a :class:`ShardedHandle`, the same API as an
 :class:`~cormorant.retrieval.assemble.IndexHandle`: ``pipeline``, ``open_pipeline``, ``live``
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cormorant import registry
+from cormorant import cache, registry
 from cormorant.errors import IndexFormatError, PipelineError, ReadOnlyIndex
 from cormorant.index.format import atomic_directory, read_meta, write_meta
 from cormorant.index.sharding import (
@@ -42,11 +46,12 @@ from cormorant.index.sharding import (
     shared_record,
 )
 from cormorant.pipeline import Stage, WithDocuments
-from cormorant.pipeline_syntax import Leaf, materialize, parse
+from cormorant.pipeline_syntax import Leaf, materialize, named, parse
 from cormorant.retrieval.assemble import (
     LeafHook,
     build_pipeline,
     open_index,
+    require_documents,
     validate,
     write_index_files,
 )
@@ -61,11 +66,13 @@ from cormorant.types import Corpus, Document
 
 def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
                        overwrite: bool = False, runner: Runner | None = None) -> Path:
-    """Build ``text`` over ``corpus`` once and write it as ``shards`` shards, atomically.
+    """Build ``text`` over ``corpus`` as ``shards`` shards, each built from its own documents
+    by one task, and write them atomically.
 
     With a ``runner`` (:mod:`cormorant.retrieval.distributed`: a Ray cluster, or threads),
-    dense stages' corpus embeddings are encoded by it into the cache first, and the shards
-    are written one task each; without, everything runs here, one shard after another.
+    dense stages' corpus embeddings and token stages' token vectors are encoded by it into
+    the cache first, and the shard tasks run on it; without, everything runs here, one shard
+    after another (so the build holds about one shard in memory, not the whole index).
 
     Raises:
         PipelineError: a stage that cannot be split (``bm25.lucene``, ``seal``).
@@ -77,22 +84,28 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
     if out.exists() and not overwrite:
         raise IndexFormatError(f"{out} already exists (use --overwrite to replace it)")
     validate(text)
-    if runner is not None:
-        prefill_embeddings(text, corpus, runner)
-    pipeline = build_pipeline(text, corpus)
-    leaves = pipeline.leaves()
-    for leaf in leaves:
-        if not isinstance(leaf, SegmentedRetriever):
+    stored = stored_stages(text)
+    for leaf, cls, _ in stored:
+        if not issubclass(cls, SegmentedRetriever):
             raise PipelineError(f"{leaf.name} cannot be sharded (its index is not made of"
                                 " segments); shardable: bm25, dense, chamfer, muvera")
+    require_documents(corpus)
+    check_shard_sizes(corpus, shards)
+    if runner is not None:
+        prefill_embeddings(text, corpus, runner)
     locks = _lock_existing(out)
     try:
         with atomic_directory(out, overwrite=overwrite) as tmp:
-            shared = []
             uid = uuid.uuid4().hex
-            parts = _write_shards(tmp, uid, shards, text, leaves, corpus, runner or InProcess())
-            for position in range(len(leaves)):
-                shared.append(_leaf_record(tmp / shard_dir(0), position))
+            work = runner or InProcess()
+            if all(cls.builds_parts(settings) for _, cls, settings in stored):
+                parts = _build_shards(tmp, uid, shards, text, stored, corpus, work)
+            else:
+                parts = _split_shards(tmp, uid, shards, text, corpus, work)
+            shared = [_leaf_record(tmp / shard_dir(0), p) for p in range(len(stored))]
+            for number in range(1, shards):  # built apart: check they agree now, not at open
+                folder = tmp / shard_dir(number)
+                _check_shared(folder, read_meta(folder, verify=False), shared)
             write_meta(tmp, {"kind": SHARDED_KIND, "sharding": SHARDING_VERSION,
                              "routing": ROUTING_RULE, "pipeline": text, "shards": shards, "uid": uid,
                              "count": sum(p["count"] for p in parts), "corpus": corpus.name,
@@ -103,34 +116,130 @@ def save_sharded_index(text: str, corpus: Corpus, out: str | Path, shards: int,
     return out
 
 
+StoredStage = tuple[Leaf, type[Stage], dict[str, Any]]
+"""A stored stage of a pipeline: its leaf, class and build settings (every parameter)."""
+
+
+def stored_stages(text: str) -> list[StoredStage]:
+    """The stages of pipeline ``text`` that hold an index, left to right (what each shard
+    stores, in the order a built pipeline's ``leaves()`` lists them)."""
+    found = []
+    for node in named(parse(text)):
+        cls = registry.stage_class(node.name)
+        if isinstance(node, Leaf) and cls.stores_index:
+            found.append((node, cls, cls.PARAMS.resolve(node.params, cls.name)))  # type: ignore[attr-defined]
+    return found
+
+
+def check_shard_sizes(corpus: Corpus, shards: int) -> list[int]:
+    """How many documents of ``corpus`` each shard holds (one pass over the ids).
+
+    Raises:
+        IndexFormatError: a shard would hold no document.
+    """
+    sizes = [0] * shards
+    for doc in corpus:
+        sizes[shard_of(doc.doc_id, shards)] += 1
+    for number, size in enumerate(sizes):
+        if not size:
+            raise IndexFormatError(f"shard {number} of {shards} would hold no document; use"
+                                   " fewer shards for this collection")
+    return sizes
+
+
+def _build_shards(tmp: Path, uid: str, shards: int, text: str, stored: list[StoredStage],
+                  corpus: Corpus, runner: Runner) -> list[dict[str, Any]]:
+    """Every shard built by its own task from its own documents, with what the stages must
+    share learnt here once (IVF centroids, PQ codebooks: trained empty indexes)."""
+    learnt: dict[str, Any] = {}  # a stage named twice is learnt once
+    for leaf, cls, settings in stored:
+        if str(leaf) not in learnt:
+            learnt[str(leaf)] = cls.learn_shared(corpus, settings)  # type: ignore[attr-defined]
+    shared = tuple(learnt[str(leaf)] for leaf, _, _ in stored)
+    return runner.tasks(shard_task, [ShardTask(str(tmp), uid, number, shards, text, corpus,
+                                               shared, str(cache.root()))
+                                     for number in range(shards)])
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """What one shard task needs; it pickles (a Ray task's argument): the corpus as its
+    source (a file is read again there, so it must be on a file system every host shares,
+    as must ``out`` and the embedding cache), the shared parts as FAISS's bytes."""
+
+    out: str
+    uid: str
+    number: int
+    shards: int
+    text: str
+    corpus: Corpus
+    shared: tuple[Any, ...]
+    """Per stored stage, what :meth:`SegmentedRetriever.learn_shared` learnt."""
+    cache: str
+    """The embedding cache the driver filled."""
+
+
+def shard_task(task: ShardTask) -> dict[str, Any]:
+    """Build and write one shard from its own documents: a Ray task's body (also runs in
+    process, the same code, so a shard's files are byte for byte the same either way). Each
+    stored stage is built by ``create_part`` from the shard's rows of the embedding cache
+    (nothing is encoded) with the shared parts, and written as an ordinary index.
+
+    Example:
+        >>> shard_task(ShardTask("idx", uid, 0, 4, "bm25", corpus, (None,), "/cache"))  # doctest: +SKIP
+        {'dir': 'shard-000', 'count': 1290}
+    """
+    # The shard's ids, hashed once: every stage and the document store ask again and again.
+    own = {d.doc_id for d in task.corpus if shard_of(d.doc_id, task.shards) == task.number}
+    mine = own.__contains__
+    made: dict[str, Stage] = {}
+    with cache.rooted(task.cache):
+        for (leaf, cls, settings), shared in zip(stored_stages(task.text), task.shared,
+                                                 strict=True):
+            if str(leaf) not in made:
+                piece = cls.create_part(task.corpus, settings, mine, shared)  # type: ignore[attr-defined]
+                if piece is None:
+                    raise IndexFormatError(f"shard {task.number} of {task.shards} would hold"
+                                           " no document; use fewer shards for this collection")
+                made[str(leaf)] = piece
+    pieces = [made[str(leaf)] for leaf, _, _ in stored_stages(task.text)]
+    return _write_shard(Path(task.out), task.uid, task.number, task.shards, task.text, pieces,
+                        task.corpus.filtered(mine))
+
+
+# -- stages built whole, then split --------------------------------------------------------
+
 STAGED = ".whole"
 """The folder, inside the sharded index being built, that holds the whole built index while
-remote shard tasks read it (removed before the index is committed)."""
+remote tasks split it (removed before the index is committed): only for a stage that cannot
+build a shard on its own (``tildev2``, ``dense(cache=false)``)."""
 
 
-def _write_shards(tmp: Path, uid: str, shards: int, text: str, leaves: list[Stage],
-                  corpus: Corpus, runner: Runner) -> list[dict[str, Any]]:
-    """Every shard's folder, one task each. In process the tasks split the built stages held
-    in memory; on a cluster (``runner.remote``) a built stage holds FAISS and SQLite handles
-    that do not pickle, so the whole index is written once where every task can read it, and
-    each task opens it and splits it by the same :func:`_write_shard`."""
+def _split_shards(tmp: Path, uid: str, shards: int, text: str, corpus: Corpus,
+                  runner: Runner) -> list[dict[str, Any]]:
+    """Every shard's folder, split from the whole pipeline built here, one task each. In
+    process the tasks split the built stages held in memory; on a cluster (``runner.remote``)
+    a built stage holds FAISS and SQLite handles that do not pickle, so the whole index is
+    written once where every task can read it, and each task opens it and splits it by the
+    same :func:`_split_shard`."""
+    leaves = build_pipeline(text, corpus).leaves()
     numbers = list(range(shards))
     if not runner.remote:
         return runner.map(
-            lambda number: _write_shard(tmp, uid, number, shards, text, leaves, corpus), numbers)
+            lambda number: _split_shard(tmp, uid, number, shards, text, leaves, corpus), numbers)
     staged = tmp / STAGED
     staged.mkdir()
     write_index_files(staged, text, leaves, corpus)
     try:
-        return runner.tasks(shard_task, [ShardTask(str(staged), str(tmp), uid, number, shards,
+        return runner.tasks(split_task, [SplitTask(str(staged), str(tmp), uid, number, shards,
                                                    text) for number in numbers])
     finally:
         shutil.rmtree(staged)
 
 
 @dataclass(frozen=True)
-class ShardTask:
-    """What one remote shard task needs (plain strings and numbers, so it pickles)."""
+class SplitTask:
+    """What one remote split task needs (plain strings and numbers, so it pickles)."""
 
     staged: str
     out: str
@@ -140,14 +249,14 @@ class ShardTask:
     text: str
 
 
-def shard_task(task: ShardTask) -> dict[str, Any]:
+def split_task(task: SplitTask) -> dict[str, Any]:
     """Write one shard of the whole index staged at ``task.staged``: a Ray task's body (also
     runs in process). The staged index's stored stages are loaded and split exactly as the
     in-memory ones would be, its documents in the order they were written, so the shard's
     files are byte for byte those an in-process build writes.
 
     Example:
-        >>> shard_task(ShardTask("idx/.whole", "idx", uid, 0, 4, "bm25"))  # doctest: +SKIP
+        >>> split_task(SplitTask("idx/.whole", "idx", uid, 0, 4, "tildev2"))  # doctest: +SKIP
         {'dir': 'shard-000', 'count': 1290}
     """
     handle = open_index(task.staged, verify=False)  # written a moment ago by this build
@@ -155,13 +264,13 @@ def shard_task(task: ShardTask) -> dict[str, Any]:
         handle.opener.load_all()
         leaves = [handle.live.owners[p] for p in range(len(handle.meta["leaves"]))]
         corpus = Corpus(handle.docs.documents, name=handle.meta["corpus"])
-        return _write_shard(Path(task.out), task.uid, task.number, task.shards, task.text,
+        return _split_shard(Path(task.out), task.uid, task.number, task.shards, task.text,
                             leaves, corpus)  # type: ignore[arg-type]
     finally:
         handle.close()
 
 
-def _write_shard(tmp: Path, uid: str, number: int, shards: int, text: str,
+def _split_shard(tmp: Path, uid: str, number: int, shards: int, text: str,
                  leaves: list[Stage], corpus: Corpus) -> dict[str, Any]:
     def mine(doc_id: str) -> bool:
         return shard_of(doc_id, shards) == number
@@ -170,10 +279,16 @@ def _write_shard(tmp: Path, uid: str, number: int, shards: int, text: str,
     if any(p is None for p in pieces):
         raise IndexFormatError(f"shard {number} of {shards} would hold no document; use fewer"
                                " shards for this collection")
+    return _write_shard(tmp, uid, number, shards, text, pieces,  # type: ignore[arg-type]
+                        corpus.filtered(mine))
+
+
+def _write_shard(tmp: Path, uid: str, number: int, shards: int, text: str,
+                 pieces: list[Stage], own: Corpus) -> dict[str, Any]:
+    """Shard ``number``'s folder: its documents ``own`` and its copy of each stored stage."""
     folder = tmp / shard_dir(number)
     folder.mkdir()
-    own = Corpus(lambda: (d for d in corpus if mine(d.doc_id)), name=corpus.name)
-    count = write_index_files(folder, text, pieces, own,  # type: ignore[arg-type]
+    count = write_index_files(folder, text, pieces, own,
                               {"shard": shard_identity(uid, number, shards)})
     return {"dir": folder.name, "count": count}
 
