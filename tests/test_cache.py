@@ -137,3 +137,19 @@ def test_cli_prune_refuses_bad_options(isolated_cache):
     assert "unknown cache kind 'nope'" in str(result.exception)
     result = CliRunner().invoke(app, ["cache", "prune", "--all", "--max-size", "1G"])
     assert isinstance(result.exception, CormorantError)
+
+
+def test_rooted_points_only_its_own_block_at_a_root_and_leaves_the_environment(tmp_path):
+    import threading
+
+    before = cache.root()
+    env = os.environ.get(cache.ROOT_ENV)
+    seen_elsewhere = []
+    with cache.rooted(tmp_path / "shared"):
+        assert cache.root() == tmp_path / "shared"
+        assert os.environ.get(cache.ROOT_ENV) == env  # nothing another thread or child reads
+        other = threading.Thread(target=lambda: seen_elsewhere.append(cache.root()))
+        other.start()
+        other.join()
+    assert seen_elsewhere == [before]
+    assert cache.root() == before

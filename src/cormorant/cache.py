@@ -39,6 +39,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,34 +94,37 @@ class CacheInfo:
         return sum(size for _, size in self.kinds.values())
 
 
+# Set only by `rooted`, for the code running in its block (a context variable, so other
+# threads and the process's environment are untouched).
+_ROOT_HERE: ContextVar[Path | None] = ContextVar("cormorant_cache_root", default=None)
+
+
 def root() -> Path:
-    """``$CORMORANT_CACHE`` or ``~/.cache/cormorant``, read at each call."""
+    """The cache root: ``rooted``'s inside its block, else ``$CORMORANT_CACHE`` or
+    ``~/.cache/cormorant``, read at each call."""
+    here = _ROOT_HERE.get()
+    if here is not None:
+        return here
     return Path(os.environ.get(ROOT_ENV) or Path.home() / ".cache" / "cormorant")
 
 
 @contextmanager
 def rooted(path: str | Path) -> Iterator[None]:
-    """Use ``path`` as the cache root inside the block, where it is not already: a Ray shard
-    task reads the entries its driver filled, on a file system the cluster shares, whatever
-    the worker's own environment says.
+    """Use ``path`` as the cache root inside the block: a Ray shard task reads the entries its
+    driver filled, on a file system the cluster shares, whatever the worker's own environment
+    says. Only this context sees it (``os.environ`` is not touched: a library does not change
+    its process's environment).
 
     Example:
-        >>> with rooted("/shared/cache"):  # doctest: +SKIP
+        >>> with rooted("/shared/cache"):
         ...     root()
         PosixPath('/shared/cache')
     """
-    if root() == Path(path):  # in process: nothing to change (threads share os.environ)
-        yield
-        return
-    before = os.environ.get(ROOT_ENV)
-    os.environ[ROOT_ENV] = str(path)
+    token = _ROOT_HERE.set(Path(path))
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(ROOT_ENV, None)
-        else:
-            os.environ[ROOT_ENV] = before
+        _ROOT_HERE.reset(token)
 
 
 def size_limit() -> int | None:
