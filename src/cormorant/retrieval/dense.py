@@ -155,7 +155,7 @@ class DenseRetriever(LongQueries, SegmentedRetriever):
         encoder = corpus_encoder(settings)
         if not new_index(settings, encoder.dim).needs_training:
             return None
-        encoder, _, vectors = corpus_rows(corpus, settings, cls.name)
+        _, _, vectors = corpus_rows(corpus, settings, cls.name, encoder)
         index = FaissIndex(encoder.dim, kind=index_kind(settings), metric="ip",
                            expected_count=len(vectors))
         index.train(read_rows(vectors, sample_rows(len(vectors), TRAIN_SAMPLE)))
@@ -484,14 +484,16 @@ def split_towers(model: str | None, query_model: str | None) -> tuple[str | None
     return str(Path(resolve_model(model)) / spec["document_encoder"]), model
 
 
-def corpus_rows(corpus: Corpus, settings: dict[str, Any], stage: str = "dense"
+def corpus_rows(corpus: Corpus, settings: dict[str, Any], stage: str = "dense",
+                encoder: SentenceTransformerEncoder | None = None
                 ) -> tuple[SentenceTransformerEncoder, list[str], np.ndarray]:
     """(document encoder, row ids, row vectors) of a dense stage's ``corpus``: a row per
     document, or per window with ``passages`` (under its document's id); the vectors from the
     embedding cache (a read-only memory map: read a shard's rows with
     :func:`~cormorant.index.embeddings.read_rows`) when ``cache`` is on, encoded into it if
-    missing."""
-    encoder = corpus_encoder(settings)
+    missing. ``encoder``: the stage's document encoder when the caller has loaded it already
+    (loading a model costs seconds)."""
+    encoder = encoder or corpus_encoder(settings)
     splitter = splitter_of(encoder, settings["passages"], stage)
     if splitter is not None:
         corpus, ids = window_corpus(splitter, corpus)
