@@ -241,15 +241,16 @@ def test_distillation_run_and_bad_input(tiny_encoder, tmp_path) -> None:
                   "late-interaction", "--base-model", str(tmp_path / "nothing"),
                   "--max-steps", "1")
     assert_one_error_line(bad, "cannot load encoder")
+    pca = tmp_path / "pca.json"
+    pca.write_text(json.dumps({"projection_start": "pca"}))
     narrow = run_cli("train", "-d", str(data), "-o", str(tmp_path / "n"), "--kind",
-                     "late-interaction", "--base-model", str(tiny_encoder), "--max-steps", "1")
+                     "late-interaction", "--base-model", str(tiny_encoder), "--max-steps", "1",
+                     "--config", str(pca))
     assert_one_error_line(narrow, "use projection_start orthogonal")
     assert not (tmp_path / "n").exists()
-    orthogonal = tmp_path / "orthogonal.json"
-    orthogonal.write_text(json.dumps({"projection_start": "orthogonal"}))
+    # The default start (orthogonal, as ColBERT's) fits a base model narrower than 128 too.
     ok = run_cli("train", "-d", str(data), "-o", str(tmp_path / "z"), "--kind",
-                 "late-interaction", "--base-model", str(tiny_encoder), "--max-steps", "1",
-                 "--config", str(orthogonal))
+                 "late-interaction", "--base-model", str(tiny_encoder), "--max-steps", "1")
     assert ok.code == 0 and ok.traceback is None, (ok.err, ok.traceback)
     assert (tmp_path / "z" / "artifact.metadata").is_file()
 
