@@ -109,12 +109,10 @@ def train_command(strategy: str, dataset: Path, out: Path, gpu: bool = False,
         options = cross_encoder_options(dataset, gpu)
         if options is None:
             return base + ["--kind", "cross-encoder", "--negatives", "bm25"]
-        config = out.parent / f"{CROSS_ENCODER}.json"
-        config.write_text(json.dumps({k: v for k, v in options.items()
-                                      if k in ("eval_steps", "range_min")}))
         steps = ["--max-steps", str(options["max_steps"])] if "max_steps" in options else []
         return base + ["--kind", "cross-encoder", "--negatives", options["negatives"], *steps,
-                       "--config", str(config)]
+                       *config_file(out, {k: v for k, v in options.items()
+                                          if k in ("eval_steps", "range_min")})]
     if strategy == "adore":
         return base + ["--negatives", "adore", "--base-model", str(out.parent / "star")]
     if strategy == ADORE_BASE:
@@ -123,16 +121,21 @@ def train_command(strategy: str, dataset: Path, out: Path, gpu: bool = False,
         return base + ["--negatives", "tas-balanced", "--teacher", str(out.parent / CROSS_ENCODER)]
     if strategy == TAS_BI_TEACHER:
         teacher = str(out.parent / "dense")
-        config = out.parent / f"{TAS_BI_TEACHER}.json"
-        config.write_text(json.dumps({"inbatch_teacher": teacher}))
-        return base + ["--negatives", "tas-balanced", "--teacher", teacher, "--config", str(config)]
+        return base + ["--negatives", "tas-balanced", "--teacher", teacher,
+                       *config_file(out, {"inbatch_teacher": teacher})]
     if strategy == DISTILLED:
         return base + DISTILLED_OPTIONS
     if strategy == CHAMFER_DISTILLED:
-        config = out.parent / f"{CHAMFER_DISTILLED}.json"
-        config.write_text(json.dumps({"dev_fraction": 0}))
-        return base + CHAMFER_DISTILLED_OPTIONS + ["--config", str(config)]
+        return base + CHAMFER_DISTILLED_OPTIONS + config_file(out, {"dev_fraction": 0})
     return base + ["--negatives", strategy]
+
+
+def config_file(out: Path, options: dict[str, Any]) -> list[str]:
+    """``--config FILE`` for the settings a row sets that have no command-line flag, written
+    beside the row's model folder ``out`` as ``<row>.json``."""
+    config = out.parent / f"{out.name}.json"
+    config.write_text(json.dumps(options))
+    return ["--config", str(config)]
 
 
 def late_command(dataset: Path, out: Path) -> list[str]:
@@ -155,13 +158,13 @@ def save_late_start(models: Path, name: str) -> None:
     from cormorant.retrieval.encoders import resolve_model
     from cormorant.training.config import TrainConfig
     from cormorant.training.data import TrainingSet
-    from cormorant.training.late_interaction import projection_sample, start_encoder
+    from cormorant.training.late_interaction import start_encoder
 
     out = models / START_MODEL
     if not (out / "artifact.metadata").is_file():
         config = TrainConfig(dataset=Path("d"), out=Path("o"), kind=LATE)
         data = TrainingSet.load(dataset_path(name), config.split)
-        start_encoder(resolve_model(None), config, projection_sample(data, config)).save(out)
+        start_encoder(resolve_model(None), config, data).save(out)
 
 
 def measure_late(name: str, path: Path = RESULTS) -> None:

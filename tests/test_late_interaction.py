@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,11 +24,12 @@ from cormorant.training.late_interaction import (
     LateCollator,
     own_scores,
     principal_directions,
+    projection_sample,
     start_encoder,
 )
 from cormorant.training.late_losses import contrastive_loss, distillation_loss, maxsim
 from cormorant.types import Corpus, Document
-from tests.conftest import DOCS, QUERIES, write_beir
+from tests.conftest import DOCS, QUERIES, make_tiny_encoder, write_beir
 
 
 def config(**changes) -> TrainConfig:
@@ -270,3 +272,21 @@ def test_pca_start_keeps_more_of_the_token_dot_products_than_a_random_start(star
     assert (tokens @ directions.T).norm() > (tokens @ random.T).norm()
     with pytest.raises(CormorantError, match="use projection_start orthogonal"):
         principal_directions(start, texts, 64)
+
+
+def test_pca_start_is_drawn_from_the_training_documents_only_when_asked(tmp_path) -> None:
+    wide = make_tiny_encoder(tmp_path, hidden=128)  # wide enough for the 128 kept directions
+    words = "vitamin deficiency birds fish depression adults diving water catch".split()
+    texts = {f"d{i}": " ".join(words[(i + j) % len(words)] for j in range(30))
+             for i in range(12)}
+    data = SimpleNamespace(texts=texts, positives={"q1": ["d3", "d7"]})
+    pca = config(projection_start="pca", projection_sample=8)
+    encoder = start_encoder(str(wide), pca, data)
+    sample = projection_sample(data, pca)
+    assert len(sample) == 8 and {texts["d3"], texts["d7"]} <= set(sample)  # positives first
+    assert torch.allclose(encoder.linear.weight.data,
+                          principal_directions(encoder, sample, 128), atol=1e-5)
+    with pytest.raises(CormorantError, match="needs documents to sample token vectors from"):
+        start_encoder(str(wide), pca)
+    orthogonal = start_encoder(str(wide), config(), data)  # data given, and not read
+    assert not torch.allclose(orthogonal.linear.weight.data, encoder.linear.weight.data)

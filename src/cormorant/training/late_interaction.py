@@ -88,14 +88,14 @@ def negatives_per_query(config: TrainConfig) -> int:
     return TEACHER_NEGATIVES if config.teacher else NEGATIVES
 
 
-def start_encoder(base: str, config: TrainConfig, sample: list[str] | None = None) -> Any:
+def start_encoder(base: str, config: TrainConfig, data: Any = None) -> Any:
     """The untrained ColBERT encoder: ``base``'s transformer and tokenizer, its markers, a
     projection to 128 dimensions, and the training lengths.
 
     The projection starts as ``config.projection_start`` says: ``orthogonal`` (the default)
     is a seeded random orthogonal matrix (ColBERT's and PyLate's fresh layer); ``pca`` (needs
-    ``sample``: documents) is :func:`principal_directions` of the base model's token vectors
-    over the sample."""
+    ``data``, a training set) is :func:`principal_directions` of the base model's token
+    vectors over :func:`projection_sample` of its documents, drawn only then."""
     from cormorant.retrieval.colbert import ColBERTEncoder
     from cormorant.retrieval.tilde import load_transformer
 
@@ -118,6 +118,7 @@ def start_encoder(base: str, config: TrainConfig, sample: list[str] | None = Non
             raise CormorantError(f"late-interaction: projection_start pca keeps {DIMENSION} of"
                                  f" {base}'s {bert.config.hidden_size} dimensions, more than it"
                                  " has; use projection_start orthogonal")
+        sample = projection_sample(data, config) if data is not None else []
         if not sample:
             raise CormorantError("late-interaction: projection_start pca needs documents to"
                                  " sample token vectors from")
@@ -186,8 +187,7 @@ class LateJob(Job):
         config = self.config = session.config
         self.work = session.work
         data = with_dev(session.data, session.dev)
-        self.model = LateModel(start_encoder(session.base_model, config,
-                                             projection_sample(data, config)))
+        self.model = LateModel(start_encoder(session.base_model, config, data))
         self.per_query = negatives_per_query(config)
         if config.teacher and self.per_query < 1:
             raise CormorantError("late-interaction with --teacher needs late_negatives of at"
