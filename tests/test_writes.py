@@ -361,7 +361,11 @@ def test_sigkill_during_writes_and_merges_loses_nothing_acknowledged(tmp_path, t
             early.append(child.stdout.readline())
         time.sleep(rng.uniform(0.05, 1.5))
         child.send_signal(signal.SIGKILL)
-        out, err = child.communicate(timeout=60)
+        child.wait(timeout=60)
+        # Read the rest through the same text wrappers: communicate() reads the raw pipes and
+        # would skip lines readline() had already buffered (a lost 'intent'/'deleted' pair
+        # then reads as a document lost by the index).
+        out, err = child.stdout.read(), child.stderr.read()
         intents: set[str] = set()
         last = ""
         for line in "".join(early).splitlines() + out.splitlines():
