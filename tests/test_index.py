@@ -113,6 +113,52 @@ def test_overwrite_keeps_old_index_until_new_one_is_complete(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["idx"]
 
 
+@pytest.mark.parametrize("one_step", [True, False])
+def test_overwrite_swaps_the_directory_whole(tmp_path, monkeypatch, one_step):
+    """Where the system swaps two paths in one step (Linux) the target always names a whole
+    index; elsewhere two renames do it. Either way the new index is in place and nothing is
+    left beside it."""
+    import cormorant.index.format as index_format
+
+    if not one_step:
+        monkeypatch.setattr(index_format, "exchange_paths", lambda first, second: False)
+    with atomic_directory(tmp_path / "idx") as tmp:
+        write_meta(tmp, {"kind": "old"})
+        (tmp / "old-only").write_text("x")
+    with atomic_directory(tmp_path / "idx", overwrite=True) as tmp:
+        write_meta(tmp, {"kind": "new"})
+    assert read_meta(tmp_path / "idx")["kind"] == "new"
+    assert not (tmp_path / "idx" / "old-only").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]
+
+
+def test_exchange_paths_swaps_two_directories(tmp_path):
+    from cormorant.index.format import exchange_paths
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "from-a").write_text("a")
+    (tmp_path / "b").mkdir()
+    if not exchange_paths(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("this system has no one-step exchange (renameat2)")
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["from-a"]
+    assert list((tmp_path / "a").iterdir()) == []
+    with pytest.raises(OSError):
+        exchange_paths(tmp_path / "a", tmp_path / "missing")
+
+
+def test_leftovers_of_a_cut_off_replace_are_found_and_named(tmp_path):
+    from cormorant.index.format import leftovers
+
+    for name in ("idx", ".idx.k8jptr0c.tmp", ".idx.old-3337", ".idx2.k8jptr0c.tmp",
+                 ".idx.old-x", "idx.bak"):
+        (tmp_path / name).mkdir()
+    assert [p.name for p in leftovers(tmp_path / "idx")] == [".idx.k8jptr0c.tmp",
+                                                              ".idx.old-3337"]
+    (tmp_path / "idx").rmdir()  # killed between the two renames of the fallback swap
+    with pytest.raises(IndexFormatError, match=r"left the previous one at .*\.idx\.old-3337"):
+        read_meta(tmp_path / "idx")
+
+
 def _saved(tmp_path):
     index = FaissIndex(8)
     index.add(["a", "b"], clustered(2, 8))

@@ -245,6 +245,22 @@ def test_every_writer_takes_the_same_lock(bm25_index):
     assert open_index(bm25_index).live.count == 1
 
 
+def test_a_writer_removes_what_a_killed_merge_left_beside_the_index(bm25_index):
+    """A merge or rebuild killed mid-way leaves a temporary copy of the index beside it (and,
+    where the swap takes two renames, the old one moved aside). The next writer, holding the
+    lock no replacer can hold now, removes them; a reader, holding none, leaves them."""
+    parent = bm25_index.parent
+    for name in (".index.k8jptr0c.tmp", ".index.old-3337"):
+        (parent / name).mkdir()
+        (parent / name / "docs.sqlite").write_text("a copy as large as the index")
+    (parent / ".index2.k8jptr0c.tmp").mkdir()  # another index's: not ours to remove
+    open_index(bm25_index).close()
+    assert (parent / ".index.k8jptr0c.tmp").is_dir()
+    with open_index(bm25_index, write=True) as handle:
+        assert handle.live.count == 8
+    assert sorted(p.name for p in parent.iterdir()) == [".index2.k8jptr0c.tmp", "index"]
+
+
 def test_a_reader_sees_writes_in_the_log_and_a_commit_empties_it(bm25_index):
     """Old: `cormorant search --index` did not see documents written through the service,
     and the log was never compacted (read whole at every start)."""
@@ -394,6 +410,8 @@ def test_sigkill_during_writes_and_merges_loses_nothing_acknowledged(tmp_path, t
         uncertain = set()
     assert len(present) > 20
     assert merges_killed >= 1  # the kill did land in the middle of a merge
+    # The last opening for writing removed every copy the killed merges left beside it.
+    assert [p.name for p in tmp_path.iterdir()] == ["index"]
 
 
 def test_ivf_and_pq_codebooks_under_tenfold_growth(tmp_path, tiny_encoder):

@@ -47,7 +47,7 @@ from cormorant.data.files import atomic_write
 from cormorant.errors import CormorantError, IndexFormatError, IndexLocked, ReadOnlyIndex
 from cormorant.index.docstore import FILENAME as DOCSTORE_FILE
 from cormorant.index.docstore import DocStore
-from cormorant.index.format import atomic_directory, fsync_dir, write_meta
+from cormorant.index.format import atomic_directory, fsync_dir, leftovers, write_meta
 from cormorant.index.overlay import Missing, OverlayStore
 from cormorant.index.wal import WriteLog
 from cormorant.retrieval.base import Retriever, save_leaf
@@ -129,6 +129,7 @@ class LiveIndex:
         """Take the lock (when writing), read the committed segments, replay the log."""
         if self.write:
             self._lock_fd = take_lock(self.path)
+            self._remove_leftovers()
             self.live_dir.mkdir(exist_ok=True)
         manifest = self._read_manifest()
         seq = int(manifest.get("seq", 0))
@@ -155,6 +156,15 @@ class LiveIndex:
             for owner in self.owners.values():
                 owner.ready_for_writes()
         return self
+
+    def _remove_leftovers(self) -> None:
+        """Delete what a merge (or ``index build --overwrite``) killed mid-way left beside the
+        index: a copy as large as the index each time. Safe under the lock, which whoever
+        replaces the index holds while its temporary exists."""
+        for path in leftovers(self.path):
+            log.warning("index %s: removing %s, left by a merge or rebuild that was cut off",
+                        self.path, path.name)
+            shutil.rmtree(path, ignore_errors=True)
 
     def _read_manifest(self) -> dict[str, Any]:
         path = self.live_dir / MANIFEST
