@@ -553,7 +553,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(train_dir, tiny_encoder, t
     done = cli(*base, *args)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
-    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # neither OUT nor an empty OUT.work
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")

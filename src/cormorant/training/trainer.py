@@ -74,12 +74,18 @@ def is_main_process() -> bool:
     return state is None or state.is_main_process
 
 
-def prepare_out(config: TrainConfig) -> Path:
-    """Check ``--out`` before any work: refuse to clobber, and leave a resumable work dir.
-    Under ``torchrun`` only the main process clears the work dir, and the others wait for it."""
-    work = work_dir(config.out)
+def refuse_clobber(config: TrainConfig) -> None:
+    """Refuse an existing ``--out`` without ``--overwrite``, before any work."""
     if config.out.exists() and not config.overwrite:
         raise CormorantError(f"{config.out} already exists (use --overwrite to replace it)")
+
+
+def prepare_out(config: TrainConfig) -> Path:
+    """Leave a resumable work dir beside ``--out`` (after :func:`refuse_clobber` and the data
+    have been checked, so bad input leaves none). Under ``torchrun`` only the main process
+    clears it, and the others wait for it."""
+    work = work_dir(config.out)
+    refuse_clobber(config)
     state = distributed_state()
     if state is None or state.is_main_process:
         if work.exists() and not config.resume:
@@ -88,6 +94,13 @@ def prepare_out(config: TrainConfig) -> Path:
     if state is not None:
         state.wait_for_everyone()
     return work
+
+
+def remove_if_empty(work: Path) -> None:
+    """Remove a work dir that holds no file (only folders a kind made while setting up);
+    one with mined negatives or checkpoints stays, for ``--resume``."""
+    if is_main_process() and work.is_dir() and not any(p.is_file() for p in work.rglob("*")):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def split_dev(config: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
@@ -218,9 +231,14 @@ def train(config: TrainConfig) -> TrainResult:
                  deadline.minutes)
     kind = training_kind(config.kind)
     base = kind.base_model(config)
-    work = prepare_out(config)
+    refuse_clobber(config)
     data, dev = split_dev(config)
-    return kind.train(Session(config, base, data, dev, work, deadline))
+    work = prepare_out(config)
+    try:
+        return kind.train(Session(config, base, data, dev, work, deadline))
+    except CormorantError:
+        remove_if_empty(work)  # bad input found while setting up: nothing there to resume
+        raise
 
 
 def fit(job: Job, session: Session) -> TrainResult:
