@@ -163,7 +163,8 @@ def save_late_start(models: Path, name: str) -> None:
     out = models / START_MODEL
     if not (out / "artifact.metadata").is_file():
         config = TrainConfig(dataset=Path("d"), out=Path("o"), kind=LATE)
-        data = TrainingSet.load(dataset_path(name), config.split)
+        data = TrainingSet.load(dataset_path(name), config.split) \
+            if config.projection_start == "pca" else None  # the orthogonal start reads none
         start_encoder(resolve_model(None), config, data).save(out)
 
 
