@@ -135,11 +135,9 @@ def exchange_paths(first: Path, second: Path) -> bool:
     Written by hand because Python's ``os`` has no ``renameat2`` and no maintained package
     offers it: this is the one libc call, through ctypes (Linux 3.15+, glibc 2.28+).
     """
-    rename = getattr(_libc(), "renameat2", None)
+    rename = _renameat2()
     if rename is None:
         return False
-    rename.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                       ctypes.c_uint]
     if rename(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
               _RENAME_EXCHANGE) == 0:
         return True
@@ -150,8 +148,13 @@ def exchange_paths(first: Path, second: Path) -> bool:
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+def _renameat2() -> Any:
+    """libc's ``renameat2`` with its argument types set, once; None where libc lacks it."""
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if rename is not None:
+        rename.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                           ctypes.c_uint]
+    return rename
 
 
 def leftovers(target: str | Path) -> list[Path]:

@@ -81,11 +81,10 @@ def refuse_clobber(config: TrainConfig) -> None:
 
 
 def prepare_out(config: TrainConfig) -> Path:
-    """Leave a resumable work dir beside ``--out`` (after :func:`refuse_clobber` and the data
-    have been checked, so bad input leaves none). Under ``torchrun`` only the main process
-    clears it, and the others wait for it."""
+    """Leave a resumable work dir beside ``--out`` (called after :func:`refuse_clobber` and
+    the data have been checked, so bad input leaves none). Under ``torchrun`` only the main
+    process clears it, and the others wait for it."""
     work = work_dir(config.out)
-    refuse_clobber(config)
     state = distributed_state()
     if state is None or state.is_main_process:
         if work.exists() and not config.resume:
