@@ -290,3 +290,5 @@ def test_pca_start_is_drawn_from_the_training_documents_only_when_asked(tmp_path
         start_encoder(str(wide), pca)
     orthogonal = start_encoder(str(wide), config(), data)  # data given, and not read
     assert not torch.allclose(orthogonal.linear.weight.data, encoder.linear.weight.data)
+    assert torch.equal(orthogonal.linear.weight.data,
+                       start_encoder(str(wide), config()).linear.weight.data)
